@@ -1,0 +1,1 @@
+"""Bundled demo data, demo tokenizer, and the scripts that regenerate them."""

@@ -1,0 +1,226 @@
+"""Thin Beam composites over the Beam-free core; bad records leave on tagged outputs.
+
+    ReadExamples      files -> Example            (+ rejected, + count of records read)
+    TokenizeExamples  Example -> TokenizedRow     (+ rejected, + dropped)
+    WriteShards       TokenizedRow -> shard info  (deterministic Parquet files, see shards.py)
+    WriteJsonLines    Rejected/Dropped -> one sorted JSONL file
+    ReportCoverage    everything -> Coverage
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline.config import PipelineConfig
+from pipeline.formats import RawRecord, file_kind, iter_records, to_example
+from pipeline.label_coverage import Coverage
+from pipeline.records import Dropped, Example, Rejected, TokenizedRow
+from pipeline.rows import RowBuilder
+from pipeline.shards import parquet_bytes, sha256, shard_count, shard_for, shard_name
+from pipeline.templates import ChatTemplate
+from pipeline.tokenization import load_tokenizer
+
+REJECTED, DROPPED = "rejected", "dropped"
+
+
+class FailFast(Exception):
+    """Raised under --fail-fast at the first rejected record; the message names its location."""
+
+
+def _fail_fast(item: Rejected) -> None:
+    where = f"{item.source}:{item.index}" if item.index is not None else item.source
+    raise FailFast(f"record {where} is bad ({item.reason}: {item.detail}); stopping because of --fail-fast")
+
+
+def _read_file(named_path: tuple[str, str]) -> Iterator[RawRecord | Rejected]:
+    name, path = named_path
+    with FileSystems.open(path) as stream:
+        yield from iter_records(name, stream, file_kind(path) or "jsonl")
+
+
+class ToExampleFn(beam.DoFn):
+    """Raw record -> Example on the main output, or Rejected on `rejected`."""
+
+    def __init__(self, fmt: str, fail_fast: bool) -> None:
+        self._format, self._fail_fast = fmt, fail_fast
+        self._rejected = Metrics.counter("masked_shards", "records_rejected")
+
+    def process(self, item: RawRecord | Rejected) -> Iterator[object]:
+        result = item if isinstance(item, Rejected) else to_example(item, self._format)
+        if isinstance(result, Rejected):
+            if self._fail_fast:
+                _fail_fast(result)
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, result)
+        else:
+            yield result
+
+
+class ReadExamples(beam.PTransform):
+    """Read (name, path) files into Examples; returns {examples, rejected, read}."""
+
+    def __init__(self, files: list[tuple[str, str]], fmt: str = "auto", fail_fast: bool = False) -> None:
+        super().__init__()
+        self._files, self._format, self._fail_fast = files, fmt, fail_fast
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        raw = (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "ReadRecords" >> beam.FlatMap(_read_file)
+            | "Spread" >> beam.Reshuffle()
+        )
+        parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._format, self._fail_fast)).with_outputs(REJECTED, main="examples")
+        read = raw | "CountRead" >> beam.combiners.Count.Globally()
+        return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read}
+
+
+class TokenizeFn(beam.DoFn):
+    """Batch of Examples -> rows; the tokenizer and template are loaded once per worker."""
+
+    def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
+        self._config, self._template = config, template
+        self._builder: RowBuilder | None = None
+        self._rows = Metrics.counter("masked_shards", "rows")
+        self._tokens = Metrics.counter("masked_shards", "tokens")
+
+    def setup(self) -> None:
+        self._builder = RowBuilder(self._config, load_tokenizer(self._config.tokenizer), self._template)
+
+    def process(self, batch: list[Example]) -> Iterator[object]:
+        for result in self._builder.build(batch):
+            if isinstance(result, Rejected):
+                if self._config.fail_fast:
+                    _fail_fast(result)
+                yield beam.pvalue.TaggedOutput(REJECTED, result)
+            elif isinstance(result, Dropped):
+                yield beam.pvalue.TaggedOutput(DROPPED, result)
+            else:
+                self._rows.inc()
+                self._tokens.inc(len(result.input_ids))
+                yield result
+
+
+class TokenizeExamples(beam.PTransform):
+    """Examples -> TokenizedRows; returns {rows, rejected, dropped}."""
+
+    def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
+        super().__init__()
+        self._config, self._template = config, template
+
+    def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
+        tokenized = (
+            examples
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.batch_size)
+            | "Tokenize" >> beam.ParDo(TokenizeFn(self._config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
+        )
+        return {"rows": tokenized.rows, "rejected": tokenized[REJECTED], "dropped": tokenized[DROPPED]}
+
+
+class WriteShardFn(beam.DoFn):
+    """((split, shard), rows) -> writes one Parquet file, yields its info for the manifest."""
+
+    def __init__(self, output: str, seed: int) -> None:
+        self._output, self._seed = output, seed
+
+    def process(self, keyed: tuple[tuple[str, int, int], list[TokenizedRow]]) -> Iterator[dict[str, object]]:
+        (split, index, shards), rows = keyed
+        yield write_shard(self._output, split, index, shards, list(rows), self._seed)
+
+
+def write_shard(output: str, split: str, index: int, shards: int, rows: list[TokenizedRow], seed: int) -> dict[str, object]:
+    """Write one shard through Beam's FileSystems (local or gs://) and describe it."""
+    data = parquet_bytes(rows, seed)
+    relative = posixpath.join("data", shard_name(split, index, shards))
+    with FileSystems.create(FileSystems.join(output, "data", shard_name(split, index, shards))) as handle:
+        handle.write(data)
+    return {"path": relative, "split": split, "index": index, "rows": len(rows), "bytes": len(data), "sha256": sha256(data)}
+
+
+class WriteShards(beam.PTransform):
+    """Rows -> deterministic shard files; returns the PCollection of shard infos."""
+
+    def __init__(self, output: str, config: PipelineConfig) -> None:
+        super().__init__()
+        self._output, self._config = output, config
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        config = self._config
+        per_split = rows | "CountPerSplit" >> beam.Map(lambda r: (r.split, 1)) | "SumPerSplit" >> beam.CombinePerKey(sum)
+
+        def assign(row: TokenizedRow, counts: dict[str, int]) -> tuple[tuple[str, int, int], TokenizedRow]:
+            shards = shard_count(counts[row.split], config.num_shards, config.rows_per_shard)
+            return (row.split, shard_for(row.example_id, config.seed, shards), shards), row
+
+        return (
+            rows
+            | "AssignShard" >> beam.Map(assign, counts=beam.pvalue.AsDict(per_split))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(WriteShardFn(self._output, config.seed))
+        )
+
+
+class WriteJsonLines(beam.PTransform):
+    """Rejected or Dropped records -> `<output>/<folder>/<folder>.jsonl`, sorted; yields its info."""
+
+    def __init__(self, output: str, folder: str) -> None:
+        super().__init__()
+        self._output, self._folder = output, folder
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        output, folder = self._output, self._folder
+
+        def write(keyed: tuple[None, list[tuple[tuple[str, int], str]]]) -> dict[str, object]:
+            lines = [line for _, line in sorted(keyed[1])]
+            data = "".join(line + "\n" for line in lines).encode("utf-8")
+            with FileSystems.create(FileSystems.join(output, folder, f"{folder}.jsonl")) as handle:
+                handle.write(data)
+            return {"path": posixpath.join(folder, f"{folder}.jsonl"), "rows": len(lines), "sha256": sha256(data)}
+
+        return (
+            records
+            | "ToJson" >> beam.Map(lambda r: (None, _json_line(r)))
+            | "Gather" >> beam.GroupByKey()
+            | "Write" >> beam.Map(write)
+        )
+
+
+def _json_line(record: Rejected | Dropped) -> tuple[tuple[str, int], str]:
+    """The line, keyed by its place in the input so the file lists records in input order."""
+    if isinstance(record, Rejected):
+        key = (record.source, -1 if record.index is None else record.index)
+    else:
+        name, index = record.example_id.rsplit(":", 1)
+        key = (name, int(index))
+    return key, json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True, default=repr)
+
+
+class CoverageFn(beam.CombineFn):
+    def create_accumulator(self) -> Coverage:
+        return Coverage()
+
+    def add_input(self, coverage: Coverage, item: object) -> Coverage:
+        coverage.add(item)
+        return coverage
+
+    def merge_accumulators(self, accumulators: Iterator[Coverage]) -> Coverage:
+        merged = Coverage()
+        for coverage in accumulators:
+            merged.merge(coverage)
+        return merged
+
+    def extract_output(self, coverage: Coverage) -> Coverage:
+        return coverage
+
+
+class ReportCoverage(beam.PTransform):
+    """Rows, rejected and dropped records -> one Coverage (empty input gives an empty one)."""
+
+    def expand(self, outcomes: tuple[beam.PCollection, ...]) -> beam.PCollection:
+        return outcomes | "Outcomes" >> beam.Flatten() | "Combine" >> beam.CombineGlobally(CoverageFn())

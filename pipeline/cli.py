@@ -1,0 +1,135 @@
+"""The `masked-shards` command line; `python run_pipeline.py ARGS` is `masked-shards run ARGS`.
+
+Our flags become a `PipelineConfig`; every other `--flag` must be a Beam pipeline option
+(`--runner`, `--direct_num_workers`, `--direct_running_mode`, Dataflow's `--project`, ...) and is
+passed to Beam untouched. A config problem prints one sentence and exits 2; a failed run (a bad
+record under --fail-fast, counts that do not reconcile) prints one sentence and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+
+from pipeline.config import DEMO_INPUTS, DEMO_TOKENIZER, ConfigError, PipelineConfig
+
+EXIT_CONFIG, EXIT_FAILED = 2, 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a ConfigError sentence instead of usage + exit."""
+
+    def error(self, message: str) -> None:
+        raise ConfigError(message[0].upper() + message[1:].rstrip(".") + ".")
+
+
+def _run_parser(parser: argparse.ArgumentParser) -> None:
+    defaults = PipelineConfig()
+    add = parser.add_argument
+    add("--input", action="append", dest="inputs", metavar="PATH_OR_GLOB", help="input file or glob, .jsonl or .json (repeatable); default: the bundled demo data")
+    add("--output", default=defaults.output, help="output folder (default: %(default)s)")
+    add("--tokenizer", default=DEMO_TOKENIZER, help="fast tokenizer folder or hub id (default: the bundled demo tokenizer)")
+    add("--template", default=defaults.template, help="chatml, llama3, tokenizer (its own chat template) or PATH.jinja (default: %(default)s)")
+    add("--format", default=defaults.format, help="auto, alpaca, prompt_completion, messages or sharegpt (default: %(default)s)")
+    add("--max-length", type=int, default=defaults.max_length, help="longest row in tokens (default: %(default)s)")
+    add("--overlong", default=defaults.overlong, help="truncate or drop examples over --max-length (default: %(default)s)")
+    add("--pad-to", default=None, help="pad rows to max_length or multiple:K (default: unpadded)")
+    add("--validation-fraction", type=float, default=defaults.validation_fraction, help="share of examples for the validation split (default: %(default)s)")
+    add("--special-text", default=defaults.special_text, help="user text spelling a special token: reject the record or keep it as plain text (default: %(default)s)")
+    add("--fail-fast", action="store_true", help="stop at the first bad record instead of writing it to rejected/")
+    add("--overwrite", action="store_true", help="replace the outputs of an earlier run in --output")
+    add("--seed", type=int, default=defaults.seed, help="salts row order within shards (default: %(default)s)")
+    add("--num-shards", type=int, default=defaults.num_shards, help="shards per split; 0 = ceil(rows / --rows-per-shard) (default: %(default)s)")
+    add("--rows-per-shard", type=int, default=defaults.rows_per_shard, help="target rows per shard when --num-shards is 0 (default: %(default)s)")
+    add("--batch-size", type=int, default=defaults.batch_size, help="examples per tokenizer call (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="masked-shards", description="Turn SFT chat data into correctly masked token shards.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _run_parser(commands.add_parser("run", help="run the pipeline (extra --flags go to Apache Beam)"))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    return PipelineConfig(
+        inputs=tuple(args.inputs or DEMO_INPUTS),
+        output=args.output,
+        tokenizer=args.tokenizer,
+        template=args.template,
+        format=args.format,
+        max_length=args.max_length,
+        overlong=args.overlong,
+        pad_to=args.pad_to,
+        validation_fraction=args.validation_fraction,
+        special_text=args.special_text,
+        fail_fast=args.fail_fast,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        num_shards=args.num_shards,
+        rows_per_shard=args.rows_per_shard,
+        batch_size=args.batch_size,
+    )
+
+
+def check_beam_args(extra: list[str]) -> list[str]:
+    """Every leftover flag must be a Beam option; a typo of ours must not vanish into Beam."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    known = set(PipelineOptions([]).get_all_options(retain_unknown_options=False))
+    expects_value = False
+    for arg in extra:
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            if name[2:] not in known:
+                raise ConfigError(f"Unknown flag {name}; see masked-shards run --help.")
+            expects_value = "=" not in arg
+        elif expects_value:
+            expects_value = False
+        else:
+            raise ConfigError(f"Unexpected argument {arg!r}.")
+    return extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args, extra = build_parser().parse_known_args(argv)
+        config = config_from_args(args)
+        beam_args = check_beam_args(extra)
+    except ConfigError as err:
+        print(f"masked-shards: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _run(config, beam_args)
+
+
+def _run(config: PipelineConfig, beam_args: list[str]) -> int:
+    from pipeline.job import run
+    from pipeline.label_coverage import report_text
+
+    try:
+        report = run(config, beam_args)
+        print(report_text(report) + f"shards, report and manifest in {config.output}")
+    except ConfigError as err:
+        print(f"masked-shards: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as err:  # a failed Beam run: show its one meaningful sentence
+        print(f"masked-shards: run failed: {_essence(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _essence(err: BaseException) -> str:
+    """Beam wraps worker errors in long tracebacks; keep our own sentence when there is one."""
+    text = str(err)
+    for pattern in (r"record \S+ is bad \(.*?\); stopping because of --fail-fast", r"records do not reconcile: [^\n']*"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0)
+    return text.strip().splitlines()[-1][:500] if text.strip() else type(err).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The one job configuration, checked before any data flows.
+
+Every check raises `ConfigError` with one sentence naming the flag, so the command line can print
+it and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.formats import FORMATS
+
+ASSETS = Path(__file__).parent / "assets"
+DEMO_INPUTS = (str(ASSETS / "demo_data" / "*.json"), str(ASSETS / "demo_data" / "*.jsonl"))
+DEMO_TOKENIZER = str(ASSETS / "demo_tokenizer")
+OVERLONG_CHOICES = ("truncate", "drop")
+SPECIAL_TEXT_CHOICES = ("reject", "plain")
+
+
+class ConfigError(Exception):
+    """A bad flag or setting; its message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that decides the output bytes (and so goes into the manifest)."""
+
+    inputs: tuple[str, ...] = DEMO_INPUTS
+    """Input files or globs (local or any Beam filesystem, e.g. gs://); JSONL or JSON arrays."""
+    output: str = "out"
+    """Output folder; must be empty or absent unless overwrite is set."""
+    tokenizer: str = DEMO_TOKENIZER
+    """Hugging Face fast tokenizer: a local folder or a hub id."""
+    template: str = "chatml"
+    """Bundled template name, `tokenizer` for the tokenizer's own, or a path to a .jinja file."""
+    format: str = "auto"
+    """Record format: auto (detected per record), alpaca, prompt_completion, messages, sharegpt."""
+    max_length: int = 2048
+    """Longest row in tokens."""
+    overlong: str = "truncate"
+    """truncate (default) keeps the first max_length tokens: early turns of a long conversation are
+    still complete, and a cut answer loses its end-of-turn token, so it never teaches the model to
+    stop early. drop discards the example. Both are counted in the report."""
+    pad_to: str | None = None
+    """None (rows unpadded), `max_length`, or `multiple:K`."""
+    validation_fraction: float = 0.0
+    """Share of examples (by a stable hash of example_id) written to the validation split."""
+    special_text: str = "reject"
+    """What to do with user text that spells a special token: reject the record, or keep it as plain text."""
+    fail_fast: bool = False
+    """Stop at the first bad record instead of sending it to rejected/."""
+    overwrite: bool = False
+    """Replace the outputs of an earlier run in `output`."""
+    seed: int = 0
+    """Salts the order of rows within shards."""
+    num_shards: int = 0
+    """Shards per split; 0 picks ceil(rows / rows_per_shard)."""
+    rows_per_shard: int = 100_000
+    """Target rows per shard when num_shards is 0."""
+    batch_size: int = 256
+    """Examples per tokenizer call."""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.inputs), "--input needs at least one file or glob")
+        _check(self.format in ("auto", *FORMATS), f"--format must be one of auto, {', '.join(FORMATS)}, not {self.format!r}")
+        _check(self.max_length >= 2, f"--max-length must be at least 2, not {self.max_length}")
+        _check(self.overlong in OVERLONG_CHOICES, f"--overlong must be truncate or drop, not {self.overlong!r}")
+        _check(self.special_text in SPECIAL_TEXT_CHOICES, f"--special-text must be reject or plain, not {self.special_text!r}")
+        _check(0.0 <= self.validation_fraction < 1.0, f"--validation-fraction must be in [0, 1), not {self.validation_fraction}")
+        _check(self.num_shards >= 0, f"--num-shards must be 0 (auto) or positive, not {self.num_shards}")
+        _check(self.rows_per_shard >= 1, f"--rows-per-shard must be positive, not {self.rows_per_shard}")
+        _check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        self.pad_length(1)  # validates pad_to
+
+    def pad_length(self, length: int) -> int:
+        """The padded length of a row of `length` tokens under `pad_to`."""
+        if self.pad_to is None:
+            return length
+        if self.pad_to == "max_length":
+            return self.max_length
+        kind, _, value = self.pad_to.partition(":")
+        _check(kind == "multiple" and value.isdigit() and int(value) > 0, f"--pad-to must be max_length or multiple:K, not {self.pad_to!r}")
+        multiple = int(value)
+        _check(self.max_length % multiple == 0, f"--max-length {self.max_length} must be a multiple of K in --pad-to {self.pad_to}")
+        return -(-length // multiple) * multiple
+
+    def recorded(self) -> dict[str, object]:
+        """The settings that shape the shards, for the manifest (not where they were written)."""
+        settings = asdict(self)
+        for local_only in ("output", "overwrite", "fail_fast", "batch_size", "extra"):
+            settings.pop(local_only)
+        settings["inputs"] = list(self.inputs)
+        return settings
+
+
+def _check(ok: bool, sentence: str) -> None:
+    if not ok:
+        raise ConfigError(sentence)

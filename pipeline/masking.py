@@ -1,0 +1,52 @@
+"""The label rule, in one place.
+
+A label equals its `input_id` where the token lies inside a trainable span (an assistant turn's
+text plus its end-of-turn token) and is IGNORE_INDEX everywhere else: system, user, role
+headers, BOS, padding. Labels stay aligned with `input_ids`; Hugging Face models shift them.
+
+    text    <|im_start|>assistant\\n Hello<|im_end|>\\n
+    spans                           [-------------]
+    tokens  <|im_start|> assistant \\n  ĠHello <|im_end|> \\n
+    labels  -100         -100      -100 id    id         -100
+
+Straddling tokens. Byte-level BPE can merge characters across a span edge ("\\n" of the header
+and a leading "\\n" of the answer become one "\\n\\n" token). Such a token is neither prompt nor
+answer, so no label for it can be right. We never label one: `crossed_boundaries` finds the
+edges a token crosses and the tokenizer re-encodes the text with a token boundary forced at each
+(tokenization.py). That is also the boundary the model sees at inference, where the prompt ends
+at the generation header and the answer is generated from there. After that every token lies
+wholly inside or outside a span, and a token is supervised exactly when its first character is
+inside one.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+IGNORE_INDEX = -100
+
+
+def span_edges(spans: list[tuple[int, int]]) -> list[int]:
+    """Sorted character positions where trainability changes."""
+    return sorted({edge for span in spans for edge in span})
+
+
+def crossed_boundaries(offsets: list[tuple[int, int]], edges: list[int]) -> list[int]:
+    """The edges that some token strictly contains (start < edge < end)."""
+    crossed = set()
+    for start, end in offsets:
+        at = bisect.bisect_right(edges, start)
+        if at < len(edges) and edges[at] < end:
+            crossed.add(edges[at])
+    return sorted(crossed)
+
+
+def build_labels(input_ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """Labels for one encoded string, given its trainable character spans (sorted, disjoint)."""
+    starts = [start for start, _ in spans]
+    labels = []
+    for token_id, (start, _) in zip(input_ids, offsets):
+        at = bisect.bisect_right(starts, start) - 1
+        inside = at >= 0 and start < spans[at][1]
+        labels.append(token_id if inside else IGNORE_INDEX)
+    return labels

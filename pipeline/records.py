@@ -1,0 +1,96 @@
+"""The plain records every stage passes along: no Beam, no tokenizer, just data.
+
+Every input shape (alpaca, prompt/completion, messages, sharegpt) becomes one currency, an
+`Example` of role-tagged `Turn`s, before anything is rendered or tokenized. A record that cannot
+become an `Example` becomes a `Rejected`, which keeps the raw input and where it came from so
+nothing is ever lost silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message. `trainable` is only ever true for assistant turns."""
+
+    role: str
+    content: str
+    trainable: bool = False
+
+
+@dataclass(frozen=True)
+class Example:
+    """A conversation ready to render. `example_id` is `<input name>:<0-based record index>`."""
+
+    example_id: str
+    source: str
+    turns: tuple[Turn, ...]
+    raw: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of the rendered training string; the segments of an example join to that string.
+
+    `turn` is the index of the assistant turn a trainable segment belongs to, or None.
+    """
+
+    text: str
+    trainable: bool
+    turn: int | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that did not become a training row, with why and where it came from.
+
+    `reason` is a short machine-readable code (`invalid_json`, `missing_field`, ...), counted in
+    the coverage report; `detail` is the human sentence; `raw` is the record as read.
+    """
+
+    source: str
+    index: int | None
+    reason: str
+    detail: str
+    raw: object = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "index": self.index,
+            "reason": self.reason,
+            "detail": self.detail,
+            "raw": self.raw,
+        }
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A well-formed example that produced no row (too long under `--overlong drop`, or nothing
+    left to supervise). Not bad input, but still counted and listed."""
+
+    example_id: str
+    source: str
+    reason: str
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"example_id": self.example_id, "source": self.source, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class TokenizedRow:
+    """One output row before sharding; lists align token for token (labels are not shifted)."""
+
+    example_id: str
+    source: str
+    split: str
+    input_ids: list[int]
+    labels: list[int]
+    attention_mask: list[int]
+    truncated: bool = False
+    split_at_boundaries: bool = False

@@ -1,0 +1,89 @@
+"""Output layout: Arrow schema, which row goes to which split and shard, shard bytes, manifest.
+
+Determinism is the point of this module. Beam's own file sinks assign rows to files in whatever
+order bundles arrive, so we decide everything from the example id instead:
+
+    split  = validation if hash("split", id) < fraction   (seed-free: the split never moves)
+    shard  = hash(seed, id) mod num_shards
+    order  = rows sorted by (hash(seed, id), id) within a shard
+
+and write each shard's bytes ourselves with fixed Parquet settings. Same input, config and seed
+give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.records import TokenizedRow
+
+SCHEMA = pa.schema(
+    [
+        pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("labels", pa.list_(pa.int32()), nullable=False),
+        pa.field("attention_mask", pa.list_(pa.int8()), nullable=False),
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+SPLITS = ("train", "validation")
+_ROW_GROUP_ROWS = 2048
+
+
+def stable_hash(*parts: object) -> int:
+    """A 64-bit hash that is the same on every machine and Python run (unlike `hash`)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def split_for(example_id: str, validation_fraction: float) -> str:
+    return "validation" if stable_hash("split", example_id) < validation_fraction * 2**64 else "train"
+
+
+def shard_count(rows: int, num_shards: int, rows_per_shard: int) -> int:
+    """Shards for a split: the fixed count if given, else enough for rows_per_shard each."""
+    return num_shards or max(1, -(-rows // rows_per_shard))
+
+
+def shard_for(example_id: str, seed: int, shards: int) -> int:
+    return stable_hash(seed, example_id) % shards
+
+
+def shard_name(split: str, index: int, shards: int) -> str:
+    return f"{split}-{index:05d}-of-{shards:05d}.parquet"
+
+
+def parquet_bytes(rows: list[TokenizedRow], seed: int) -> bytes:
+    """One shard's file, rows in their canonical order, with fixed writer settings."""
+    ordered = sorted(rows, key=lambda r: (stable_hash(seed, r.example_id), r.example_id))
+    table = pa.table(
+        {
+            "input_ids": [r.input_ids for r in ordered],
+            "labels": [r.labels for r in ordered],
+            "attention_mask": [r.attention_mask for r in ordered],
+            "example_id": [r.example_id for r in ordered],
+            "source": [r.source for r in ordered],
+        },
+        schema=SCHEMA,
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=_ROW_GROUP_ROWS, write_statistics=False)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def schema_description() -> list[dict[str, str]]:
+    return [{"name": f.name, "type": str(f.type)} for f in SCHEMA]
+
+
+def manifest_json(manifest: dict[str, object]) -> str:
+    """Canonical JSON (sorted keys) so equal manifests are equal bytes."""
+    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

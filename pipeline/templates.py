@@ -1,0 +1,230 @@
+"""Render an `Example` through a chat template into ordered `Segment`s.
+
+The segments join to the exact training string, and each says whether its characters are
+trained on. Two ways to find the trainable characters, both ending in the same `Rendered`:
+
+1. The template marks them with `{% generation %}...{% endgeneration %}` (every bundled template
+   does). We render once with our own `generation` tag that wraps the block in two Unicode
+   noncharacters, then cut the string at those marks:
+
+       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" | "Hello<|im_end|>" | "\n"
+        trainable=False                                            trainable=True     False
+
+2. The template has no markers (most chat templates shipped with tokenizers). We render growing
+   prefixes of the conversation: the assistant turn i is what `messages[:i+1]` adds to
+   `messages[:i]` rendered with `add_generation_prompt=True`; whitespace after a closing special
+   token (ChatML's "\n") is left out. A template whose renderings are not prefixes of each other
+   cannot be read this way and the record is rejected with that reason.
+
+Text a user typed that spells a special token can be kept as plain text (`protect`): each such
+occurrence is broken with a third noncharacter before rendering, so the template cannot confuse
+it with its own control tokens, and is reported back as a `plain_spans` range of the final text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension, loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+import templates as bundled_templates
+from pipeline.records import Example, Segment
+
+GEN_OPEN, GEN_CLOSE, PLAIN_MARK = "\ufdd0", "\ufdd1", "\ufdd2"
+TOKENIZER_TEMPLATE = "tokenizer"
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+class TemplateError(Exception):
+    """A template that cannot be used (config time) or cannot render one record (reject)."""
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A named Jinja chat template; `source` is its full text, as recorded in the manifest."""
+
+    name: str
+    source: str
+
+    @property
+    def has_generation_marks(self) -> bool:
+        return bool(_GENERATION_TAG.search(self.source))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The exact training string, its segments, and the ranges to tokenize as plain text."""
+
+    text: str
+    segments: tuple[Segment, ...]
+    plain_spans: tuple[tuple[int, int], ...] = ()
+
+    def trainable_spans(self) -> list[tuple[int, int]]:
+        spans, start = [], 0
+        for segment in self.segments:
+            end = start + len(segment.text)
+            if segment.trainable:
+                spans.append((start, end))
+            start = end
+        return spans
+
+
+def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None) -> ChatTemplate:
+    """A bundled name, `tokenizer` (the tokenizer's own template), or a path to a `.jinja` file."""
+    available = bundled_templates.bundled()
+    if spec in available:
+        return ChatTemplate(spec, bundled_templates.template_path(spec).read_text(encoding="utf-8"))
+    if spec == TOKENIZER_TEMPLATE:
+        if isinstance(tokenizer_template, dict):
+            tokenizer_template = tokenizer_template.get("default")
+        if not tokenizer_template:
+            raise TemplateError("--template tokenizer was given but the tokenizer has no chat template")
+        return ChatTemplate(TOKENIZER_TEMPLATE, tokenizer_template)
+    if spec.endswith(".jinja"):
+        try:
+            with open(spec, encoding="utf-8") as handle:
+                return ChatTemplate(spec, handle.read())
+        except OSError as err:
+            raise TemplateError(f"cannot read template file {spec} ({err.strerror})") from None
+    names = ", ".join([*available, TOKENIZER_TEMPLATE])
+    raise TemplateError(f"unknown template {spec!r}; choose one of {names}, or a path to a .jinja file")
+
+
+class _GenerationMarks(Extension):
+    """`{% generation %}` that wraps its body in GEN_OPEN/GEN_CLOSE instead of tracking indices."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: jinja2.parser.Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.CallBlock(self.call_method("_mark"), [], [], body).set_lineno(lineno)
+
+    def _mark(self, caller: jinja2.runtime.Macro) -> str:
+        return GEN_OPEN + caller() + GEN_CLOSE
+
+
+def _tojson(value: object, indent: int | None = None, ensure_ascii: bool = False, separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    # Hugging Face's tojson: no HTML escaping, unlike Jinja's own filter.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _compile(source: str) -> jinja2.Template:
+    """Compile with the same environment settings Hugging Face uses for chat templates, so a
+    template renders here exactly as `apply_chat_template` renders it."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationMarks, loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateError(f"template does not compile: {err.message} (line {err.lineno})") from None
+
+
+class Renderer:
+    """Renders examples through one template; compile once, render many (one per worker)."""
+
+    def __init__(self, template: ChatTemplate, *, bos_token: str | None, eos_token: str | None, special_tokens: tuple[str, ...]) -> None:
+        self.template = template
+        self._jinja = _compile(template.source)
+        self._marked = template.has_generation_marks
+        self._variables = {"bos_token": bos_token or "", "eos_token": eos_token or ""}
+        self._special_tokens = tuple(sorted(special_tokens, key=len, reverse=True))
+
+    def render(self, example: Example, protect: tuple[str, ...] = ()) -> Rendered:
+        """Render one example; raises TemplateError when the template refuses or cannot be read."""
+        messages = [{"role": t.role, "content": _break_tokens(t.content, protect)} for t in example.turns]
+        assistant_turns = [n for n, t in enumerate(example.turns) if t.role == "assistant"]
+        if self._marked:
+            text, spans = self._render_marked(messages)
+        else:
+            text, spans = self._render_by_prefixes(messages, assistant_turns)
+        if len(spans) != len(assistant_turns):
+            raise TemplateError(f"template marked {len(spans)} assistant spans for {len(assistant_turns)} assistant turns")
+        return _finish(text, spans, [(n, example.turns[n].trainable) for n in assistant_turns], protect)
+
+    def _run(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        try:
+            return self._jinja.render(messages=messages, add_generation_prompt=add_generation_prompt, **self._variables)
+        except TemplateError:
+            raise
+        except jinja2.TemplateError as err:
+            raise TemplateError(f"template failed: {err}") from None
+
+    def _render_marked(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+        marked = self._run(messages, add_generation_prompt=False)
+        text_parts, spans, position = [], [], 0
+        for n, part in enumerate(re.split(f"([{GEN_OPEN}{GEN_CLOSE}])", marked)):
+            if part == GEN_OPEN:
+                spans.append([position, None])
+            elif part == GEN_CLOSE:
+                if not spans or spans[-1][1] is not None:
+                    raise TemplateError("unbalanced generation marks")
+                spans[-1][1] = position
+            else:
+                text_parts.append(part)
+                position += len(part)
+        return "".join(text_parts), [(start, end) for start, end in spans]
+
+    def _render_by_prefixes(self, messages: list[dict[str, str]], assistant_turns: list[int]) -> tuple[str, list[tuple[int, int]]]:
+        full = self._run(messages, add_generation_prompt=False)
+        spans = []
+        for n in assistant_turns:
+            before = self._run(messages[:n], add_generation_prompt=True)
+            through = self._run(messages[: n + 1], add_generation_prompt=False)
+            if not (through.startswith(before) and full.startswith(through)):
+                raise TemplateError(f"chat template renders turn {n} differently as the conversation grows, so its span cannot be found")
+            end = len(through)
+            stripped = through.rstrip()
+            if stripped.endswith(self._special_tokens) and len(stripped) > len(before):
+                end = len(stripped)
+            spans.append((len(before), end))
+        return full, spans
+
+
+def _break_tokens(content: str, protect: tuple[str, ...]) -> str:
+    for token in protect:
+        content = content.replace(token, token[0] + PLAIN_MARK + token[1:])
+    return content
+
+
+def _finish(text: str, spans: list[tuple[int, int]], turns: list[tuple[int, bool]], protect: tuple[str, ...]) -> Rendered:
+    """Cut `text` into segments at the spans, then drop PLAIN_MARKs and record where they were."""
+    segments, cursor = [], 0
+    for (start, end), (turn, trainable) in zip(spans, turns):
+        segments.append(Segment(text[cursor:start], False))
+        segments.append(Segment(text[start:end], trainable, turn))
+        cursor = end
+    segments.append(Segment(text[cursor:], False))
+    plain_spans: list[tuple[int, int]] = []
+    if PLAIN_MARK in text:
+        segments, plain_spans = _unmark(segments, protect)
+    return Rendered("".join(s.text for s in segments), tuple(s for s in segments if s.text), tuple(plain_spans))
+
+
+def _unmark(segments: list[Segment], protect: tuple[str, ...]) -> tuple[list[Segment], list[tuple[int, int]]]:
+    """Remove PLAIN_MARKs; each one sat after the first character of a protected token."""
+    clean_segments, plain_spans, offset = [], [], 0
+    for segment in segments:
+        pieces = segment.text.split(PLAIN_MARK)
+        clean = "".join(pieces)
+        position = offset
+        for piece in pieces[:-1]:
+            position += len(piece)
+            start = position - 1
+            token = next(t for t in protect if clean.startswith(t, start - offset))
+            plain_spans.append((start, start + len(token)))
+        clean_segments.append(Segment(clean, segment.trainable, segment.turn))
+        offset += len(clean)
+    return clean_segments, plain_spans

@@ -1,0 +1,132 @@
+"""Load a Hugging Face fast tokenizer and encode rendered strings with character offsets.
+
+We encode through the Rust `tokenizers.Tokenizer` behind the Hugging Face object, with
+`add_special_tokens=False`: the chat template already wrote BOS where the model family wants it,
+so the tokenizer must never add a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from pipeline.masking import crossed_boundaries
+
+
+class TokenizerError(Exception):
+    """The tokenizer cannot be loaded or cannot serve the chosen template."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids and the [start, end) character range of each in the encoded string."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    split_at_boundaries: bool = False
+
+
+def load_tokenizer(name_or_path: str):  # -> transformers.PreTrainedTokenizerBase
+    """`AutoTokenizer.from_pretrained`, refusing slow tokenizers (no offsets)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as err:  # transformers raises many types for a bad path or id
+        raise TokenizerError(f"cannot load tokenizer {name_or_path!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TokenizerError(f"tokenizer {name_or_path!r} is not a fast tokenizer, so it cannot report character offsets")
+    return tokenizer
+
+
+def special_tokens(tokenizer) -> tuple[str, ...]:
+    """Every added token flagged special: the strings that must never come from user text."""
+    return tuple(sorted(t.content for t in tokenizer.added_tokens_decoder.values() if t.special))
+
+
+def fingerprint(tokenizer, name_or_path: str) -> dict[str, object]:
+    """Identity for the manifest: name, vocabulary size and sha256 of each tokenizer file.
+
+    For a hub id the files hashed are the ones `save_pretrained` writes, so two machines with the
+    same tokenizer agree whatever their cache layout.
+    """
+    if os.path.isdir(name_or_path):
+        files = _hash_files(Path(name_or_path))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer.save_pretrained(folder)
+            files = _hash_files(Path(folder))
+    return {"name_or_path": name_or_path, "vocab_size": len(tokenizer), "files_sha256": files}
+
+
+def _hash_files(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _untrimmed(backend: Tokenizer) -> Tokenizer:
+    """A copy whose ByteLevel offsets are not trimmed: trimming hides a token's leading space
+    from its offsets, and with it the fact that the token crosses a span edge."""
+    state = json.loads(backend.to_str())
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "trim_offsets" in node:
+                node["trim_offsets"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(state.get("post_processor"))
+    return Tokenizer.from_str(json.dumps(state))
+
+
+class Encoder:
+    """Encodes rendered strings; one per worker (the Rust tokenizer is loaded once)."""
+
+    def __init__(self, tokenizer) -> None:
+        self._backend = _untrimmed(tokenizer.backend_tokenizer)
+        self._plain = _untrimmed(tokenizer.backend_tokenizer)
+        self._plain.encode_special_tokens = True
+
+    def encode_batch(self, texts: list[str]) -> list[Encoded]:
+        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
+        return [Encoded(list(e.ids), list(e.offsets)) for e in encodings]
+
+    def encode(self, text: str, edges: list[int], plain_spans: tuple[tuple[int, int], ...] = (), whole: Encoded | None = None) -> Encoded:
+        """Encode one string so that no token crosses a span edge and every plain span is
+        tokenized as ordinary text. The common case is the single encode of the whole string
+        (`whole`, when the caller already batched it), kept as it is."""
+        if not plain_spans:
+            whole = whole or self.encode_batch([text])[0]
+            crossed = crossed_boundaries(whole.offsets, edges)
+            if not crossed:
+                return whole
+            return self._encode_pieces(text, crossed, ())
+        crossed = crossed_boundaries(self._encode_pieces(text, [], plain_spans).offsets, edges)
+        return self._encode_pieces(text, crossed, plain_spans)
+
+    def _encode_pieces(self, text: str, cuts: list[int], plain_spans: tuple[tuple[int, int], ...]) -> Encoded:
+        """Encode `text` in pieces split at `cuts` and around each plain span, then join.
+
+        Hugging Face tokenizers already split text at special tokens before the model sees it,
+        so cutting at a plain span's edges (which begin with a special token's first character)
+        changes nothing else.
+        """
+        points = sorted({0, len(text), *cuts, *(edge for span in plain_spans for edge in span)})
+        plain = set(plain_spans)
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for start, end in zip(points, points[1:]):
+            backend = self._plain if (start, end) in plain else self._backend
+            encoding = backend.encode(text[start:end], add_special_tokens=False)
+            ids.extend(encoding.ids)
+            offsets.extend((start + a, start + b) for a, b in encoding.offsets)
+        return Encoded(ids, offsets, split_at_boundaries=bool(cuts))

@@ -1,0 +1,8 @@
+"""`python run_pipeline.py ARGS` is `masked-shards run ARGS` (kept for users who run from a clone)."""
+
+import sys
+
+from pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))
