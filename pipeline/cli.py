@@ -43,6 +43,7 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=defaults.seed, help="salts row order within shards (default: %(default)s)")
     add("--num-shards", type=int, default=defaults.num_shards, help="shards per split; 0 = ceil(rows / --rows-per-shard) (default: %(default)s)")
     add("--rows-per-shard", type=int, default=defaults.rows_per_shard, help="target rows per shard when --num-shards is 0 (default: %(default)s)")
+    add("--verbose", action="store_true", help="show Beam's progress logs")
     add("--batch-size", type=int, default=defaults.batch_size, help="examples per tokenizer call (default: %(default)s)")
 
 
@@ -94,7 +95,12 @@ def check_beam_args(extra: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Beam and its optional GCP imports log warnings about extras a local run does not need;
+    # only errors reach the user unless they ask for --verbose.
+    verbose = "--verbose" in (argv if argv is not None else sys.argv)
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # a failed bundle's traceback is logged by Beam; we print its one sentence instead
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     try:
         args, extra = build_parser().parse_known_args(argv)
         config = config_from_args(args)

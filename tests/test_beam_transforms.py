@@ -1,0 +1,68 @@
+"""The composites on Beam's real in-process runner (FnApiRunner) under TestPipeline."""
+
+from __future__ import annotations
+
+import io
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from conftest import write_jsonl
+from pipeline.beam_transforms import ReadExamples, TokenizeExamples, WriteShards
+from pipeline.config import DEMO_TOKENIZER, PipelineConfig
+from pipeline.records import TokenizedRow
+from pipeline.templates import resolve_template
+
+RECORDS = [
+    {"prompt": "one", "completion": "1"},
+    "{broken",
+    {"messages": [{"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]},
+    {"instruction": "three"},
+    {"conversations": [{"from": "human", "value": "four"}, {"from": "gpt", "value": "4"}]},
+]
+
+
+def _pipeline() -> TestPipeline:
+    return TestPipeline(runner="FnApiRunner")
+
+
+def test_read_examples_routes_good_and_bad_records(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    with _pipeline() as p:
+        read = p | ReadExamples([("in.jsonl", str(path))])
+        assert_that(read["examples"] | beam.Map(lambda e: e.example_id), equal_to(["in.jsonl:0", "in.jsonl:2", "in.jsonl:4"]), label="examples")
+        assert_that(read["rejected"] | beam.Map(lambda r: (r.index, r.reason)), equal_to([(1, "invalid_json"), (3, "missing_field")]), label="rejected")
+        assert_that(read["read"], equal_to([5]), label="read")
+
+
+def test_tokenize_examples_labels_only_answers(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    config = PipelineConfig(tokenizer=DEMO_TOKENIZER, batch_size=2)
+
+    def answer_text(row: TokenizedRow) -> tuple[str, str]:
+        from pipeline.tokenization import load_tokenizer
+
+        tokenizer = load_tokenizer(DEMO_TOKENIZER)
+        return row.example_id, tokenizer.decode([t for t, label in zip(row.input_ids, row.labels) if label != -100])
+
+    with _pipeline() as p:
+        read = p | ReadExamples([("in.jsonl", str(path))])
+        rows = read["examples"] | TokenizeExamples(config, resolve_template("chatml", None))
+        expected = [("in.jsonl:0", "1<|im_end|>"), ("in.jsonl:2", "2<|im_end|>"), ("in.jsonl:4", "4<|im_end|>")]
+        assert_that(rows["rows"] | beam.Map(answer_text), equal_to(expected), label="rows")
+        assert_that(rows["rejected"], equal_to([]), label="rejected")
+        assert_that(rows["dropped"], equal_to([]), label="dropped")
+
+
+def test_write_shards_puts_every_row_in_exactly_one_file(tmp_path):
+    rows = [TokenizedRow(f"f:{n}", "f", "train" if n % 4 else "validation", [n], [n], [1]) for n in range(40)]
+    config = PipelineConfig(num_shards=3)
+    with _pipeline() as p:
+        infos = p | beam.Create(rows) | WriteShards(str(tmp_path), config)
+        assert_that(infos | beam.Map(lambda i: i["path"]), equal_to([f"data/{s}-0000{n}-of-00003.parquet" for s in ("train", "validation") for n in range(3)]))
+    ids = []
+    for path in sorted((tmp_path / "data").iterdir()):
+        ids += pq.read_table(io.BytesIO(path.read_bytes())).column("example_id").to_pylist()
+    assert sorted(ids) == sorted(r.example_id for r in rows)
