@@ -22,15 +22,15 @@ import pipeline
 from pipeline.beam_transforms import DROPPED, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards, write_shard
 from pipeline.config import ConfigError, PipelineConfig
 from pipeline.formats import file_kind
-from pipeline.label_coverage import Coverage, reconcile, report_text
+from pipeline.label_coverage import Coverage, reconcile, report_png, report_text
 from pipeline.masking import IGNORE_INDEX
 from pipeline.rows import check_template
 from pipeline.shards import SPLITS, manifest_json, schema_description, sha256, shard_count, shard_name
 from pipeline.templates import ChatTemplate, TemplateError, resolve_template
 from pipeline.tokenization import TokenizerError, fingerprint, load_tokenizer
 
-MANIFEST, REPORT_JSON, REPORT_TEXT = "manifest.json", "coverage_report.json", "coverage_report.txt"
-_OUTPUTS = ("data", "rejected", DROPPED, REPORT_JSON, REPORT_TEXT, MANIFEST)
+MANIFEST, REPORT_JSON, REPORT_TEXT, REPORT_PNG = "manifest.json", "coverage_report.json", "coverage_report.txt", "coverage_report.png"
+_OUTPUTS = ("data", "rejected", DROPPED, REPORT_JSON, REPORT_TEXT, REPORT_PNG, MANIFEST)
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class FinalizeFn(beam.DoFn):
         report = coverage.report(read, sum(s["rows"] for s in shards))
         _write(output, REPORT_JSON, manifest_json(report))
         _write(output, REPORT_TEXT, report_text(report))
+        _write(output, REPORT_PNG, report_png(report))
         problem = reconcile(report)
         if problem:
             raise RuntimeError(problem)
@@ -132,9 +133,9 @@ class FinalizeFn(beam.DoFn):
         return missing
 
 
-def _write(output: str, name: str, text: str) -> None:
+def _write(output: str, name: str, content: str | bytes) -> None:
     with FileSystems.create(FileSystems.join(output, name)) as handle:
-        handle.write(text.encode("utf-8"))
+        handle.write(content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
@@ -163,10 +164,23 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
     )
 
 
+def with_default_runner(beam_args: list[str]) -> list[str]:
+    """Without --runner we run on FnApiRunner, the local engine of Beam's DirectRunner.
+
+    The DirectRunner itself first tries to download the Prism runner from the internet and falls
+    back to FnApiRunner when that fails; going straight there keeps a local run offline, quick
+    to start, and on the same runner the tests use. It honours --direct_num_workers and
+    --direct_running_mode. Any --runner the user gives (DirectRunner, DataflowRunner, ...) wins.
+    """
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return beam_args
+    return ["--runner=FnApiRunner", *beam_args]
+
+
 def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object]:
     """Plan, run to completion on the runner the Beam flags name, return the coverage report."""
     job = plan(config)
-    options = PipelineOptions(beam_args or [])
+    options = PipelineOptions(with_default_runner(beam_args or []))
     with beam.Pipeline(options=options) as pipe:
         build(pipe, job)
     with FileSystems.open(FileSystems.join(config.output, REPORT_JSON)) as handle:

@@ -7,6 +7,7 @@ are exact, the median is exact to within 0.001, and memory stays fixed however m
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from pipeline.masking import IGNORE_INDEX
 from pipeline.records import Dropped, Rejected, TokenizedRow
 
 BINS = 1000
+PLOT_BINS = 20
 
 
 @dataclass
@@ -77,6 +79,13 @@ class Coverage:
                 return index / BINS
         return None
 
+    def histogram(self) -> list[int]:
+        """Rows per 0.05-wide bin of supervised fraction (the last bin includes 1.0)."""
+        coarse = [0] * PLOT_BINS
+        for index, count in enumerate(self.fraction_bins):
+            coarse[min(index * PLOT_BINS // BINS, PLOT_BINS - 1)] += count
+        return coarse
+
     def report(self, records_read: int, rows_in_shards: int) -> dict[str, object]:
         """The JSON report. `rows_in_shards` is counted from the files written, not from here."""
         written = sum(self.rows.values())
@@ -99,6 +108,7 @@ class Coverage:
                 "median": self.median_fraction(),
                 "max": round(self.fraction_max, 6) if written else None,
             },
+            "supervised_fraction_histogram": {"bin_width": 1 / PLOT_BINS, "rows": self.histogram()},
         }
 
 
@@ -128,3 +138,27 @@ def report_text(report: dict[str, object]) -> str:
         f"per-example fraction  min {per['min']}  median {per['median']}  max {per['max']}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def report_png(report: dict[str, object]) -> bytes:
+    """Two panels: how supervised each row is, and where every record went."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    histogram = report["supervised_fraction_histogram"]
+    width = histogram["bin_width"]
+    left.bar([i * width for i in range(len(histogram["rows"]))], histogram["rows"], width=width, align="edge", edgecolor="white")
+    left.set(title="Supervised fraction per row", xlabel="supervised tokens / tokens", ylabel="rows", xlim=(0, 1))
+    outcomes = {"written": report["rows_written"]}
+    outcomes |= {f"rejected: {k}": v for k, v in report["rejected_by_reason"].items()}
+    outcomes |= {f"dropped: {k}": v for k, v in report["dropped_by_reason"].items()}
+    right.barh(list(outcomes)[::-1], list(outcomes.values())[::-1])
+    right.set(title=f"{report['records_read']:,} records read", xlabel="records", xscale="log")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
