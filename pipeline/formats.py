@@ -162,8 +162,16 @@ def _messages_turns(value: dict[str, object]) -> tuple[Turn, ...]:
         if role not in ("system", "user", "assistant"):
             raise _Invalid("unknown_role", f"message {n} has unknown role {role!r}")
         content = _text(message, "content", f"message {n}")
-        turns.append(Turn(role, content, role == "assistant"))
+        turns.append(Turn(role, content, role == "assistant", _reasoning(message, n)))
     return tuple(turns)
+
+
+def _reasoning(message: dict[str, object], n: int) -> str | None:
+    """An assistant's thinking, under the names datasets use for it (first found wins)."""
+    for key in ("reasoning_content", "reasoning", "thinking"):
+        if message.get(key) is not None:
+            return _text(message, key, f"message {n}")
+    return None
 
 
 def _sharegpt_turns(value: dict[str, object]) -> tuple[Turn, ...]:

@@ -15,11 +15,20 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Turn:
-    """One message. `trainable` is only ever true for assistant turns."""
+    """One message. `trainable` is only ever true for assistant turns; `reasoning` is an
+    assistant's thinking text (Qwen3-style `reasoning_content`), rendered by templates that know it."""
 
     role: str
     content: str
     trainable: bool = False
+    reasoning: str | None = None
+
+    def message(self) -> dict[str, str]:
+        """The Hugging Face chat message a template sees."""
+        message = {"role": self.role, "content": self.content}
+        if self.reasoning is not None:
+            message["reasoning_content"] = self.reasoning
+        return message
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def _special_text(example: Example, specials: tuple[str, ...]) -> tuple[int, str
 
 
 def _raw(example: Example) -> object:
-    return example.raw if example.raw is not None else {"messages": [{"role": t.role, "content": t.content} for t in example.turns]}
+    return example.raw if example.raw is not None else {"messages": [t.message() for t in example.turns]}
 
 
 def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> None:

@@ -144,7 +144,7 @@ class Renderer:
 
     def render(self, example: Example, protect: tuple[str, ...] = ()) -> Rendered:
         """Render one example; raises TemplateError when the template refuses or cannot be read."""
-        messages = [{"role": t.role, "content": _break_tokens(t.content, protect)} for t in example.turns]
+        messages = [t.message() | {"content": _break_tokens(t.content, protect)} for t in example.turns]
         assistant_turns = [n for n, t in enumerate(example.turns) if t.role == "assistant"]
         if self._marked:
             text, spans = self._render_marked(messages)

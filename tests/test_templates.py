@@ -40,7 +40,7 @@ def _renderer(template: ChatTemplate, tokenizer) -> Renderer:
 
 
 def _messages(turns: tuple[Turn, ...]) -> list[dict[str, str]]:
-    return [{"role": t.role, "content": t.content} for t in turns]
+    return [t.message() for t in turns]
 
 
 @pytest.mark.parametrize("name,conversation", sorted(EXPECTED))
