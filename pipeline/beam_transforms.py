@@ -18,13 +18,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.config import PipelineConfig
-from pipeline.formats import RawRecord, file_kind, iter_records, to_example
+from pipeline.formats import ParseOptions, to_example
 from pipeline.label_coverage import Coverage
-from pipeline.records import Dropped, Example, Rejected, TokenizedRow
+from pipeline.mixing import is_kept, keep_rates
+from pipeline.records import Dropped, Example, Rejected, SampledOut, TokenizedRow
+from pipeline.sources import InputFile, RawRecord, read_records
 from pipeline.rows import RowBuilder
 from pipeline.shards import parquet_bytes, sha256, shard_count, shard_for, shard_name
 from pipeline.templates import ChatTemplate
 from pipeline.tokenization import load_tokenizer
+from pipeline.translation import Seq2SeqRowBuilder, to_pair
 
 REJECTED, DROPPED = "rejected", "dropped"
 
@@ -38,21 +41,26 @@ def _fail_fast(item: Rejected) -> None:
     raise FailFast(f"record {where} is bad ({item.reason}: {item.detail}); stopping because of --fail-fast")
 
 
-def _read_file(named_path: tuple[str, str]) -> Iterator[RawRecord | Rejected]:
-    name, path = named_path
-    with FileSystems.open(path) as stream:
-        yield from iter_records(name, stream, file_kind(path) or "jsonl")
+def _read_unit(unit: InputFile) -> Iterator[RawRecord | Rejected]:
+    yield from read_records(unit, FileSystems.open)
+
+
+def _parse(record: RawRecord, options: ParseOptions) -> object:
+    """An Example for decoder rows; a checked TranslationPair for encoder-decoder rows."""
+    if options.model_type == "seq2seq":
+        return to_pair(record, options.source_lang, options.target_lang, options.max_length_ratio)
+    return to_example(record, options)
 
 
 class ToExampleFn(beam.DoFn):
     """Raw record -> Example on the main output, or Rejected on `rejected`."""
 
-    def __init__(self, fmt: str, fail_fast: bool) -> None:
-        self._format, self._fail_fast = fmt, fail_fast
+    def __init__(self, options: ParseOptions, fail_fast: bool) -> None:
+        self._options, self._fail_fast = options, fail_fast
         self._rejected = Metrics.counter("masked_shards", "records_rejected")
 
     def process(self, item: RawRecord | Rejected) -> Iterator[object]:
-        result = item if isinstance(item, Rejected) else to_example(item, self._format)
+        result = item if isinstance(item, Rejected) else _parse(item, self._options)
         if isinstance(result, Rejected):
             if self._fail_fast:
                 _fail_fast(result)
@@ -63,22 +71,43 @@ class ToExampleFn(beam.DoFn):
 
 
 class ReadExamples(beam.PTransform):
-    """Read (name, path) files into Examples; returns {examples, rejected, read}."""
+    """Read input units into Examples; returns {examples, rejected, read}."""
 
-    def __init__(self, files: list[tuple[str, str]], fmt: str = "auto", fail_fast: bool = False) -> None:
+    def __init__(self, units: list[InputFile], options: ParseOptions = ParseOptions(), fail_fast: bool = False) -> None:
         super().__init__()
-        self._files, self._format, self._fail_fast = files, fmt, fail_fast
+        self._units, self._options, self._fail_fast = units, options, fail_fast
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         raw = (
             pbegin
-            | "ListFiles" >> beam.Create(self._files)
-            | "ReadRecords" >> beam.FlatMap(_read_file)
+            | "ListFiles" >> beam.Create(self._units)
+            | "ReadRecords" >> beam.FlatMap(_read_unit)
             | "Spread" >> beam.Reshuffle()
         )
-        parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._format, self._fail_fast)).with_outputs(REJECTED, main="examples")
+        parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._options, self._fail_fast)).with_outputs(REJECTED, main="examples")
         read = raw | "CountRead" >> beam.combiners.Count.Globally()
         return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read}
+
+
+class MixSources(beam.PTransform):
+    """Down-sample named sources to `--mix` weights; returns {examples, sampled_out}."""
+
+    def __init__(self, weights: dict[str, float], seed: int) -> None:
+        super().__init__()
+        self._weights, self._seed = weights, seed
+
+    def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
+        weights, seed = self._weights, self._seed
+        counts = examples | "Sources" >> beam.Map(lambda e: e.source) | "CountSources" >> beam.combiners.Count.PerElement()
+
+        def choose(example: Example, counts: dict[str, int]) -> Iterator[object]:
+            if is_kept(example.example_id, keep_rates(counts, weights)[example.source], seed):
+                yield example
+            else:
+                yield beam.pvalue.TaggedOutput("sampled_out", SampledOut(example.source))
+
+        chosen = examples | "Sample" >> beam.FlatMap(choose, counts=beam.pvalue.AsDict(counts)).with_outputs("sampled_out", main="examples")
+        return {"examples": chosen.examples, "sampled_out": chosen.sampled_out}
 
 
 class TokenizeFn(beam.DoFn):
@@ -86,12 +115,16 @@ class TokenizeFn(beam.DoFn):
 
     def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
         self._config, self._template = config, template
-        self._builder: RowBuilder | None = None
+        self._builder: RowBuilder | Seq2SeqRowBuilder | None = None
         self._rows = Metrics.counter("masked_shards", "rows")
         self._tokens = Metrics.counter("masked_shards", "tokens")
 
     def setup(self) -> None:
-        self._builder = RowBuilder(self._config, load_tokenizer(self._config.tokenizer), self._template)
+        tokenizer = load_tokenizer(self._config.tokenizer)
+        if self._config.model_type == "seq2seq":
+            self._builder = Seq2SeqRowBuilder(self._config, tokenizer)
+        else:
+            self._builder = RowBuilder(self._config, tokenizer, self._template)
 
     def process(self, batch: list[Example]) -> Iterator[object]:
         for result in self._builder.build(batch):

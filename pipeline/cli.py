@@ -28,11 +28,23 @@ class _Parser(argparse.ArgumentParser):
 def _run_parser(parser: argparse.ArgumentParser) -> None:
     defaults = PipelineConfig()
     add = parser.add_argument
-    add("--input", action="append", dest="inputs", metavar="PATH_OR_GLOB", help="input file or glob, .jsonl or .json (repeatable); default: the bundled demo data")
+    add("--input", action="append", dest="inputs", metavar="[NAME=]INPUT", help="file or glob (.jsonl .json .parquet .csv), a save_to_disk folder, or hf:NAME[:CONFIG][:SPLIT]; repeatable; default: the bundled demo data")
+    add("--input-pair", nargs=2, action="append", dest="input_pairs", metavar=("SRC.txt", "TGT.txt"), help="two line-aligned text files of translation pairs (repeatable)")
     add("--output", default=defaults.output, help="output folder (default: %(default)s)")
     add("--tokenizer", default=DEMO_TOKENIZER, help="fast tokenizer folder or hub id (default: the bundled demo tokenizer)")
     add("--template", default=defaults.template, help="chatml, llama3, tokenizer (its own chat template) or PATH.jinja (default: %(default)s)")
-    add("--format", default=defaults.format, help="auto, alpaca, prompt_completion, messages or sharegpt (default: %(default)s)")
+    add("--format", default=defaults.format, help="auto, alpaca, prompt_completion, messages, sharegpt, translation or text (default: %(default)s)")
+    add("--field", action="append", default=[], metavar="CANONICAL=ACTUAL", help="read field CANONICAL from column ACTUAL, e.g. prompt=question (repeatable)")
+    add("--role-map", default="", metavar="FROM=ROLE,...", help="speaker aliases, e.g. human=user,gpt=assistant,bot=assistant")
+    add("--system-prompt", default=None, help="add this system turn, or replace the one a conversation has")
+    add("--train-on", default=defaults.train_on, help="assistant (every assistant turn), last (final turn only) or all (every token) (default: %(default)s)")
+    add("--train-on-eot", action=argparse.BooleanOptionalAction, default=True, help="supervise each assistant turn's end-of-turn token (default: on)")
+    add("--mix", default="", metavar="NAME=W,...", help="share of each named source (--input NAME=PATH) among the examples kept, e.g. a=0.7,b=0.3")
+    add("--source-lang", default=None, help="translation source language (key in {'translation': {...}} or flat records)")
+    add("--target-lang", default=None, help="translation target language")
+    add("--translate-template", default=None, metavar="PATH.jinja", help="prompt template for decoder-only translation (default: templates/translate.jinja)")
+    add("--model-type", default=defaults.model_type, help="decoder (chat-templated rows) or seq2seq (encoder-decoder rows) (default: %(default)s)")
+    add("--max-length-ratio", type=float, default=None, help="reject translation pairs whose lengths differ by more than this ratio (default: off)")
     add("--max-length", type=int, default=defaults.max_length, help="longest row in tokens (default: %(default)s)")
     add("--overlong", default=defaults.overlong, help="truncate or drop examples over --max-length (default: %(default)s)")
     add("--pad-to", default=None, help="pad rows to max_length or multiple:K (default: unpadded)")
@@ -56,7 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
-        inputs=tuple(args.inputs or DEMO_INPUTS),
+        inputs=tuple(args.inputs or (() if args.input_pairs else DEMO_INPUTS)),
+        input_pairs=tuple(tuple(pair) for pair in args.input_pairs or ()),
+        field_map=tuple(_pair(item, "--field") for item in args.field),
+        role_map=tuple(_pair(item, "--role-map") for item in _items(args.role_map)),
+        system_prompt=args.system_prompt,
+        train_on=args.train_on,
+        train_on_eot=args.train_on_eot,
+        mix=tuple((name, _weight(value)) for name, value in (_pair(item, "--mix") for item in _items(args.mix))),
+        source_lang=args.source_lang,
+        target_lang=args.target_lang,
+        translate_template=args.translate_template,
+        model_type=args.model_type,
+        max_length_ratio=args.max_length_ratio,
         output=args.output,
         tokenizer=args.tokenizer,
         template=args.template,
@@ -73,6 +97,24 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         rows_per_shard=args.rows_per_shard,
         batch_size=args.batch_size,
     )
+
+
+def _items(text: str) -> list[str]:
+    return [item for item in text.split(",") if item.strip()]
+
+
+def _pair(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ConfigError(f"{flag} takes KEY=VALUE items, not {item!r}")
+    return key.strip(), value.strip()
+
+
+def _weight(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--mix weight {value!r} is not a number") from None
 
 
 def check_beam_args(extra: list[str]) -> list[str]:

@@ -6,16 +6,18 @@ it and exit instead of showing a traceback.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.formats import FORMATS
+from pipeline.masking import TRAIN_ON
 
 ASSETS = Path(__file__).parent / "assets"
 DEMO_INPUTS = (str(ASSETS / "demo_data" / "*.json"), str(ASSETS / "demo_data" / "*.jsonl"))
 DEMO_TOKENIZER = str(ASSETS / "demo_tokenizer")
 OVERLONG_CHOICES = ("truncate", "drop")
 SPECIAL_TEXT_CHOICES = ("reject", "plain")
+MODEL_TYPES = ("decoder", "seq2seq")
 
 
 class ConfigError(Exception):
@@ -27,7 +29,9 @@ class PipelineConfig:
     """Everything that decides the output bytes (and so goes into the manifest)."""
 
     inputs: tuple[str, ...] = DEMO_INPUTS
-    """Input files or globs (local or any Beam filesystem, e.g. gs://); JSONL or JSON arrays."""
+    """Inputs, each `[name=]PATH_OR_GLOB`, a `save_to_disk` folder, or `hf:NAME[:CONFIG][:SPLIT]`."""
+    input_pairs: tuple[tuple[str, str], ...] = ()
+    """Line-aligned (source, target) text files for translation."""
     output: str = "out"
     """Output folder; must be empty or absent unless overwrite is set."""
     tokenizer: str = DEMO_TOKENIZER
@@ -35,7 +39,29 @@ class PipelineConfig:
     template: str = "chatml"
     """Bundled template name, `tokenizer` for the tokenizer's own, or a path to a .jinja file."""
     format: str = "auto"
-    """Record format: auto (detected per record), alpaca, prompt_completion, messages, sharegpt."""
+    """Record format: auto (detected per record) or one of formats.FORMATS."""
+    field_map: tuple[tuple[str, str], ...] = ()
+    """(canonical, actual) column renames, from --field canonical=actual."""
+    role_map: tuple[tuple[str, str], ...] = ()
+    """(speaker, role) aliases, from --role-map human=user,bot=assistant."""
+    system_prompt: str | None = None
+    """Adds a system turn, or replaces the one a conversation has."""
+    train_on: str = "assistant"
+    """assistant (every assistant turn), last (only the final one), or all (every token)."""
+    train_on_eot: bool = True
+    """Supervise each assistant turn's end-of-turn token (the model must learn to stop)."""
+    mix: tuple[tuple[str, float], ...] = ()
+    """(source name, weight): the share of each named source among the examples kept."""
+    source_lang: str | None = None
+    """Source language (code or name) of translation pairs."""
+    target_lang: str | None = None
+    """Target language of translation pairs."""
+    translate_template: str | None = None
+    """Jinja file for the decoder-only translation prompt; None uses templates/translate.jinja."""
+    model_type: str = "decoder"
+    """decoder (chat-templated rows) or seq2seq (encoder input, target labels) for translation."""
+    max_length_ratio: float | None = None
+    """Reject translation pairs whose character lengths differ by more than this ratio."""
     max_length: int = 2048
     """Longest row in tokens."""
     overlong: str = "truncate"
@@ -60,7 +86,6 @@ class PipelineConfig:
     """Target rows per shard when num_shards is 0."""
     batch_size: int = 256
     """Examples per tokenizer call."""
-    extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(bool(self.inputs), "--input needs at least one file or glob")
@@ -72,6 +97,10 @@ class PipelineConfig:
         _check(self.num_shards >= 0, f"--num-shards must be 0 (auto) or positive, not {self.num_shards}")
         _check(self.rows_per_shard >= 1, f"--rows-per-shard must be positive, not {self.rows_per_shard}")
         _check(self.batch_size >= 1, f"--batch-size must be positive, not {self.batch_size}")
+        _check(self.train_on in TRAIN_ON, f"--train-on must be one of {', '.join(TRAIN_ON)}, not {self.train_on!r}")
+        _check(self.model_type in MODEL_TYPES, f"--model-type must be decoder or seq2seq, not {self.model_type!r}")
+        _check(all(w > 0 for _, w in self.mix), "--mix weights must be positive")
+        _check(self.max_length_ratio is None or self.max_length_ratio >= 1, "--max-length-ratio must be at least 1")
         self.pad_length(1)  # validates pad_to
 
     def pad_length(self, length: int) -> int:
@@ -89,10 +118,18 @@ class PipelineConfig:
     def recorded(self) -> dict[str, object]:
         """The settings that shape the shards, for the manifest (not where they were written)."""
         settings = asdict(self)
-        for local_only in ("output", "overwrite", "fail_fast", "batch_size", "extra"):
+        for local_only in ("output", "overwrite", "fail_fast", "batch_size"):
             settings.pop(local_only)
-        settings["inputs"] = list(self.inputs)
-        return settings
+        return json_ready(settings)
+
+
+def json_ready(value: object) -> object:
+    """Tuples to lists, recursively, so the manifest's JSON reads like the config."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def _check(ok: bool, sentence: str) -> None:

@@ -1,87 +1,61 @@
-"""Raw input records to `Example`s: file kinds (JSONL, JSON array) and record formats.
+"""Record formats: one raw record in, one `Example` (or a `Rejected` saying why not) out.
 
-Four record formats are understood, detected per record from its fields unless `--format` says:
+Formats, detected per record from its fields unless `--format` says:
 
     alpaca             {"instruction", "input"?, "output"}
     prompt_completion  {"prompt", "completion"}
-    messages           {"messages": [{"role": "system"|"user"|"assistant", "content"}, ...]}
-    sharegpt           {"conversations": [{"from": "system"|"human"|"gpt", "value"}, ...]}
+    messages           {"messages": [{"role": "system"|"user"|"assistant", "content", "train"?}, ...]}
+    sharegpt           {"conversations": [{"from": "system"|"human"|"gpt", "value", "train"?}, ...]}
+    translation        {"src", "tgt"} | {"translation": {LANG: ...}} | {LANG: ..., LANG: ...}
+    text               {"text"}  (continued pretraining: every token is trained)
 
-Anything that cannot become a well-formed conversation (not JSON, a missing or mistyped field, an
-empty answer, an unknown role, no assistant turn) becomes a `Rejected` with a reason code, never an
+Before detection, `--field canonical=actual` renames columns (top-level, and the role/content/
+from/value keys inside messages), `--role-map` adds speaker aliases, and `--system-prompt` adds or
+replaces the system turn. A message with `"train": false` or `"weight": 0` stays unsupervised.
+
+Anything that cannot become a well-formed conversation (a missing or mistyped field, an empty
+answer, an unknown role, no assistant turn) becomes a `Rejected` with a reason code, never an
 exception: bad input must not kill a job.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO
+from dataclasses import dataclass, field
 
 from pipeline.records import Example, Rejected, Turn
+from pipeline.sources import RawRecord
 
-FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt")
-FILE_KINDS = {".jsonl": "jsonl", ".json": "json"}
+FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt", "translation", "text")
+TEXT_ROLE = "text"
 
 # Unicode noncharacters U+FDD0..U+FDEF are reserved by the renderer as in-band markers
 # (see templates.py); text that already contains one is rejected rather than mis-masked.
 RESERVED_CHARS = frozenset(chr(c) for c in range(0xFDD0, 0xFDF0))
 
-_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+DEFAULT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+_MESSAGE_KEYS = ("role", "content", "from", "value")
 
 
 @dataclass(frozen=True)
-class RawRecord:
-    """A parsed JSON value and where it came from (`source` is the input's name in example ids)."""
+class ParseOptions:
+    """How raw records become examples (from the command line; defaults read every format)."""
 
-    source: str
-    index: int
-    value: object
+    format: str = "auto"
+    field_map: tuple[tuple[str, str], ...] = ()
+    role_map: tuple[tuple[str, str], ...] = ()
+    system_prompt: str | None = None
+    source_lang: str | None = None
+    target_lang: str | None = None
+    translation_prompt: str | None = None  # Jinja text of the decoder-only translation prompt
+    max_length_ratio: float | None = None
+    model_type: str = "decoder"
+    roles: dict[str, str] = field(init=False, default_factory=dict)
 
-
-def file_kind(path: str) -> str | None:
-    """`jsonl` or `json` from the file name, or None when the extension is not supported."""
-    for suffix, kind in FILE_KINDS.items():
-        if path.lower().endswith(suffix):
-            return kind
-    return None
-
-
-def iter_records(source: str, stream: IO[bytes], kind: str) -> Iterator[RawRecord | Rejected]:
-    """Yield every record of one file with its 0-based index.
-
-    A `.json` file holding a JSON array yields its elements; a `.json` file that does not start
-    with `[` is read as JSON Lines. A JSONL line that does not parse is rejected on its own; a
-    JSON array that does not parse is one rejected record (index None), since no element can be
-    recovered from it.
-    """
-    data = stream.read().decode("utf-8", errors="replace")
-    if kind == "json" and data.lstrip().startswith("["):
-        yield from _iter_json_array(source, data)
-        return
-    index = 0
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            yield RawRecord(source, index, json.loads(line))
-        except json.JSONDecodeError as err:
-            yield Rejected(source, index, "invalid_json", f"line is not valid JSON ({err.msg})", line)
-        index += 1
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roles", DEFAULT_ROLES | dict(self.role_map))
 
 
-def _iter_json_array(source: str, data: str) -> Iterator[RawRecord | Rejected]:
-    try:
-        values = json.loads(data)
-    except json.JSONDecodeError as err:
-        yield Rejected(source, None, "invalid_json", f"file is not a valid JSON array ({err.msg} at line {err.lineno})", None)
-        return
-    for index, value in enumerate(values):
-        yield RawRecord(source, index, value)
-
-
-def detect_format(value: dict[str, object]) -> str | None:
+def detect_format(value: dict[str, object], source_lang: str | None = None) -> str | None:
     """The record format its fields imply, or None."""
     if "messages" in value:
         return "messages"
@@ -91,11 +65,15 @@ def detect_format(value: dict[str, object]) -> str | None:
         return "alpaca"
     if "prompt" in value or "completion" in value:
         return "prompt_completion"
+    if "src" in value or "tgt" in value or "translation" in value or (source_lang and source_lang in value):
+        return "translation"
+    if "text" in value:
+        return "text"
     return None
 
 
-class _Invalid(Exception):
-    """Internal: carries a reason code and a sentence from a field check to `to_example`."""
+class Invalid(Exception):
+    """A field check failed: carries a reason code and a sentence to `to_example`."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -103,34 +81,60 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def to_example(record: RawRecord, fmt: str = "auto") -> Example | Rejected:
+def to_example(record: RawRecord, options: ParseOptions = ParseOptions()) -> Example | Rejected:
     """Turn one raw record into an `Example`, or a `Rejected` saying why not."""
     value = record.value
     try:
         if not isinstance(value, dict):
-            raise _Invalid("not_an_object", f"record is a JSON {type(value).__name__}, not an object")
-        chosen = detect_format(value) if fmt == "auto" else fmt
+            raise Invalid("not_an_object", f"record is a JSON {type(value).__name__}, not an object")
+        value = _renamed(value, options.field_map)
+        chosen = detect_format(value, options.source_lang) if options.format == "auto" else options.format
         if chosen is None:
-            raise _Invalid("unknown_format", f"cannot tell the format from fields {sorted(value)[:8]}")
-        turns = _TURN_BUILDERS[chosen](value)
+            raise Invalid("unknown_format", f"cannot tell the format from fields {sorted(value)[:8]}")
+        turns = _with_system_prompt(_TURN_BUILDERS[chosen](value, options), options.system_prompt)
         _check_conversation(turns)
-    except _Invalid as bad:
-        return Rejected(record.source, record.index, bad.reason, bad.detail, value)
-    return Example(f"{record.source}:{record.index}", record.source, turns, value)
+    except Invalid as bad:
+        return Rejected(record.name, record.index, bad.reason, bad.detail, record.value)
+    return Example(record.example_id, record.source or record.name, turns, record.value)
+
+
+def _renamed(value: dict[str, object], field_map: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    """Apply `--field canonical=actual` to the record and to each message inside it."""
+    if not field_map:
+        return value
+    value = dict(value)
+    for canonical, actual in field_map:
+        if actual in value and canonical not in _MESSAGE_KEYS:
+            value[canonical] = value.pop(actual)
+    message_renames = [(c, a) for c, a in field_map if c in _MESSAGE_KEYS]
+    for key in ("messages", "conversations"):
+        if message_renames and isinstance(value.get(key), list):
+            value[key] = [_renamed_message(m, message_renames) for m in value[key]]
+    return value
+
+
+def _renamed_message(message: object, renames: list[tuple[str, str]]) -> object:
+    if not isinstance(message, dict):
+        return message
+    message = dict(message)
+    for canonical, actual in renames:
+        if actual in message:
+            message[canonical] = message.pop(actual)
+    return message
 
 
 def _text(value: dict[str, object], key: str, what: str, *, optional: bool = False) -> str:
     if key not in value or (optional and value[key] is None):
         if optional:
             return ""
-        raise _Invalid("missing_field", f"{what} has no '{key}' field")
+        raise Invalid("missing_field", f"{what} has no '{key}' field")
     text = value[key]
     if not isinstance(text, str):
-        raise _Invalid("wrong_type", f"{what} field '{key}' is a {type(text).__name__}, not a string")
+        raise Invalid("wrong_type", f"{what} field '{key}' is a {type(text).__name__}, not a string")
     return text
 
 
-def _alpaca_turns(value: dict[str, object]) -> tuple[Turn, ...]:
+def _alpaca_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
     # Decision: a non-empty `input` follows the instruction after a blank line, as in the
     # Alpaca prompt; the chat template supplies any further framing.
     instruction = _text(value, "instruction", "alpaca record")
@@ -139,7 +143,7 @@ def _alpaca_turns(value: dict[str, object]) -> tuple[Turn, ...]:
     return (Turn("user", prompt), Turn("assistant", _text(value, "output", "alpaca record"), True))
 
 
-def _prompt_completion_turns(value: dict[str, object]) -> tuple[Turn, ...]:
+def _prompt_completion_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
     return (
         Turn("user", _text(value, "prompt", "prompt/completion record")),
         Turn("assistant", _text(value, "completion", "prompt/completion record"), True),
@@ -149,21 +153,30 @@ def _prompt_completion_turns(value: dict[str, object]) -> tuple[Turn, ...]:
 def _message_list(value: dict[str, object], key: str) -> list[dict[str, object]]:
     messages = value.get(key)
     if messages is None:
-        raise _Invalid("missing_field", f"record has no '{key}' field")
+        raise Invalid("missing_field", f"record has no '{key}' field")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise _Invalid("wrong_type", f"'{key}' must be a list of objects")
+        raise Invalid("wrong_type", f"'{key}' must be a list of objects")
     return messages
 
 
-def _messages_turns(value: dict[str, object]) -> tuple[Turn, ...]:
+def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_key: str, text_key: str) -> tuple[Turn, ...]:
     turns = []
-    for n, message in enumerate(_message_list(value, "messages")):
-        role = message.get("role")
-        if role not in ("system", "user", "assistant"):
-            raise _Invalid("unknown_role", f"message {n} has unknown role {role!r}")
-        content = _text(message, "content", f"message {n}")
-        turns.append(Turn(role, content, role == "assistant", _reasoning(message, n)))
+    for n, message in enumerate(_message_list(value, key)):
+        speaker = message.get(role_key)
+        role = options.roles.get(speaker) if isinstance(speaker, str) else None
+        if role is None:
+            raise Invalid("unknown_role", f"message {n} has unknown {'speaker' if role_key == 'from' else 'role'} {speaker!r}")
+        content = _text(message, text_key, f"message {n}")
+        turns.append(Turn(role, content, role == "assistant" and _wants_training(message, n), _reasoning(message, n)))
     return tuple(turns)
+
+
+def _wants_training(message: dict[str, object], n: int) -> bool:
+    """Per-turn control: `"train": false` or `"weight": 0` keeps an assistant turn unsupervised."""
+    train, weight = message.get("train", True), message.get("weight", 1)
+    if not isinstance(train, bool) or not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight not in (0, 1):
+        raise Invalid("wrong_type", f"message {n}: 'train' must be true/false and 'weight' 0 or 1")
+    return train and weight == 1
 
 
 def _reasoning(message: dict[str, object], n: int) -> str | None:
@@ -174,16 +187,30 @@ def _reasoning(message: dict[str, object], n: int) -> str | None:
     return None
 
 
-def _sharegpt_turns(value: dict[str, object]) -> tuple[Turn, ...]:
-    turns = []
-    for n, message in enumerate(_message_list(value, "conversations")):
-        speaker = message.get("from")
-        role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
-        if role is None:
-            raise _Invalid("unknown_role", f"conversation turn {n} has unknown speaker {speaker!r}")
-        content = _text(message, "value", f"conversation turn {n}")
-        turns.append(Turn(role, content, role == "assistant"))
-    return tuple(turns)
+def _messages_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
+    return _chat_turns(value, options, "messages", "role", "content")
+
+
+def _sharegpt_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
+    return _chat_turns(value, options, "conversations", "from", "value")
+
+
+def _translation_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
+    from pipeline.translation import TranslationPair, check_pair, pair_text, translation_prompt
+
+    src, tgt = pair_text(value, options.source_lang, options.target_lang)
+    problem = check_pair(TranslationPair("pair:0", "", src, tgt), options.max_length_ratio)
+    if problem:
+        raise Invalid(problem.reason, problem.detail)
+    prompt = translation_prompt(options.translation_prompt, src, options.source_lang, options.target_lang)
+    return (Turn("user", prompt), Turn("assistant", tgt, True))
+
+
+def _text_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
+    text = _text(value, "text", "text record")
+    if not text.strip():
+        raise Invalid("empty_text", "text record is empty")
+    return (Turn(TEXT_ROLE, text, True),)
 
 
 _TURN_BUILDERS = {
@@ -191,14 +218,27 @@ _TURN_BUILDERS = {
     "prompt_completion": _prompt_completion_turns,
     "messages": _messages_turns,
     "sharegpt": _sharegpt_turns,
+    "translation": _translation_turns,
+    "text": _text_turns,
 }
 
 
+def _with_system_prompt(turns: tuple[Turn, ...], system_prompt: str | None) -> tuple[Turn, ...]:
+    """`--system-prompt` replaces the conversation's system turn, or adds one in front."""
+    if system_prompt is None or (turns and turns[0].role == TEXT_ROLE):
+        return turns
+    rest = tuple(t for t in turns if t.role != "system")
+    return (Turn("system", system_prompt), *rest)
+
+
 def _check_conversation(turns: tuple[Turn, ...]) -> None:
+    for n, turn in enumerate(turns):
+        if RESERVED_CHARS.intersection(turn.content):
+            raise Invalid("reserved_character", f"turn {n} contains a Unicode noncharacter (U+FDD0..U+FDEF)")
+    if turns and turns[0].role == TEXT_ROLE:
+        return
     if not any(t.role == "assistant" for t in turns):
-        raise _Invalid("no_assistant_turn", "conversation has no assistant turn")
+        raise Invalid("no_assistant_turn", "conversation has no assistant turn")
     for n, turn in enumerate(turns):
         if turn.role == "assistant" and not turn.content.strip():
-            raise _Invalid("empty_answer", f"assistant turn {n} is empty")
-        if RESERVED_CHARS.intersection(turn.content):
-            raise _Invalid("reserved_character", f"turn {n} contains a Unicode noncharacter (U+FDD0..U+FDEF)")
+            raise Invalid("empty_answer", f"assistant turn {n} is empty")

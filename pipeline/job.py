@@ -19,9 +19,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import pipeline
-from pipeline.beam_transforms import DROPPED, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards, write_shard
+from templates import template_path
+from pipeline.beam_transforms import DROPPED, MixSources, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards, write_shard
 from pipeline.config import ConfigError, PipelineConfig
-from pipeline.formats import file_kind
+from pipeline.sources import HF_PREFIX, InputFile, count_lines, file_kind, parse_hf_spec, split_name
+from pipeline.formats import ParseOptions
 from pipeline.label_coverage import Coverage, reconcile, report_png, report_text
 from pipeline.masking import IGNORE_INDEX
 from pipeline.rows import check_template
@@ -38,40 +40,122 @@ class JobPlan:
     """What the driver settled before any data flows."""
 
     config: PipelineConfig
-    files: list[tuple[str, str]]  # (name used in example ids, path)
+    files: list[InputFile]
     template: ChatTemplate
     tokenizer: dict[str, object]
+    parse_options: ParseOptions
 
 
 def plan(config: PipelineConfig) -> JobPlan:
     """Resolve inputs, output folder, tokenizer and template; raise ConfigError on any problem."""
-    files = expand_inputs(config.inputs)
+    files = expand_inputs(config.inputs, config.input_pairs)
+    check_mix(files, config.mix)
     check_output(config.output, config.overwrite)
     try:
         tokenizer = load_tokenizer(config.tokenizer)
         template = resolve_template(config.template, getattr(tokenizer, "chat_template", None))
-        check_template(template, tokenizer, config.tokenizer)
+        if config.format != "text" and config.model_type == "decoder":
+            check_template(template, tokenizer, config.tokenizer)
     except (TokenizerError, TemplateError) as err:
         raise ConfigError(str(err)) from None
+    if (config.source_lang is None) != (config.target_lang is None):
+        raise ConfigError("--source-lang and --target-lang must be given together")
     if config.pad_to and tokenizer.pad_token_id is None:
         raise ConfigError(f"--pad-to needs a pad token but tokenizer {config.tokenizer!r} has none")
-    return JobPlan(config, files, template, fingerprint(tokenizer, config.tokenizer))
+    options = ParseOptions(
+        format=config.format,
+        field_map=config.field_map,
+        role_map=config.role_map,
+        system_prompt=config.system_prompt,
+        source_lang=config.source_lang,
+        target_lang=config.target_lang,
+        translation_prompt=_translation_prompt(config.translate_template),
+        max_length_ratio=config.max_length_ratio,
+        model_type=config.model_type,
+    )
+    return JobPlan(config, files, template, fingerprint(tokenizer, config.tokenizer), options)
 
 
-def expand_inputs(patterns: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Every file the patterns match, named by its path below the inputs' common folder."""
-    paths: list[str] = []
-    for pattern in patterns:
-        matched = sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
+def _translation_prompt(path: str | None) -> str:
+    """The decoder-only translation prompt template: the user's file or the bundled one."""
+    try:
+        with open(path or template_path("translate"), encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as err:
+        raise ConfigError(f"cannot read --translate-template {path} ({err.strerror})") from None
+
+
+def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = ()) -> list[InputFile]:
+    """Every readable unit the inputs name, each with its source name and its id name.
+
+    File names in ids are paths below the common folder of all matched files, so ids stay short
+    and stable wherever the data lives.
+    """
+    found: list[tuple[str | None, str, str, str | None]] = []  # (source name, path, kind, split)
+    for spec in specs:
+        name, target = split_name(spec)
+        if target.startswith(HF_PREFIX):
+            found.append((name, target, "hf_hub", None))
+            continue
+        splits = _saved_dataset_splits(target)
+        if splits is not None:
+            found += [(name, target, "hf_disk", split) for split in splits]
+            continue
+        matched = sorted(m.path for result in FileSystems.match([target]) for m in result.metadata_list)
         if not matched:
-            raise ConfigError(f"--input {pattern} matches no file")
+            raise ConfigError(f"--input {target} matches no file")
         for path in matched:
-            if file_kind(path) is None:
-                raise ConfigError(f"--input {path} is not a .jsonl or .json file")
-            if path not in paths:
-                paths.append(path)
-    common = posixpath.dirname(paths[0]) if len(paths) == 1 else posixpath.commonpath(paths)
-    return [(posixpath.relpath(path, common) if common else path, path) for path in paths]
+            kind = file_kind(path)
+            if kind is None:
+                raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file, nor a save_to_disk folder")
+            found.append((name, path, kind, None))
+    units = [_named_unit(name, path, kind, split, _short_names(found)) for name, path, kind, split in found]
+    for source_path, target_path in pairs:
+        source_lines, target_lines = count_lines(source_path, FileSystems.open), count_lines(target_path, FileSystems.open)
+        if source_lines != target_lines:
+            raise ConfigError(f"--input-pair {source_path} has {source_lines} lines but {target_path} has {target_lines}")
+        short = posixpath.basename(source_path)
+        units.append(InputFile(short, short, source_path, "line_pair", target_path=target_path))
+    ids = [(u.name, u.split) for u in units]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("two inputs name the same file; list each file once")
+    return units
+
+
+def _short_names(found: list[tuple[str | None, str, str, str | None]]) -> dict[str, str]:
+    files = sorted({path for _, path, kind, _ in found if kind not in ("hf_hub",)})
+    if not files:
+        return {}
+    common = posixpath.dirname(files[0]) if len(files) == 1 else posixpath.commonpath(files)
+    return {path: posixpath.relpath(path, common) if common and path != common else posixpath.basename(path) for path in files}
+
+
+def _named_unit(name: str | None, path: str, kind: str, split: str | None, short: dict[str, str]) -> InputFile:
+    if kind == "hf_hub":
+        dataset, config, hf_split = parse_hf_spec(path)
+        id_name = "/".join(part for part in (dataset, config, hf_split) if part)
+    else:
+        id_name = short[path] + (f"/{split}" if split else "")
+    return InputFile(name or id_name, id_name, path, kind, split)
+
+
+def _saved_dataset_splits(path: str) -> list[str | None] | None:
+    """The splits of a `save_to_disk` folder ([None] for a single Dataset), or None if it is not one."""
+    if FileSystems.exists(FileSystems.join(path, "dataset_dict.json")):
+        with FileSystems.open(FileSystems.join(path, "dataset_dict.json")) as handle:
+            return list(json.loads(handle.read())["splits"])
+    if FileSystems.exists(FileSystems.join(path, "state.json")):
+        return [None]
+    return None
+
+
+def check_mix(units: list[InputFile], mix: tuple[tuple[str, float], ...]) -> None:
+    """--mix must weigh exactly the named sources, so no source is silently left at weight 0."""
+    if not mix:
+        return
+    sources, weighted = {u.source for u in units}, {name for name, _ in mix}
+    if sources != weighted:
+        raise ConfigError(f"--mix must give a weight to every source and only to them: sources are {sorted(sources)}, --mix names {sorted(weighted)}")
 
 
 def check_output(output: str, overwrite: bool) -> None:
@@ -141,15 +225,19 @@ def _write(output: str, name: str, content: str | bytes) -> None:
 def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
     """Wire the whole job onto `pipe`; returns the PCollection holding the final report."""
     config = plan.config
-    read = pipe | "ReadExamples" >> ReadExamples(plan.files, config.format, config.fail_fast)
-    tokenized = read["examples"] | "TokenizeExamples" >> TokenizeExamples(config, plan.template)
+    read = pipe | "ReadExamples" >> ReadExamples(plan.files, plan.parse_options, config.fail_fast)
+    examples, sampled_out = read["examples"], []
+    if config.mix:
+        mixed = examples | "MixSources" >> MixSources(dict(config.mix), config.seed)
+        examples, sampled_out = mixed["examples"], [mixed["sampled_out"]]
+    tokenized = examples | "TokenizeExamples" >> TokenizeExamples(config, plan.template)
     rejected = (read["rejected"], tokenized["rejected"]) | "AllRejected" >> beam.Flatten()
     shards = tokenized["rows"] | "WriteShards" >> WriteShards(config.output, config)
     record_files = (
         (rejected | "WriteRejected" >> WriteJsonLines(config.output, "rejected"), tokenized["dropped"] | "WriteDropped" >> WriteJsonLines(config.output, DROPPED))
         | "RecordFiles" >> beam.Flatten()
     )
-    coverage = (tokenized["rows"], rejected, tokenized["dropped"]) | "ReportCoverage" >> ReportCoverage()
+    coverage = (tokenized["rows"], rejected, tokenized["dropped"], *sampled_out) | "ReportCoverage" >> ReportCoverage()
     return (
         pipe
         | "Once" >> beam.Create([None])

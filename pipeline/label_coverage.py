@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline.masking import IGNORE_INDEX
-from pipeline.records import Dropped, Rejected, TokenizedRow
+from pipeline.records import Dropped, Rejected, SampledOut, TokenizedRow
 
 BINS = 1000
 PLOT_BINS = 20
@@ -23,6 +23,10 @@ class Coverage:
     rows: Counter = field(default_factory=Counter)  # split -> rows
     rejected: Counter = field(default_factory=Counter)  # reason -> records
     dropped: Counter = field(default_factory=Counter)  # reason -> examples
+    sampled_out: Counter = field(default_factory=Counter)  # source -> examples left out by --mix
+    source_rows: Counter = field(default_factory=Counter)
+    source_tokens: Counter = field(default_factory=Counter)
+    source_supervised: Counter = field(default_factory=Counter)
     truncated: int = 0
     split_at_boundaries: int = 0
     tokens: int = 0
@@ -32,23 +36,29 @@ class Coverage:
     fraction_min: float = 1.0
     fraction_max: float = 0.0
 
-    def add(self, item: TokenizedRow | Rejected | Dropped) -> None:
+    def add(self, item: TokenizedRow | Rejected | Dropped | SampledOut) -> None:
         if isinstance(item, Rejected):
             self.rejected[item.reason] += 1
         elif isinstance(item, Dropped):
             self.dropped[item.reason] += 1
+        elif isinstance(item, SampledOut):
+            self.sampled_out[item.source] += 1
         else:
             self._add_row(item)
 
     def _add_row(self, row: TokenizedRow) -> None:
-        real = sum(row.attention_mask)
         supervised = sum(1 for label in row.labels if label != IGNORE_INDEX)
+        # Encoder-decoder rows: the tokens a step sees are the source's plus the target's.
+        real = sum(row.attention_mask) + (0 if row.aligned else supervised)
         self.rows[row.split] += 1
         self.truncated += row.truncated
         self.split_at_boundaries += row.split_at_boundaries
         self.tokens += real
         self.supervised += supervised
-        self.padding += len(row.input_ids) - real
+        self.padding += len(row.input_ids) - sum(row.attention_mask)
+        self.source_rows[row.source] += 1
+        self.source_tokens[row.source] += real
+        self.source_supervised[row.source] += supervised
         fraction = supervised / real
         self.fraction_bins[round(fraction * BINS)] += 1
         self.fraction_min = min(self.fraction_min, fraction)
@@ -58,6 +68,10 @@ class Coverage:
         self.rows += other.rows
         self.rejected += other.rejected
         self.dropped += other.dropped
+        self.sampled_out += other.sampled_out
+        self.source_rows += other.source_rows
+        self.source_tokens += other.source_tokens
+        self.source_supervised += other.source_supervised
         self.truncated += other.truncated
         self.split_at_boundaries += other.split_at_boundaries
         self.tokens += other.tokens
@@ -97,6 +111,17 @@ class Coverage:
             "rejected_by_reason": dict(sorted(self.rejected.items())),
             "dropped": sum(self.dropped.values()),
             "dropped_by_reason": dict(sorted(self.dropped.items())),
+            "sampled_out": sum(self.sampled_out.values()),
+            "sampled_out_by_source": dict(sorted(self.sampled_out.items())),
+            "by_source": {
+                source: {
+                    "rows": rows,
+                    "tokens": self.source_tokens[source],
+                    "tokens_supervised": self.source_supervised[source],
+                    "supervised_fraction": round(self.source_supervised[source] / self.source_tokens[source], 6) if self.source_tokens[source] else None,
+                }
+                for source, rows in sorted(self.source_rows.items())
+            },
             "truncated": self.truncated,
             "split_at_span_boundaries": self.split_at_boundaries,
             "tokens_total": self.tokens,
@@ -115,11 +140,12 @@ class Coverage:
 def reconcile(report: dict[str, object]) -> str | None:
     """None when every record read is accounted for, else the sentence saying what is missing."""
     read, written = report["records_read"], report["rows_written"]
-    rejected, dropped = report["rejected"], report["dropped"]
-    if read == written + rejected + dropped and written == sum(report["rows_by_split"].values()):
+    rejected, dropped, sampled_out = report["rejected"], report["dropped"], report["sampled_out"]
+    if read == written + rejected + dropped + sampled_out and written == sum(report["rows_by_split"].values()):
         return None
     return (
         f"records do not reconcile: read {read} != written {written} + rejected {rejected} + dropped {dropped}"
+        f" + sampled out {sampled_out}"
         f" (rows produced before writing: {sum(report['rows_by_split'].values())})"
     )
 
@@ -132,11 +158,13 @@ def report_text(report: dict[str, object]) -> str:
         f"rows written        {report['rows_written']:>10,}  {report['rows_by_split']}",
         f"rejected            {report['rejected']:>10,}  {report['rejected_by_reason']}",
         f"dropped             {report['dropped']:>10,}  {report['dropped_by_reason']}",
+        f"sampled out (--mix) {report['sampled_out']:>10,}  {report['sampled_out_by_source']}",
         f"truncated           {report['truncated']:>10,}",
         f"tokens              {report['tokens_total']:>10,}  (padding {report['tokens_padding']:,})",
         f"supervised tokens   {report['tokens_supervised']:>10,}  fraction {report['supervised_fraction']}",
         f"per-example fraction  min {per['min']}  median {per['median']}  max {per['max']}",
     ]
+    lines += [f"  source {name}: {v['rows']:,} rows, {v['tokens']:,} tokens, supervised fraction {v['supervised_fraction']}" for name, v in report["by_source"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,34 @@ from __future__ import annotations
 import bisect
 
 IGNORE_INDEX = -100
+TRAIN_ON = ("assistant", "last", "all")
+
+
+def select_spans(text: str, spans: list[tuple[int, int]], *, train_on: str, train_on_eot: bool, special_tokens: tuple[str, ...]) -> list[tuple[int, int]]:
+    """The character spans to supervise, from the template's assistant spans and the policy.
+
+    train_on: `assistant` every trainable assistant turn, `last` only the final one (history
+    masked), `all` every character of the string (prompt included).
+    train_on_eot: when false, the closing special token of each span (and the whitespace the
+    template put before it, as Llama 2's " </s>") is left unsupervised.
+
+        "Hello<|im_end|>"  train_on_eot=True -> "Hello<|im_end|>";  False -> "Hello"
+    """
+    if train_on == "all":
+        return [(0, len(text))] if text else []
+    chosen = spans[-1:] if train_on == "last" else spans
+    if train_on_eot:
+        return chosen
+    trimmed = []
+    for start, end in chosen:
+        piece = text[start:end]
+        closing = next((t for t in sorted(special_tokens, key=len, reverse=True) if piece.endswith(t)), None)
+        if closing:
+            head = piece[: -len(closing)]
+            end = start + len(head.rstrip() or head)
+        if end > start:
+            trimmed.append((start, end))
+    return trimmed
 
 
 def span_edges(spans: list[tuple[int, int]]) -> list[int]:

@@ -92,8 +92,18 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class SampledOut:
+    """An example `--mix` left out to meet the source weights: counted, not listed (the same
+    seed and weights leave out the same examples)."""
+
+    source: str
+
+
+@dataclass(frozen=True)
 class TokenizedRow:
-    """One output row before sharding; lists align token for token (labels are not shifted)."""
+    """One output row before sharding. For decoder rows (`aligned`) the three lists align token
+    for token (labels are not shifted); for encoder-decoder rows `input_ids`/`attention_mask`
+    are the source and `labels` the target."""
 
     example_id: str
     source: str
@@ -103,3 +113,4 @@ class TokenizedRow:
     attention_mask: list[int]
     truncated: bool = False
     split_at_boundaries: bool = False
+    aligned: bool = True

@@ -8,9 +8,12 @@ This is the per-example work of the job, kept free of Beam so tests drive it dir
 
 from __future__ import annotations
 
+import re
+
 from pipeline.config import PipelineConfig
-from pipeline.masking import IGNORE_INDEX, build_labels, span_edges
-from pipeline.records import Dropped, Example, Rejected, TokenizedRow, Turn
+from pipeline.formats import TEXT_ROLE
+from pipeline.masking import IGNORE_INDEX, build_labels, select_spans, span_edges
+from pipeline.records import Dropped, Example, Rejected, Segment, TokenizedRow, Turn
 from pipeline.shards import split_for
 from pipeline.templates import ChatTemplate, Rendered, Renderer, TemplateError
 from pipeline.tokenization import Encoded, Encoder, TokenizerError, special_tokens
@@ -31,6 +34,7 @@ class RowBuilder:
         self._renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=self._specials)
         self._encoder = Encoder(tokenizer)
         self._pad_id = tokenizer.pad_token_id
+        self._eos = tokenizer.eos_token or ""
 
     def build(self, examples: list[Example]) -> list[TokenizedRow | Rejected | Dropped]:
         """One result per example, in order. Strings are encoded in one batched call."""
@@ -42,9 +46,12 @@ class RowBuilder:
             if isinstance(item, Rejected):
                 results.append(item)
                 continue
+            spans = select_spans(
+                item.text, item.trainable_spans(), train_on=self.config.train_on, train_on_eot=self.config.train_on_eot, special_tokens=self._specials
+            )
             whole = None if item.plain_spans else next(batch)
-            encoded = self._encoder.encode(item.text, span_edges(item.trainable_spans()), item.plain_spans, whole)
-            results.append(self._fit(example, encoded, build_labels(encoded.ids, encoded.offsets, item.trainable_spans())))
+            encoded = self._encoder.encode(item.text, span_edges(spans), item.plain_spans, whole)
+            results.append(self._fit(example, encoded, build_labels(encoded.ids, encoded.offsets, spans)))
         return results
 
     def _render(self, example: Example) -> Rendered | Rejected:
@@ -53,6 +60,9 @@ class RowBuilder:
         if found and self.config.special_text == "reject":
             turn, token = found
             return Rejected(source, int(index), "special_token_in_text", f"turn {turn} contains the special token {token!r} as text", _raw(example))
+        if example.turns[0].role == TEXT_ROLE:  # continued pretraining: the document, then EOS
+            document = example.turns[0].content + self._eos
+            return Rendered(document, (Segment(document, True, 0),), _plain_occurrences(example.turns[0].content, self._specials) if found else ())
         try:
             return self._renderer.render(example, protect=self._specials if found else ())
         except TemplateError as err:
@@ -87,6 +97,12 @@ def _special_text(example: Example, specials: tuple[str, ...]) -> tuple[int, str
             if token in turn.content:
                 return n, token
     return None
+
+
+def _plain_occurrences(text: str, specials: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """Where special-token strings occur in raw text (longest match first, no overlaps)."""
+    pattern = "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True))
+    return tuple(m.span() for m in re.finditer(pattern, text))
 
 
 def _raw(example: Example) -> object:

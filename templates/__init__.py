@@ -10,12 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 TEMPLATE_DIR = Path(__file__).parent
+# Prompt templates that are not chat templates (they render one user turn, not a conversation).
+PROMPT_TEMPLATES = frozenset({"translate"})
 
 
 def bundled() -> dict[str, str]:
-    """Template name -> one-line description, for every bundled template."""
+    """Chat-template name -> one-line description, for every bundled chat template."""
     found = {}
-    for path in sorted(TEMPLATE_DIR.glob("*.jinja")):
+    for path in sorted(TEMPLATE_DIR.glob("*.jinja"), key=lambda p: p.stem):
+        if path.stem in PROMPT_TEMPLATES:
+            continue
         first = path.read_text(encoding="utf-8").splitlines()[0]
         found[path.stem] = first.removeprefix("{#-").removesuffix("-#}").split(":", 1)[-1].strip()
     return found

@@ -13,6 +13,7 @@ from conftest import write_jsonl
 from pipeline.beam_transforms import ReadExamples, TokenizeExamples, WriteShards
 from pipeline.config import DEMO_TOKENIZER, PipelineConfig
 from pipeline.records import TokenizedRow
+from pipeline.sources import InputFile
 from pipeline.templates import resolve_template
 
 RECORDS = [
@@ -31,7 +32,7 @@ def _pipeline() -> TestPipeline:
 def test_read_examples_routes_good_and_bad_records(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     with _pipeline() as p:
-        read = p | ReadExamples([("in.jsonl", str(path))])
+        read = p | ReadExamples([InputFile("in.jsonl", "in.jsonl", str(path), "jsonl")])
         assert_that(read["examples"] | beam.Map(lambda e: e.example_id), equal_to(["in.jsonl:0", "in.jsonl:2", "in.jsonl:4"]), label="examples")
         assert_that(read["rejected"] | beam.Map(lambda r: (r.index, r.reason)), equal_to([(1, "invalid_json"), (3, "missing_field")]), label="rejected")
         assert_that(read["read"], equal_to([5]), label="read")
@@ -48,7 +49,7 @@ def test_tokenize_examples_labels_only_answers(tmp_path):
         return row.example_id, tokenizer.decode([t for t, label in zip(row.input_ids, row.labels) if label != -100])
 
     with _pipeline() as p:
-        read = p | ReadExamples([("in.jsonl", str(path))])
+        read = p | ReadExamples([InputFile("in.jsonl", "in.jsonl", str(path), "jsonl")])
         rows = read["examples"] | TokenizeExamples(config, resolve_template("chatml", None))
         expected = [("in.jsonl:0", "1<|im_end|>"), ("in.jsonl:2", "2<|im_end|>"), ("in.jsonl:4", "4<|im_end|>")]
         assert_that(rows["rows"] | beam.Map(answer_text), equal_to(expected), label="rows")

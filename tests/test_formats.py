@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import io
-import json
-
 import pytest
 
-from pipeline.formats import RawRecord, detect_format, iter_records, to_example
+from pipeline.formats import ParseOptions, detect_format, to_example
 from pipeline.records import Example, Rejected, Turn
+from pipeline.sources import RawRecord
 
 
-def _example(value: object, fmt: str = "auto") -> Example | Rejected:
-    return to_example(RawRecord("f.jsonl", 7, value), fmt)
+def _example(value: object, fmt: str = "auto", **options) -> Example | Rejected:
+    return to_example(RawRecord("f.jsonl", 7, value, "mine"), ParseOptions(format=fmt, **options))
 
 
 def test_alpaca_with_and_without_input():
     with_input = _example({"instruction": "Translate.", "input": "Hallo", "output": "Hello"})
     assert with_input.turns == (Turn("user", "Translate.\n\nHallo"), Turn("assistant", "Hello", True))
-    assert with_input.example_id == "f.jsonl:7" and with_input.source == "f.jsonl"
+    assert with_input.example_id == "f.jsonl:7" and with_input.source == "mine"
     bare = _example({"instruction": "Say hi.", "input": "", "output": "hi"})
     assert bare.turns[0] == Turn("user", "Say hi.")
     assert _example({"instruction": "Say hi.", "output": "hi"}).turns[0] == Turn("user", "Say hi.")
@@ -46,7 +44,10 @@ def test_sharegpt_roles_map_to_chat_roles():
         ({"conversations": []}, "sharegpt"),
         ({"instruction": "", "output": ""}, "alpaca"),
         ({"prompt": "", "completion": ""}, "prompt_completion"),
-        ({"text": ""}, None),
+        ({"text": ""}, "text"),
+        ({"src": "a", "tgt": "b"}, "translation"),
+        ({"translation": {}}, "translation"),
+        ({"other": ""}, None),
     ],
 )
 def test_detect_format(value, expected):
@@ -57,7 +58,9 @@ def test_detect_format(value, expected):
     "value,reason,fragment",
     [
         ([1, 2], "not_an_object", "JSON list"),
-        ({"text": "x"}, "unknown_format", "cannot tell the format"),
+        ({"body": "x"}, "unknown_format", "cannot tell the format"),
+        ({"text": "  "}, "empty_text", "empty"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]}, "wrong_type", "'weight' 0 or 1"),
         ({"instruction": "x"}, "missing_field", "no 'output'"),
         ({"instruction": "x", "output": 3}, "wrong_type", "'output' is a int"),
         ({"instruction": "x", "output": "  \n"}, "empty_answer", "assistant turn 1 is empty"),
@@ -81,21 +84,39 @@ def test_forced_format_rejects_records_of_another_shape():
     assert _example({"prompt": "a", "completion": "b"}, fmt="alpaca").reason == "missing_field"
 
 
-def test_jsonl_lines_keep_their_index_and_bad_lines_are_rejected():
-    data = '{"prompt": "a", "completion": "b"}\nnot json\n\n{"prompt": "c", "completion": "d"}\n'
-    items = list(iter_records("f.jsonl", io.BytesIO(data.encode()), "jsonl"))
-    assert [type(i).__name__ for i in items] == ["RawRecord", "Rejected", "RawRecord"]
-    assert [i.index for i in items] == [0, 1, 2]
-    assert items[1].reason == "invalid_json" and items[1].raw == "not json"
+def test_field_mapping_renames_columns_and_message_keys():
+    mapped = _example({"question": "Q", "answer": "A"}, field_map=(("prompt", "question"), ("completion", "answer")))
+    assert mapped.turns == (Turn("user", "Q"), Turn("assistant", "A", True))
+    nested = {"dialog": [{"speaker": "user", "text": "hi"}, {"speaker": "assistant", "text": "yo"}]}
+    renamed = _example(nested, field_map=(("messages", "dialog"), ("role", "speaker"), ("content", "text")))
+    assert renamed.turns == (Turn("user", "hi"), Turn("assistant", "yo", True))
 
 
-def test_json_array_and_json_lines_in_a_json_file():
-    array = json.dumps([{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}])
-    assert [i.value["prompt"] for i in iter_records("a.json", io.BytesIO(array.encode()), "json")] == ["a", "c"]
-    lines = '{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n'
-    assert [i.value["prompt"] for i in iter_records("a.json", io.BytesIO(lines.encode()), "json")] == ["a", "c"]
+def test_role_map_adds_speaker_aliases():
+    value = {"conversations": [{"from": "person", "value": "hi"}, {"from": "bot", "value": "yo"}]}
+    assert _example(value).reason == "unknown_role"
+    mapped = _example(value, role_map=(("person", "user"), ("bot", "assistant")))
+    assert mapped.turns == (Turn("user", "hi"), Turn("assistant", "yo", True))
 
 
-def test_broken_json_array_is_one_rejected_record():
-    (item,) = iter_records("a.json", io.BytesIO(b'[{"prompt": "a", '), "json")
-    assert isinstance(item, Rejected) and item.index is None and item.reason == "invalid_json"
+def test_system_prompt_is_added_or_replaces():
+    added = _example({"prompt": "Q", "completion": "A"}, system_prompt="Be kind.")
+    assert added.turns[0] == Turn("system", "Be kind.") and len(added.turns) == 3
+    value = {"messages": [{"role": "system", "content": "old"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
+    replaced = _example(value, system_prompt="new")
+    assert [t.content for t in replaced.turns] == ["new", "Q", "A"]
+
+
+@pytest.mark.parametrize("flag", [{"train": False}, {"weight": 0}])
+def test_a_turn_can_opt_out_of_training(flag):
+    value = {"messages": [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1", **flag}, {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]}
+    assert [t.trainable for t in _example(value).turns if t.role == "assistant"] == [False, True]
+
+
+def test_text_records_are_one_trained_document():
+    assert _example({"text": "Once upon a time."}).turns == (Turn("text", "Once upon a time.", True),)
+
+
+def test_reasoning_is_kept_for_templates_that_render_it():
+    value = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning_content": "think"}]}
+    assert _example(value).turns[1].reasoning == "think"

@@ -1,0 +1,289 @@
+"""Translation: record shapes, line-aligned files, pair checks, the decoder-only prompt path, and
+encoder-decoder rows that Hugging Face's Seq2SeqTrainer trains on unchanged."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from expected import normalized, supervised_runs
+from pipeline.config import PipelineConfig
+from pipeline.records import Dropped, Rejected, TokenizedRow
+from pipeline.rows import RowBuilder
+from pipeline.shards import parquet_bytes
+from pipeline.sources import RawRecord
+from pipeline.templates import resolve_template
+from pipeline.translation import (
+    Seq2SeqRowBuilder,
+    TranslationPair,
+    check_pair,
+    needs_languages,
+    pair_from_record,
+    pair_to_example,
+    translation_prompt,
+)
+from templates import template_path
+
+PROMPT = template_path("translate").read_text(encoding="utf-8")
+CORPUS = [
+    ("The cat sat on the mat .", "Die Katze sass auf der Matte ."),
+    ("I like green tea .", "Ich mag gruenen Tee ."),
+    ("Where is the station ?", "Wo ist der Bahnhof ?"),
+    ("The weather is nice today .", "Das Wetter ist heute schoen ."),
+    ("We read a book .", "Wir lesen ein Buch ."),
+]
+
+
+def _record(value: object, source: str = "") -> RawRecord:
+    return RawRecord("wmt.jsonl", 3, value, source)
+
+
+def _pair(src: str, tgt: str, index: int = 0) -> TranslationPair:
+    return TranslationPair(f"pairs.jsonl:{index}", "pairs.jsonl", src, tgt, {"src": src, "tgt": tgt})
+
+
+# --- record shapes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value,langs",
+    [
+        ({"src": "Hello", "tgt": "Hallo"}, (None, None)),
+        ({"src": "Hello", "tgt": "Hallo", "en": "ignored"}, ("en", "de")),
+        ({"translation": {"en": "Hello", "de": "Hallo"}}, ("en", "de")),
+        ({"en": "Hello", "de": "Hallo", "id": 7}, ("en", "de")),
+    ],
+    ids=["src_tgt", "src_tgt_wins_over_languages", "hugging_face_translation", "language_keyed"],
+)
+def test_every_record_shape_becomes_a_pair(value, langs):
+    assert pair_from_record(_record(value), *langs) == TranslationPair("wmt.jsonl:3", "wmt.jsonl", "Hello", "Hallo")
+
+
+def test_a_pair_keeps_its_raw_record_and_named_source():
+    value = {"translation": {"en": "Hello", "de": "Hallo"}}
+    pair = pair_from_record(_record(value, source="news"), "en", "de")
+    assert pair.raw is value and (pair.example_id, pair.source) == ("wmt.jsonl:3", "news")
+
+
+def test_languages_pick_the_direction():
+    assert pair_from_record(_record({"en": "Hello", "de": "Hallo"}), "de", "en").src == "Hallo"
+
+
+@pytest.mark.parametrize(
+    "value,langs,reason,detail",
+    [
+        (["Hello", "Hallo"], ("en", "de"), "not_an_object", "record is an array, not an object"),
+        ({"src": "Hello"}, (None, None), "missing_field", "record has no 'tgt' field"),
+        ({"src": "Hello", "tgt": None}, (None, None), "wrong_type", "record field 'tgt' is null, not a string"),
+        ({"src": ["Hello"], "tgt": "Hallo"}, (None, None), "wrong_type", "record field 'src' is an array, not a string"),
+        ({"translation": "Hello"}, ("en", "de"), "wrong_type", "record field 'translation' is a string, not an object"),
+        ({"translation": {"en": "Hello"}}, ("en", "de"), "missing_field", "'translation' object has no 'de' field"),
+        ({"translation": {"en": "Hello", "de": 3}}, ("en", "de"), "wrong_type", "'translation' object field 'de' is a number, not a string"),
+        ({"en": "Hello", "fr": "Bonjour"}, ("en", "de"), "missing_field", "record has no 'de' field"),
+        ({"translation": {"en": "Hello", "de": "Hallo"}}, (None, None), "languages_not_set", "no source and target language were given"),
+    ],
+)
+def test_bad_records_are_rejected_with_a_reason(value, langs, reason, detail):
+    rejected = pair_from_record(_record(value), *langs)
+    assert isinstance(rejected, Rejected)
+    assert (rejected.source, rejected.index, rejected.reason, rejected.raw) == ("wmt.jsonl", 3, reason, value)
+    assert detail in rejected.detail
+
+
+def test_one_language_without_the_other_is_a_config_error():
+    with pytest.raises(ValueError, match="given together"):
+        pair_from_record(_record({"src": "a", "tgt": "b"}), "en", None)
+
+
+@pytest.mark.parametrize(
+    "value,needed",
+    [({"src": "a", "tgt": "b"}, False), ({"tgt": "b"}, False), ({"translation": {}}, True), ({"en": "a", "de": "b"}, True), ("text", False)],
+)
+def test_needs_languages_tells_the_caller_at_start(value, needed):
+    assert needs_languages(value) is needed
+
+
+# --- pair checks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "src,tgt,reason",
+    [
+        ("", "Hallo", "empty_source"),
+        (" \n\t", "Hallo", "empty_source"),
+        ("Hello", "   ", "empty_target"),
+        ("Hello \ufdd0", "Hallo", "reserved_character"),
+        ("Hello", "...", "punctuation_only_target"),
+        ("Hello", "\u2014", "punctuation_only_target"),
+        ("Hello", "\u2026 !", "punctuation_only_target"),
+        ("Hello", "&quot;", "punctuation_only_target"),
+        ("Hello", "&nbsp;&#8212;", "punctuation_only_target"),
+        ("Hello", "\uff01\uff1f", "punctuation_only_target"),
+    ],
+)
+def test_unusable_pairs_are_rejected_with_a_specific_reason(src, tgt, reason):
+    rejected = check_pair(_pair(src, tgt, 5), None)
+    assert isinstance(rejected, Rejected)
+    assert (rejected.source, rejected.index, rejected.reason, rejected.raw) == ("pairs.jsonl", 5, reason, {"src": src, "tgt": tgt})
+    assert rejected.detail.endswith(("whitespace", "(U+FDD0..U+FDEF)", "only punctuation or symbols"))
+
+
+@pytest.mark.parametrize("tgt", ["Tom &amp; Jerry", "42", "\u4f60\u597d\u3002", "\u00bd", "a"])
+def test_targets_with_a_letter_or_digit_pass(tgt):
+    assert check_pair(_pair("Hello", tgt), None) is None
+
+
+def test_length_ratio_is_off_by_default_and_compares_characters():
+    lopsided = _pair("Hi", "Hallo, wie geht es Ihnen heute?")
+    assert check_pair(lopsided, None) is None
+    assert check_pair(_pair(" abcd ", "ab"), 2.0) is None  # 4 / 2, stripped, is not above 2
+    rejected = check_pair(_pair("abcde", "ab"), 2.0)
+    assert rejected.reason == "length_ratio"
+    assert rejected.detail == "source has 5 characters and target 2, a length ratio of 2.50 above the limit of 2.0"
+
+
+def test_a_ratio_below_one_is_a_config_error():
+    with pytest.raises(ValueError, match="at least 1"):
+        check_pair(_pair("a", "b"), 0.5)
+
+
+# --- decoder-only -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "langs,expected",
+    [(("English", "German"), "Translate the following English text into German."), ((None, None), "Translate the following text.")],
+)
+def test_prompt_renders_the_bundled_template_exactly(langs, expected):
+    assert translation_prompt(PROMPT, "Hello {{ 7*7 }}\n", *langs) == expected + "\n\nHello {{ 7*7 }}\n"
+
+
+def test_prompt_template_with_an_unknown_variable_is_a_config_error():
+    with pytest.raises(ValueError, match="cannot be rendered"):
+        translation_prompt("Translate {{ source_txt }}", "a", "en", "de")
+
+
+def test_decoder_only_rows_supervise_exactly_the_target(tokenizer):
+    pairs = [
+        _pair("The cat sat on the mat.", "Die Katze saß auf der Matte.", 0),
+        _pair("  Leading and trailing spaces \n", "\n Führende Leerzeichen  ", 1),
+        _pair("你好，世界", "Hallo, Welt 🙂", 2),
+    ]
+    builder = RowBuilder(PipelineConfig(max_length=4096), tokenizer, resolve_template("chatml", None))
+    rows = builder.build([pair_to_example(p, translation_prompt(PROMPT, p.src, "English", "German")) for p in pairs])
+    for pair, row in zip(pairs, rows):
+        assert isinstance(row, TokenizedRow), row
+        runs = supervised_runs(row.input_ids, row.labels)
+        decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs]
+        assert decoded == [normalized(tokenizer, pair.tgt + "<|im_end|>")]
+        unsupervised = [t for t, label in zip(row.input_ids, row.labels) if label == -100]
+        assert normalized(tokenizer, pair.src) in tokenizer.decode(unsupervised, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+# --- encoder-decoder --------------------------------------------------------------------------
+
+
+def _t5_style_tokenizer(*, appends_eos: bool = True) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer trained here, with T5's special tokens; like T5 its post-processor
+    appends `</s>` to every sequence (or, with `appends_eos=False`, adds nothing)."""
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator([text for pair in CORPUS for text in pair], trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"]))
+    if appends_eos:
+        backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", backend.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="module")
+def t5_tokenizer() -> PreTrainedTokenizerFast:
+    return _t5_style_tokenizer()
+
+
+def _seq2seq(tokenizer, pairs: list[TranslationPair], **settings) -> list[TokenizedRow | Rejected | Dropped]:
+    return Seq2SeqRowBuilder(PipelineConfig(**settings), tokenizer).build(pairs)
+
+
+def test_seq2seq_rows_are_source_with_eos_and_target_labels(t5_tokenizer):
+    (row,) = _seq2seq(t5_tokenizer, [_pair(*CORPUS[0])])
+    eos = t5_tokenizer.eos_token_id
+    assert row.input_ids == t5_tokenizer(CORPUS[0][0])["input_ids"] and row.input_ids[-1] == eos
+    assert row.labels == t5_tokenizer(text_target=CORPUS[0][1])["input_ids"] and row.labels[-1] == eos
+    assert row.labels.count(eos) == 1 and row.attention_mask == [1] * len(row.input_ids)
+    assert t5_tokenizer.decode(row.labels, skip_special_tokens=True) == CORPUS[0][1]
+    assert not row.truncated and row.split == "train"
+
+
+def test_eos_is_appended_when_the_tokenizer_does_not_add_it():
+    plain = _t5_style_tokenizer(appends_eos=False)
+    (row,) = _seq2seq(plain, [_pair(*CORPUS[1])])
+    assert row.labels == plain(CORPUS[1][1])["input_ids"] + [plain.eos_token_id]
+    assert row.input_ids == plain(CORPUS[1][0])["input_ids"]  # the source keeps the tokenizer's own (no) specials
+
+
+@pytest.mark.parametrize("pad_to", ["max_length", "multiple:8"])
+def test_seq2seq_padding_labels_are_ignored_never_the_pad_id(t5_tokenizer, pad_to):
+    unpadded, padded = (_seq2seq(t5_tokenizer, [_pair(*CORPUS[2])], max_length=16, pad_to=p)[0] for p in (None, pad_to))
+    n_src, n_tgt = len(unpadded.input_ids), len(unpadded.labels)
+    assert padded.input_ids[:n_src] == unpadded.input_ids and set(padded.input_ids[n_src:]) == {t5_tokenizer.pad_token_id}
+    assert padded.attention_mask == [1] * n_src + [0] * (len(padded.input_ids) - n_src)
+    assert padded.labels[:n_tgt] == unpadded.labels and set(padded.labels[n_tgt:]) == {-100}
+    assert len(padded.labels) == (16 if pad_to == "max_length" else 8)
+
+
+def test_truncation_keeps_the_source_eos_and_cuts_the_target_eos(t5_tokenizer):
+    long_src, long_tgt = " ".join(p[0] for p in CORPUS), " ".join(p[1] for p in CORPUS)
+    (row,) = _seq2seq(t5_tokenizer, [_pair(long_src, long_tgt)], max_length=8)
+    eos = t5_tokenizer.eos_token_id
+    assert row.truncated and len(row.input_ids) == len(row.labels) == 8
+    assert row.input_ids == t5_tokenizer(long_src)["input_ids"][:7] + [eos]
+    assert row.labels == t5_tokenizer(text_target=long_tgt)["input_ids"][:8] and eos not in row.labels
+
+
+def test_overlong_pairs_are_dropped_when_asked(t5_tokenizer):
+    long_tgt = " ".join(p[1] for p in CORPUS)
+    (dropped,) = _seq2seq(t5_tokenizer, [_pair("Hello", long_tgt, 4)], max_length=8, overlong="drop")
+    assert isinstance(dropped, Dropped) and (dropped.example_id, dropped.reason) == ("pairs.jsonl:4", "overlong")
+    assert dropped.detail == "target has 29 tokens, more than --max-length 8"
+
+
+def test_special_token_text_is_rejected_or_kept_plain(t5_tokenizer):
+    pairs = [_pair(*CORPUS[0], 0), _pair("stop </s> here", "Halt", 1), _pair(*CORPUS[1], 2)]
+    first, rejected, last = _seq2seq(t5_tokenizer, pairs)
+    assert isinstance(rejected, Rejected) and (rejected.index, rejected.reason) == (1, "special_token_in_text")
+    assert "source text contains the special token '</s>'" in rejected.detail
+    assert (first.example_id, last.example_id) == ("pairs.jsonl:0", "pairs.jsonl:2")
+    (plain,) = _seq2seq(t5_tokenizer, [pairs[1]], special_text="plain")
+    assert plain.input_ids.count(t5_tokenizer.eos_token_id) == 1 and plain.input_ids[-1] == t5_tokenizer.eos_token_id
+
+
+def test_seq2seq_shards_train_one_step_with_the_stock_trainer_and_collator(t5_tokenizer, tmp_path: Path):
+    import datasets
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration
+
+    rows = _seq2seq(t5_tokenizer, [_pair(src, tgt, n) for n, (src, tgt) in enumerate(CORPUS)])
+    shard = tmp_path / "train-00000-of-00001.parquet"
+    shard.write_bytes(parquet_bytes(rows, seed=0))
+    dataset = datasets.load_dataset("parquet", data_files=str(shard), split="train", cache_dir=str(tmp_path / "cache"))
+    dataset = dataset.remove_columns(["example_id", "source"])
+
+    tok = t5_tokenizer
+    config = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config)
+    collator = DataCollatorForSeq2Seq(tok, model=model)
+
+    batch = collator([dataset[i] for i in range(len(dataset))])
+    lengths = [len(dataset[i]["labels"]) for i in range(len(dataset))]
+    assert len(set(lengths)) > 1, "the batch must need label padding"
+    for labels, length in zip(batch["labels"].tolist(), lengths):
+        assert labels[length:] == [-100] * (max(lengths) - length)
+        assert tok.pad_token_id not in labels
+
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, report_to=[], use_cpu=True, save_strategy="no")
+    result = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tok).train()
+    assert result.global_step == 1 and math.isfinite(result.training_loss)
