@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="masked-shards", description="Turn SFT chat data into correctly masked token shards.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_parser(commands.add_parser("run", help="run the pipeline (extra --flags go to Apache Beam)"))
+    listing = commands.add_parser("templates", help="list the bundled chat templates, or show one rendered")
+    listing.add_argument("name", nargs="?", help="show this template (a bundled name or PATH.jinja) rendered on a sample conversation")
+    listing.add_argument("--tokenizer", default=None, help="take bos/eos from this tokenizer (default: <s> and </s>)")
     return parser
 
 
@@ -136,6 +139,43 @@ def check_beam_args(extra: list[str]) -> list[str]:
     return extra
 
 
+SAMPLE = (("system", "You are a helpful assistant."), ("user", "What is 2+2?"), ("assistant", "2 + 2 = 4."), ("user", "And 3+3?"), ("assistant", "3 + 3 = 6."))
+
+
+def show_templates(name: str | None, tokenizer_name: str | None) -> str:
+    """The list of bundled templates, or one template rendered with its trained text in [[ ]]."""
+    import templates
+    from pipeline.records import Example, Turn
+    from pipeline.templates import Renderer, TemplateError, resolve_template
+
+    if name is None:
+        described = templates.bundled()
+        width = max(map(len, described))
+        return "\n".join(f"{n:<{width}}  {d}" for n, d in described.items()) + "\n\nmasked-shards templates NAME shows one rendered."
+    bos, eos, specials = "<s>", "</s>", ()
+    if tokenizer_name:
+        from pipeline.tokenization import TokenizerError, load_tokenizer, special_tokens
+
+        try:
+            tokenizer = load_tokenizer(tokenizer_name)
+        except TokenizerError as err:
+            raise ConfigError(str(err)) from None
+        bos, eos, specials = tokenizer.bos_token, tokenizer.eos_token, special_tokens(tokenizer)
+    try:
+        renderer = Renderer(resolve_template(name, None), bos_token=bos, eos_token=eos, special_tokens=specials)
+        example = Example("sample:0", "sample", tuple(Turn(role, text, role == "assistant") for role, text in SAMPLE))
+        try:
+            rendered = renderer.render(example)
+            note = ""
+        except TemplateError as err:  # e.g. a family without a system role
+            rendered = renderer.render(Example("sample:0", "sample", example.turns[1:]))
+            note = f"(without the system turn: {err})\n"
+    except TemplateError as err:
+        raise ConfigError(str(err)) from None
+    shown = "".join(f"[[{s.text}]]" if s.trainable else s.text for s in rendered.segments)
+    return f"{note}{shown}\n\n[[...]] marks the trained tokens."
+
+
 def main(argv: list[str] | None = None) -> int:
     # Beam and its optional GCP imports log warnings about extras a local run does not need;
     # only errors reach the user unless they ask for --verbose.
@@ -145,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     try:
         args, extra = build_parser().parse_known_args(argv)
+        if args.command == "templates":
+            if extra:
+                raise ConfigError(f"Unexpected argument {extra[0]!r}.")
+            print(show_templates(args.name, args.tokenizer))
+            return 0
         config = config_from_args(args)
         beam_args = check_beam_args(extra)
     except ConfigError as err:

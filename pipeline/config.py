@@ -88,7 +88,7 @@ class PipelineConfig:
     """Examples per tokenizer call."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.inputs), "--input needs at least one file or glob")
+        _check(bool(self.inputs or self.input_pairs), "--input or --input-pair needs at least one file")
         _check(self.format in ("auto", *FORMATS), f"--format must be one of auto, {', '.join(FORMATS)}, not {self.format!r}")
         _check(self.max_length >= 2, f"--max-length must be at least 2, not {self.max_length}")
         _check(self.overlong in OVERLONG_CHOICES, f"--overlong must be truncate or drop, not {self.overlong!r}")
