@@ -113,7 +113,8 @@ def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> No
     """Fail at start, in one sentence, when a template cannot serve this tokenizer.
 
     A probe conversation must render with one trainable span per assistant turn, each starting
-    with the assistant's text (else the role header would be trained on), and whatever follows
+    with the assistant's text after at most some whitespace (else the role header would be
+    trained on), and whatever follows
     that text in the span (the end-of-turn marker) must be one special token of the tokenizer.
     """
     renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=special_tokens(tokenizer))
@@ -122,7 +123,9 @@ def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> No
     except TemplateError as err:
         raise TemplateError(f"template {template.name!r} cannot render a plain user/assistant conversation: {err}") from None
     answers = [t.content for t in _PROBE.turns if t.role == "assistant"]
-    spans = [s.text for s in rendered.segments if s.trainable]
+    # A span may open with the separator whitespace the model generates after the prompt
+    # (Vicuna's "ASSISTANT:" + " answer"), never with any other text.
+    spans = [s.text.lstrip() for s in rendered.segments if s.trainable]
     if len(spans) != len(answers) or not all(span.startswith(answer) for span, answer in zip(spans, answers)):
         raise TemplateError(f"template {template.name!r} gives no usable assistant span (found {spans!r}); it must support add_generation_prompt or mark {{% generation %}} blocks")
     end_of_turn = spans[0][len(answers[0]) :].strip()
