@@ -40,9 +40,10 @@ def conversations(draw) -> Example:
     return Example("generated:0", "generated", tuple(turns))
 
 
-@pytest.mark.parametrize("template", ["chatml", "llama3"])
-def test_supervised_tokens_decode_to_assistant_turns(tokenizer, template):
-    builder = RowBuilder(PipelineConfig(template=template, max_length=100_000, special_text="plain"), tokenizer, resolve_template(template, None))
+@pytest.mark.parametrize("template,train_on_eot", [("chatml", True), ("llama3", True), ("chatml", False)])
+def test_supervised_tokens_decode_to_assistant_turns(tokenizer, template, train_on_eot):
+    config = PipelineConfig(template=template, max_length=100_000, special_text="plain", train_on_eot=train_on_eot)
+    builder = RowBuilder(config, tokenizer, resolve_template(template, None))
     specials = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
 
     @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -51,6 +52,8 @@ def test_supervised_tokens_decode_to_assistant_turns(tokenizer, template):
         (row,) = builder.build([example])
         assert isinstance(row, TokenizedRow), row
         expected = [normalized(tokenizer, SUPERVISED[template](t.content)) for t in example.turns if t.role == "assistant"]
+        if not train_on_eot:  # the closing token and the whitespace right before it stay unsupervised
+            expected = [e.removesuffix("<|im_end|>").rstrip() or e.removesuffix("<|im_end|>") for e in expected]
         runs = supervised_runs(row.input_ids, row.labels)
         decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs]
         assert decoded == expected
