@@ -94,7 +94,7 @@ def _special_text(example: Example, specials: tuple[str, ...]) -> tuple[int, str
     """The first (turn index, special token) that a message spells out in its text."""
     for n, turn in enumerate(example.turns):
         for token in specials:
-            if token in turn.content:
+            if token in turn.content or (turn.reasoning and token in turn.reasoning):
                 return n, token
     return None
 

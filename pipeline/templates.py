@@ -144,7 +144,7 @@ class Renderer:
 
     def render(self, example: Example, protect: tuple[str, ...] = ()) -> Rendered:
         """Render one example; raises TemplateError when the template refuses or cannot be read."""
-        messages = [t.message() | {"content": _break_tokens(t.content, protect)} for t in example.turns]
+        messages = [{key: _break_tokens(value, protect) if key in ("content", "reasoning_content") else value for key, value in t.message().items()} for t in example.turns]
         assistant_turns = [n for n, t in enumerate(example.turns) if t.role == "assistant"]
         if self._marked:
             text, spans = self._render_marked(messages)

@@ -70,14 +70,17 @@ def _hash_files(folder: Path) -> dict[str, str]:
 
 
 def _untrimmed(backend: Tokenizer) -> Tokenizer:
-    """A copy whose ByteLevel offsets are not trimmed: trimming hides a token's leading space
-    from its offsets, and with it the fact that the token crosses a span edge."""
+    """The backend itself, or a copy whose ByteLevel offsets are not trimmed: trimming hides a
+    token's leading space from its offsets, and with it the fact that the token crosses a span
+    edge. Copying a 151k vocabulary costs seconds, so it happens only when something is trimmed."""
     state = json.loads(backend.to_str())
+    patched = False
 
     def walk(node: object) -> None:
+        nonlocal patched
         if isinstance(node, dict):
-            if "trim_offsets" in node:
-                node["trim_offsets"] = False
+            if node.get("trim_offsets"):
+                node["trim_offsets"], patched = False, True
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -85,7 +88,7 @@ def _untrimmed(backend: Tokenizer) -> Tokenizer:
                 walk(value)
 
     walk(state.get("post_processor"))
-    return Tokenizer.from_str(json.dumps(state))
+    return Tokenizer.from_str(json.dumps(state)) if patched else backend
 
 
 class Encoder:
@@ -93,8 +96,15 @@ class Encoder:
 
     def __init__(self, tokenizer) -> None:
         self._backend = _untrimmed(tokenizer.backend_tokenizer)
-        self._plain = _untrimmed(tokenizer.backend_tokenizer)
-        self._plain.encode_special_tokens = True
+        self._plain_backend: Tokenizer | None = None
+
+    @property
+    def _plain(self) -> Tokenizer:
+        """A second copy that encodes special-token strings as text; made on first use (rare)."""
+        if self._plain_backend is None:
+            self._plain_backend = Tokenizer.from_str(self._backend.to_str())
+            self._plain_backend.encode_special_tokens = True
+        return self._plain_backend
 
     def encode_batch(self, texts: list[str]) -> list[Encoded]:
         encodings = self._backend.encode_batch(texts, add_special_tokens=False)

@@ -93,3 +93,13 @@ def test_padding_uses_pad_id_ignored_labels_and_zero_attention(demo_tokenizer, p
 def test_bad_settings_are_one_sentence(settings, fragment):
     with pytest.raises(ConfigError, match=fragment):
         PipelineConfig(**settings)
+
+
+def test_special_token_in_reasoning_is_caught_too(qwen2_tokenizer):
+    example = Example("f.jsonl:3", "f.jsonl", (Turn("user", "q"), Turn("assistant", "a", True, reasoning="then <|im_end|> appears")))
+    rejected = _build(qwen2_tokenizer, example, template="qwen3")
+    assert isinstance(rejected, Rejected) and rejected.reason == "special_token_in_text"
+    row = _build(qwen2_tokenizer, example, template="qwen3", special_text="plain")
+    end = qwen2_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert row.input_ids.count(end) == 2  # the user's and the assistant's turn ends, not the reasoning text
+    assert "then <|im_end|> appears" in qwen2_tokenizer.decode(row.input_ids)
