@@ -24,37 +24,33 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import DEMO_INPUTS, PipelineConfig  # noqa: E402
-from pipeline.formats import RawRecord, file_kind, iter_records, to_example  # noqa: E402
-from pipeline.job import expand_inputs, run  # noqa: E402
-from pipeline.records import Example, TokenizedRow  # noqa: E402
+from pipeline.job import plan, run  # noqa: E402
+from pipeline.records import Rejected, TokenizedRow  # noqa: E402
 from pipeline.rows import RowBuilder  # noqa: E402
-from pipeline.templates import resolve_template  # noqa: E402
+from pipeline.sources import read_records  # noqa: E402
 from pipeline.tokenization import load_tokenizer  # noqa: E402
+from pipeline.translation import Seq2SeqRowBuilder  # noqa: E402
+from pipeline.beam_transforms import _parse  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
+WMT = {"source_lang": "en", "target_lang": "de"}
 CORPORA = {
-    "demo (bundled, 5 files)": DEMO_INPUTS,
-    "alpaca_5000 (shared)": (str(SHARED / "alpaca_5000.json"),),
-    "sharegpt_dummy (shared)": (str(SHARED / "sharegpt_dummy.json"),),
+    "demo (bundled, 5 files)": {"inputs": DEMO_INPUTS},
+    "alpaca_5000 (shared)": {"inputs": (str(SHARED / "alpaca_5000.json"),)},
+    "sharegpt_dummy (shared)": {"inputs": (str(SHARED / "sharegpt_dummy.json"),)},
+    "wmt_ende_10k decoder-only (shared)": {"inputs": (str(SHARED / "wmt_ende_10k.jsonl"),), **WMT},
+    "wmt_ende_10k seq2seq (shared)": {"inputs": (str(SHARED / "wmt_ende_10k.jsonl"),), "model_type": "seq2seq", **WMT},
 }
 
 
-def _examples(inputs: tuple[str, ...]) -> list[Example]:
-    examples = []
-    for name, path in expand_inputs(inputs):
-        with open(path, "rb") as stream:
-            for item in iter_records(name, stream, file_kind(path) or "jsonl"):
-                if isinstance(item, RawRecord):
-                    example = to_example(item)
-                    if isinstance(example, Example):
-                        examples.append(example)
-    return examples
-
-
 def bench_core(config: PipelineConfig) -> dict[str, float]:
+    """The per-example work of one worker, without Beam: parse, render, encode, label."""
+    job = plan(config)
     tokenizer = load_tokenizer(config.tokenizer)
-    builder = RowBuilder(config, tokenizer, resolve_template(config.template, None))
-    examples = _examples(config.inputs)
+    seq2seq = config.model_type == "seq2seq"
+    builder = Seq2SeqRowBuilder(config, tokenizer) if seq2seq else RowBuilder(config, tokenizer, job.template)
+    records = [r for unit in job.files for r in read_records(unit, lambda p: open(p, "rb")) if not isinstance(r, Rejected)]
+    examples = [e for e in (_parse(r, job.parse_options) for r in records) if not isinstance(e, Rejected)]
     start = time.perf_counter()
     rows = [r for i in range(0, len(examples), config.batch_size) for r in builder.build(examples[i : i + config.batch_size])]
     seconds = time.perf_counter() - start
@@ -83,12 +79,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}", "beam_args": args.beam_args, "runs": {}}
-    for name, inputs in CORPORA.items():
-        if not all(Path(p).exists() or "*" in p for p in inputs):
-            print(f"{name}: skipped, {inputs[0]} is not there (benchmarks only; tests never need it)")
+    for name, settings in CORPORA.items():
+        if not all(Path(p).exists() or "*" in p for p in settings["inputs"]):
+            print(f"{name}: skipped, {settings['inputs'][0]} is not there (benchmarks only; tests never need it)")
             continue
         with tempfile.TemporaryDirectory() as output:
-            config = PipelineConfig(inputs=inputs, output=output, template=args.template, overwrite=True)
+            config = PipelineConfig(output=output, template=args.template, overwrite=True, **settings)
             results["runs"][name] = {"core": bench_core(config), "job": bench_job(config, shlex.split(args.beam_args))}
         print(name, json.dumps(results["runs"][name]))
     if args.json:

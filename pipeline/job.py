@@ -79,10 +79,10 @@ def plan(config: PipelineConfig) -> JobPlan:
 def _translation_prompt(path: str | None) -> str:
     """The decoder-only translation prompt template: the user's file or the bundled one."""
     try:
-        with open(path or template_path("translate"), encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as err:
-        raise ConfigError(f"cannot read --translate-template {path} ({err.strerror})") from None
+        with FileSystems.open(path or str(template_path("translate"))) as handle:
+            return handle.read().decode("utf-8")
+    except (OSError, beam.io.filesystem.BeamIOError) as err:
+        raise ConfigError(f"cannot read --translate-template {path} ({err})") from None
 
 
 def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = ()) -> list[InputFile]:

@@ -40,6 +40,8 @@ def test_every_input_kind_in_one_job_with_named_sources(tmp_path):
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "a.parquet")
     (tmp_path / "b.csv").write_text("prompt,completion\n" + "".join(f"p{n},c{n}\n" for n in range(3)))
     datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "saved"))
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_list(records[:2]), "test": datasets.Dataset.from_list(records[2:])})
+    splits.save_to_disk(str(tmp_path / "splits"))
     (tmp_path / "hub").mkdir()
     write_jsonl(tmp_path / "hub" / "train.jsonl", records)
     output = _run(
@@ -48,10 +50,13 @@ def test_every_input_kind_in_one_job_with_named_sources(tmp_path):
         "--input", f"csv={tmp_path / 'b.csv'}",
         "--input", f"disk={tmp_path / 'saved'}",
         "--input", f"hub=hf:{tmp_path / 'hub'}",
+        "--input", str(tmp_path / "splits"),
     )
     rows = _rows(output)
-    assert sorted((r["source"], r["example_id"].rsplit(":", 1)[1]) for r in rows) == sorted((s, str(n)) for s in ("pq", "csv", "disk", "hub") for n in range(3))
-    assert set(_report(output)["by_source"]) == {"pq", "csv", "disk", "hub"}
+    named = sorted((r["source"], r["example_id"].rsplit(":", 1)[1]) for r in rows if r["source"] in ("pq", "csv", "disk", "hub"))
+    assert named == sorted((s, str(n)) for s in ("pq", "csv", "disk", "hub") for n in range(3))
+    assert sorted(r["example_id"] for r in rows if r["source"] not in ("pq", "csv", "disk", "hub")) == ["splits/test:0", "splits/train:0", "splits/train:1"]
+    assert set(_report(output)["by_source"]) == {"pq", "csv", "disk", "hub", "splits/train", "splits/test"}
 
 
 def test_mix_down_samples_to_the_weights_deterministically(tmp_path, demo_tokenizer):
