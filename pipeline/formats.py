@@ -196,14 +196,15 @@ def _sharegpt_turns(value: dict[str, object], options: ParseOptions) -> tuple[Tu
 
 
 def _translation_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
-    from pipeline.translation import TranslationPair, check_pair, pair_text, translation_prompt
+    # Imported here: translation.py builds on this module (Invalid, RESERVED_CHARS).
+    from pipeline.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
 
     src, tgt = pair_text(value, options.source_lang, options.target_lang)
-    problem = check_pair(TranslationPair("pair:0", "", src, tgt), options.max_length_ratio)
+    pair = TranslationPair("pair:0", "", src, tgt)
+    problem = check_pair(pair, options.max_length_ratio)
     if problem:
         raise Invalid(problem.reason, problem.detail)
-    prompt = translation_prompt(options.translation_prompt, src, options.source_lang, options.target_lang)
-    return (Turn("user", prompt), Turn("assistant", tgt, True))
+    return pair_to_example(pair, translation_prompt(options.translation_prompt, src, options.source_lang, options.target_lang)).turns
 
 
 def _text_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
