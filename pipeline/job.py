@@ -30,6 +30,7 @@ from pipeline.rows import check_template
 from pipeline.shards import SPLITS, manifest_json, schema_description, sha256, shard_count, shard_name
 from pipeline.templates import ChatTemplate, TemplateError, resolve_template
 from pipeline.tokenization import TokenizerError, fingerprint, load_tokenizer
+from pipeline.translation import Seq2SeqRowBuilder, translation_prompt
 
 MANIFEST, REPORT_JSON, REPORT_TEXT, REPORT_PNG = "manifest.json", "coverage_report.json", "coverage_report.txt", "coverage_report.png"
 _OUTPUTS = ("data", "rejected", DROPPED, REPORT_JSON, REPORT_TEXT, REPORT_PNG, MANIFEST)
@@ -56,7 +57,9 @@ def plan(config: PipelineConfig) -> JobPlan:
         template = resolve_template(config.template, getattr(tokenizer, "chat_template", None))
         if config.format != "text" and config.model_type == "decoder":
             check_template(template, tokenizer, config.tokenizer)
-    except (TokenizerError, TemplateError) as err:
+        if config.model_type == "seq2seq":
+            Seq2SeqRowBuilder(config, tokenizer)  # refuses a tokenizer without EOS (or pad, when padding)
+    except (TokenizerError, TemplateError, ValueError) as err:
         raise ConfigError(str(err)) from None
     if (config.source_lang is None) != (config.target_lang is None):
         raise ConfigError("--source-lang and --target-lang must be given together")
@@ -80,9 +83,14 @@ def _translation_prompt(path: str | None) -> str:
     """The decoder-only translation prompt template: the user's file or the bundled one."""
     try:
         with FileSystems.open(path or str(template_path("translate"))) as handle:
-            return handle.read().decode("utf-8")
+            source = handle.read().decode("utf-8")
     except (OSError, beam.io.filesystem.BeamIOError) as err:
         raise ConfigError(f"cannot read --translate-template {path} ({err})") from None
+    try:  # a template that cannot render would fail every pair: find out now
+        translation_prompt(source, "Hello.", "English", "German")
+    except ValueError as err:
+        raise ConfigError(f"--translate-template {path}: {err}") from None
+    return source
 
 
 def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = ()) -> list[InputFile]:

@@ -162,3 +162,11 @@ def test_templates_command_lists_and_shows(capsys):
         assert f"{name}  " in listing and description in listing
     assert main(["templates", "chatml"]) == 0
     assert "<|im_start|>assistant\n[[2 + 2 = 4.<|im_end|>]]\n" in capsys.readouterr().out
+
+
+def test_broken_translation_prompt_fails_at_start(tmp_path, capsys):
+    write_jsonl(tmp_path / "pairs.jsonl", [{"src": "a", "tgt": "b"}])
+    (tmp_path / "bad.jinja").write_text("Translate {{ source_txt }}")
+    code = main(["run", "--input", str(tmp_path / "pairs.jsonl"), "--translate-template", str(tmp_path / "bad.jinja"), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "source_txt" in err[0]
