@@ -69,40 +69,78 @@ def _hash_files(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def _untrimmed(backend: Tokenizer) -> Tokenizer:
-    """The backend itself, or a copy whose ByteLevel offsets are not trimmed: trimming hides a
-    token's leading space from its offsets, and with it the fact that the token crosses a span
-    edge. Copying a 151k vocabulary costs seconds, so it happens only when something is trimmed."""
+def _walk(node: object, visit) -> None:
+    """Call `visit` on every dict in a tokenizer's JSON state."""
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            _walk(value, visit)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, visit)
+
+
+def _patched(backend: Tokenizer, patch) -> Tokenizer:
+    """The backend itself when `patch` changes nothing in its JSON state, else a patched copy.
+    Copying a 151k vocabulary costs a second, so it happens only when needed."""
     state = json.loads(backend.to_str())
-    patched = False
+    return Tokenizer.from_str(json.dumps(state)) if patch(state) else backend
 
-    def walk(node: object) -> None:
-        nonlocal patched
-        if isinstance(node, dict):
-            if node.get("trim_offsets"):
-                node["trim_offsets"], patched = False, True
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
 
-    walk(state.get("post_processor"))
-    return Tokenizer.from_str(json.dumps(state)) if patched else backend
+def _untrim(state: dict) -> bool:
+    """ByteLevel offsets must not be trimmed: trimming hides a token's leading space from its
+    offsets, and with it the fact that the token crosses a span edge."""
+    changed = False
+
+    def visit(node: dict) -> None:
+        nonlocal changed
+        if node.get("trim_offsets"):
+            node["trim_offsets"], changed = False, True
+
+    _walk(state.get("post_processor"), visit)
+    return changed
+
+
+def _no_prefix(state: dict) -> bool:
+    """A text piece encoded after the first must not get the word-start marker that
+    SentencePiece-style tokenizers put at the start of an input (Metaspace's prepend_scheme,
+    or a Prepend("▁") normalizer): it is the middle of the string, not its start."""
+    changed = False
+
+    def visit(node: dict) -> None:
+        nonlocal changed
+        if node.get("type") == "Metaspace" and node.get("prepend_scheme", "always") != "never":
+            node["prepend_scheme"], node["add_prefix_space"], changed = "never", False, True
+        if node.get("type") == "Sequence" and any(n.get("type") == "Prepend" for n in node.get("normalizers", [])):
+            node["normalizers"], changed = [n for n in node["normalizers"] if n.get("type") != "Prepend"], True
+
+    if (state.get("normalizer") or {}).get("type") == "Prepend":
+        state["normalizer"], changed = None, True
+    _walk(state.get("pre_tokenizer"), visit)
+    _walk(state.get("normalizer"), visit)
+    return changed
 
 
 class Encoder:
     """Encodes rendered strings; one per worker (the Rust tokenizer is loaded once)."""
 
     def __init__(self, tokenizer) -> None:
-        self._backend = _untrimmed(tokenizer.backend_tokenizer)
+        self._backend = _patched(tokenizer.backend_tokenizer, _untrim)
+        self._later_backend: Tokenizer | None = None
         self._plain_backend: Tokenizer | None = None
 
     @property
+    def _later(self) -> Tokenizer:
+        """For pieces that do not start the string; made on first use (rare)."""
+        if self._later_backend is None:
+            self._later_backend = _patched(self._backend, _no_prefix)
+        return self._later_backend
+
+    @property
     def _plain(self) -> Tokenizer:
-        """A second copy that encodes special-token strings as text; made on first use (rare)."""
+        """For plain spans (never the start): special-token strings encoded as text."""
         if self._plain_backend is None:
-            self._plain_backend = Tokenizer.from_str(self._backend.to_str())
+            self._plain_backend = Tokenizer.from_str(self._later.to_str())
             self._plain_backend.encode_special_tokens = True
         return self._plain_backend
 
@@ -135,7 +173,7 @@ class Encoder:
         ids: list[int] = []
         offsets: list[tuple[int, int]] = []
         for start, end in zip(points, points[1:]):
-            backend = self._plain if (start, end) in plain else self._backend
+            backend = self._plain if (start, end) in plain else self._later if start else self._backend
             encoding = backend.encode(text[start:end], add_special_tokens=False)
             ids.extend(encoding.ids)
             offsets.extend((start + a, start + b) for a, b in encoding.offsets)
