@@ -27,7 +27,7 @@ from pipeline.formats import ParseOptions
 from pipeline.label_coverage import Coverage, reconcile, report_png, report_text
 from pipeline.masking import IGNORE_INDEX
 from pipeline.rows import check_template
-from pipeline.shards import SPLITS, manifest_json, schema_description, sha256, shard_count, shard_name
+from pipeline.shards import SPLITS, manifest_json, schema_description, sha256, shard_count
 from pipeline.templates import ChatTemplate, TemplateError, resolve_template
 from pipeline.tokenization import TokenizerError, fingerprint, load_tokenizer
 from pipeline.translation import Seq2SeqRowBuilder, translation_prompt

@@ -39,8 +39,8 @@ class RowBuilder:
     def build(self, examples: list[Example]) -> list[TokenizedRow | Rejected | Dropped]:
         """One result per example, in order. Strings are encoded in one batched call."""
         rendered: list[Rendered | Rejected] = [self._render(example) for example in examples]
-        plain = [r for r in rendered if isinstance(r, Rendered) and not r.plain_spans]
-        batch = iter(self._encoder.encode_batch([r.text for r in plain]))
+        in_one_piece = [r for r in rendered if isinstance(r, Rendered) and not r.plain_spans]
+        batch = iter(self._encoder.encode_batch([r.text for r in in_one_piece]))
         results: list[TokenizedRow | Rejected | Dropped] = []
         for example, item in zip(examples, rendered):
             if isinstance(item, Rejected):
