@@ -116,10 +116,11 @@ class PipelineConfig:
         return -(-length // multiple) * multiple
 
     def recorded(self) -> dict[str, object]:
-        """The settings that shape the shards, for the manifest (not where they were written)."""
+        """Every setting, for the manifest, except where the run wrote and whether it could
+        overwrite: the same data and settings give the same manifest in any folder."""
         settings = asdict(self)
-        for local_only in ("output", "overwrite", "fail_fast", "batch_size"):
-            settings.pop(local_only)
+        for where in ("output", "overwrite"):
+            settings.pop(where)
         return json_ready(settings)
 
 
