@@ -98,15 +98,21 @@ class MixSources(beam.PTransform):
 
     def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
         weights, seed = self._weights, self._seed
-        counts = examples | "Sources" >> beam.Map(lambda e: e.source) | "CountSources" >> beam.combiners.Count.PerElement()
+        rates = (
+            examples
+            | "Sources" >> beam.Map(lambda e: e.source)
+            | "CountSources" >> beam.combiners.Count.PerElement()
+            | "AllCounts" >> beam.combiners.ToDict()
+            | "Rates" >> beam.Map(keep_rates, weights)
+        )
 
-        def choose(example: Example, counts: dict[str, int]) -> Iterator[object]:
-            if is_kept(example.example_id, keep_rates(counts, weights)[example.source], seed):
+        def choose(example: Example, rates: dict[str, float]) -> Iterator[object]:
+            if is_kept(example.example_id, rates[example.source], seed):
                 yield example
             else:
                 yield beam.pvalue.TaggedOutput("sampled_out", SampledOut(example.source))
 
-        chosen = examples | "Sample" >> beam.FlatMap(choose, counts=beam.pvalue.AsDict(counts)).with_outputs("sampled_out", main="examples")
+        chosen = examples | "Sample" >> beam.FlatMap(choose, rates=beam.pvalue.AsSingleton(rates)).with_outputs("sampled_out", main="examples")
         return {"examples": chosen.examples, "sampled_out": chosen.sampled_out}
 
 

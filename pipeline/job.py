@@ -117,7 +117,8 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
             if kind is None:
                 raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file, nor a save_to_disk folder")
             found.append((name, path, kind, None))
-    units = [_named_unit(name, path, kind, split, _short_names(found)) for name, path, kind, split in found]
+    short = _short_names(found)
+    units = [_named_unit(name, path, kind, split, short) for name, path, kind, split in found]
     for source_path, target_path in pairs:
         source_lines, target_lines = count_lines(source_path, FileSystems.open), count_lines(target_path, FileSystems.open)
         if source_lines != target_lines:

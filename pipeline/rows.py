@@ -31,6 +31,7 @@ class RowBuilder:
     def __init__(self, config: PipelineConfig, tokenizer, template: ChatTemplate) -> None:
         self.config = config
         self._specials = special_tokens(tokenizer)
+        self._special_pattern = _alternation(self._specials)
         self._renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=self._specials)
         self._encoder = Encoder(tokenizer)
         self._pad_id = tokenizer.pad_token_id
@@ -56,13 +57,13 @@ class RowBuilder:
 
     def _render(self, example: Example) -> Rendered | Rejected:
         source, index = example.example_id.rsplit(":", 1)
-        found = _special_text(example, self._specials)
+        found = _special_text(example, self._special_pattern)
         if found and self.config.special_text == "reject":
             turn, token = found
             return Rejected(source, int(index), "special_token_in_text", f"turn {turn} contains the special token {token!r} as text", _raw(example))
         if example.turns[0].role == TEXT_ROLE:  # continued pretraining: the document, then EOS
             document = example.turns[0].content + self._eos
-            return Rendered(document, (Segment(document, True, 0),), _plain_occurrences(example.turns[0].content, self._specials) if found else ())
+            return Rendered(document, (Segment(document, True, 0),), tuple(m.span() for m in self._special_pattern.finditer(example.turns[0].content)) if found else ())
         try:
             return self._renderer.render(example, protect=self._specials if found else ())
         except TemplateError as err:
@@ -90,19 +91,24 @@ class RowBuilder:
         )
 
 
-def _special_text(example: Example, specials: tuple[str, ...]) -> tuple[int, str] | None:
-    """The first (turn index, special token) that a message spells out in its text."""
+def _alternation(specials: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for all special tokens, longest first so a token is never matched by a prefix
+    of it; compiled once per builder (Llama 3 tokenizers carry 256 special tokens)."""
+    if not specials:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
+
+
+def _special_text(example: Example, pattern: re.Pattern[str] | None) -> tuple[int, str] | None:
+    """The first (turn index, special token) that a message spells out in its text or reasoning."""
+    if pattern is None:
+        return None
     for n, turn in enumerate(example.turns):
-        for token in specials:
-            if token in turn.content or (turn.reasoning and token in turn.reasoning):
-                return n, token
+        for text in (turn.content, turn.reasoning or ""):
+            found = pattern.search(text)
+            if found:
+                return n, found.group(0)
     return None
-
-
-def _plain_occurrences(text: str, specials: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
-    """Where special-token strings occur in raw text (longest match first, no overlaps)."""
-    pattern = "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True))
-    return tuple(m.span() for m in re.finditer(pattern, text))
 
 
 def _raw(example: Example) -> object:
