@@ -27,7 +27,7 @@ from pipeline.config import DEMO_INPUTS, PipelineConfig  # noqa: E402
 from pipeline.job import plan, run  # noqa: E402
 from pipeline.records import Rejected, TokenizedRow  # noqa: E402
 from pipeline.rows import RowBuilder  # noqa: E402
-from pipeline.sources import read_records  # noqa: E402
+from pipeline.sources import RawRecord, read_records  # noqa: E402
 from pipeline.tokenization import load_tokenizer  # noqa: E402
 from pipeline.translation import Seq2SeqRowBuilder  # noqa: E402
 from pipeline.beam_transforms import _parse  # noqa: E402
@@ -49,7 +49,7 @@ def bench_core(config: PipelineConfig) -> dict[str, float]:
     tokenizer = load_tokenizer(config.tokenizer)
     seq2seq = config.model_type == "seq2seq"
     builder = Seq2SeqRowBuilder(config, tokenizer) if seq2seq else RowBuilder(config, tokenizer, job.template)
-    records = [r for unit in job.files for r in read_records(unit, lambda p: open(p, "rb")) if not isinstance(r, Rejected)]
+    records = [r for unit in job.files for r in read_records(unit, lambda p: open(p, "rb")) if isinstance(r, RawRecord)]
     examples = [e for e in (_parse(r, job.parse_options) for r in records) if not isinstance(e, Rejected)]
     start = time.perf_counter()
     rows = [r for i in range(0, len(examples), config.batch_size) for r in builder.build(examples[i : i + config.batch_size])]

@@ -120,3 +120,45 @@ def test_text_records_are_one_trained_document():
 def test_reasoning_is_kept_for_templates_that_render_it():
     value = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning_content": "think"}]}
     assert _example(value).turns[1].reasoning == "think"
+
+
+def test_unknown_format_with_a_non_string_key_is_rejected_not_raised():
+    rejected = _example({"a": "1", None: ["extra"]})
+    assert isinstance(rejected, Rejected) and rejected.reason == "unknown_format"
+    assert "['None', 'a']" in rejected.detail
+
+
+SEED_TASK = {"instruction": "Sort these.", "instances": [{"input": "3, 1, 2", "output": "1, 2, 3"}]}
+SEED_FIELDS = (("input", "instances.0.input"), ("output", "instances.0.output"))
+
+
+def test_dotted_field_paths_reach_nested_fields_and_list_items():
+    example = _example(SEED_TASK, field_map=SEED_FIELDS)
+    assert example.turns == (Turn("user", "Sort these.\n\n3, 1, 2"), Turn("assistant", "1, 2, 3", True))
+    assert example.raw == SEED_TASK
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"instruction": "x", "instances": []},
+        {"instruction": "x", "instances": [{"input": "y"}]},
+        {"instruction": "x", "instances": {"0": "not a record"}},
+        {"instruction": "x", "instances": "text"},
+        {"instruction": "x"},
+    ],
+)
+def test_a_missing_path_step_is_a_missing_field(value):
+    rejected = _example(value, field_map=SEED_FIELDS)
+    assert isinstance(rejected, Rejected) and rejected.reason == "missing_field" and "no 'output'" in rejected.detail
+
+
+def test_a_literal_dotted_key_wins_over_a_path():
+    value = {"q.text": "literal", "q": {"text": "nested"}, "a": "A"}
+    assert _example(value, field_map=(("prompt", "q.text"), ("completion", "a"))).turns[0] == Turn("user", "literal")
+    assert _example({"q": {"text": "nested"}, "a": "A"}, field_map=(("prompt", "q.text"), ("completion", "a"))).turns[0] == Turn("user", "nested")
+
+
+def test_message_keys_can_be_paths_too():
+    value = {"messages": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "assistant", "parts": [{"text": "yo"}]}]}
+    assert _example(value, field_map=(("content", "parts.0.text"),)).turns == (Turn("user", "hi"), Turn("assistant", "yo", True))

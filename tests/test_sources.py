@@ -7,12 +7,15 @@ import json
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from pipeline.records import Rejected
-from pipeline.sources import InputFile, RawRecord, file_kind, parse_hf_spec, read_records, split_name
+from pipeline.records import BlankLines, Rejected
+from pipeline.sources import InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
+
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark Excel and Windows tools write
 
 
-def _read(path, kind: str, **extra) -> list[RawRecord | Rejected]:
+def _read(path, kind: str, **extra) -> list[RawRecord | Rejected | BlankLines]:
     return list(read_records(InputFile("src", path.name, str(path), kind, **extra), lambda p: open(p, "rb")))
 
 
@@ -26,14 +29,90 @@ def test_split_name_and_kinds():
     assert parse_hf_spec("hf:org/name::validation") == ("org/name", None, "validation")
 
 
-def test_jsonl_lines_keep_their_index_and_bad_lines_are_rejected(tmp_path):
+def test_jsonl_lines_keep_their_line_number_and_bad_lines_are_rejected(tmp_path):
     path = tmp_path / "f.jsonl"
-    path.write_text('{"prompt": "a", "completion": "b"}\nnot json\n\n{"prompt": "c", "completion": "d"}\n')
+    path.write_text('{"prompt": "a", "completion": "b"}\nnot json\n\n \t\n{"prompt": "c", "completion": "d"}\n')
     items = _read(path, "jsonl")
-    assert [type(i).__name__ for i in items] == ["RawRecord", "Rejected", "RawRecord"]
-    assert [i.index for i in items] == [0, 1, 2]
+    assert [type(i).__name__ for i in items] == ["RawRecord", "Rejected", "RawRecord", "BlankLines"]
+    assert [i.index for i in items[:3]] == [0, 1, 4]
     assert items[1].reason == "invalid_json" and items[1].raw == "not json"
     assert items[0].example_id == "f.jsonl:0" and items[0].source == "src"
+    assert items[3] == BlankLines("f.jsonl", 2)
+
+
+def test_json_nested_deeper_than_the_parser_reads_is_rejected_alone(tmp_path):
+    """json.loads raises RecursionError, not JSONDecodeError, on such a line; reading goes on."""
+    path = tmp_path / "f.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + '\n{"prompt": "a"}\n')
+    deep, good = _read(path, "jsonl")
+    assert isinstance(deep, Rejected) and (deep.index, deep.reason) == (0, "invalid_json") and "nested deeper" in deep.detail
+    assert (good.index, good.value) == (1, {"prompt": "a"})
+
+
+def test_text_lines_are_numbered_by_line_and_blank_lines_counted(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_bytes(b"one\r\n\r\ntwo\n\n\nthree")
+    items = _read(path, "text_lines")
+    assert [(i.index, i.value) for i in items[:-1]] == [(0, {"text": "one"}), (2, {"text": "two"}), (5, {"text": "three"})]
+    assert items[-1] == BlankLines("doc.txt", 3)
+
+
+def test_invalid_utf8_lines_are_rejected_with_byte_offsets_and_shown_safely(tmp_path):
+    """Strict decoding per line: the rest of the file is still read, nothing becomes U+FFFD."""
+    jsonl, text = tmp_path / "f.jsonl", tmp_path / "f.txt"
+    jsonl.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff\xfe", "completion": "c"}\n{"prompt": "d", "completion": "e"}\n')
+    good, bad, last = _read(jsonl, "jsonl")
+    assert (good.index, last.index) == (0, 2) and isinstance(bad, Rejected)
+    assert (bad.index, bad.reason) == (1, "invalid_utf8")
+    assert bad.detail == "line is not valid UTF-8 (byte 0xff at byte 12 of the line, byte 47 of the file)"
+    assert bad.raw == '{"prompt": "\\xff\\xfe", "completion": "c"}'
+    text.write_bytes(b"fine\ncaf\xc3\n")  # a truncated two-byte sequence
+    fine, cut = _read(text, "text_lines")
+    assert fine.value == {"text": "fine"} and (cut.index, cut.reason) == (1, "invalid_utf8") and cut.raw == "caf\\xc3"
+    assert "byte 3 of the line, byte 8 of the file" in cut.detail
+
+
+def test_invalid_utf8_in_a_json_array_rejects_the_file_with_the_offset(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_bytes(b'[{"prompt": "a"}, {"prompt": "\x80"}]')
+    (item,) = _read(path, "json")
+    assert isinstance(item, Rejected) and (item.index, item.reason) == (None, "invalid_utf8")
+    assert item.detail == "file is not valid UTF-8 (byte 0x80 at byte 30 of the file)"
+
+
+def test_invalid_utf8_in_a_line_pair_rejects_that_pair(tmp_path):
+    (tmp_path / "src.txt").write_bytes(b"eins\nzw\xf6lf\n")
+    (tmp_path / "tgt.txt").write_bytes(b"one\ntwelve\n")
+    good, bad = _read(tmp_path / "src.txt", "line_pair", target_path=str(tmp_path / "tgt.txt"))
+    assert good.value == {"src": "eins", "tgt": "one"}
+    assert isinstance(bad, Rejected) and (bad.index, bad.reason) == (1, "invalid_utf8")
+    assert bad.detail.startswith("source line is not valid UTF-8 (byte 0xf6 at byte 2 of the line")
+    assert bad.raw == {"src": "zw\\xf6lf", "tgt": "twelve"}
+
+
+
+@pytest.mark.parametrize(
+    "name,kind,data",
+    [
+        ("f.jsonl", "jsonl", b'{"prompt": "a"}\n{"prompt": "b"}\n'),
+        ("f.json", "json", json.dumps([{"prompt": "a"}, {"prompt": "b"}], indent=2).encode()),
+        ("f.json", "json", b'{"prompt": "a"}\n{"prompt": "b"}\n'),
+        ("f.csv", "csv", b"prompt\r\na\r\nb\r\n"),
+    ],
+)
+def test_a_byte_order_mark_is_read_transparently(tmp_path, name, kind, data):
+    path = tmp_path / name
+    path.write_bytes(BOM + data)
+    assert [(i.index, i.value) for i in _read(path, kind)] == [(0, {"prompt": "a"}), (1, {"prompt": "b"})]
+
+
+def test_a_byte_order_mark_is_dropped_from_text_and_line_pairs(tmp_path):
+    (tmp_path / "src.txt").write_bytes(BOM + b"Hallo\nWelt\n")
+    (tmp_path / "tgt.txt").write_bytes(BOM + b"Hello\nworld\n")
+    assert [i.value for i in _read(tmp_path / "src.txt", "text_lines")] == [{"text": "Hallo"}, {"text": "Welt"}]
+    pairs = _read(tmp_path / "src.txt", "line_pair", target_path=str(tmp_path / "tgt.txt"))
+    assert [i.value for i in pairs] == [{"src": "Hallo", "tgt": "Hello"}, {"src": "Welt", "tgt": "world"}]
+    assert count_lines(str(tmp_path / "src.txt"), lambda p: open(p, "rb")) == 2
 
 
 def test_json_array_and_json_lines_in_a_json_file(tmp_path):
@@ -67,6 +146,29 @@ def test_csv_with_plain_and_json_columns(tmp_path):
     good, bad = _read(chat, "csv")
     assert good.value == {"messages": [{"role": "user", "content": "q"}]}
     assert isinstance(bad, Rejected) and bad.index == 1 and bad.reason == "invalid_json"
+
+
+def test_csv_rows_with_extra_cells_or_invalid_utf8_are_rejected_alone(tmp_path):
+    """Data rows keep their 0-based index; a blank row is counted, not a record, and no index."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"prompt,completion\na,b\nc,d,e\n\n\"q\xff\nx\",y\nshort\nf,g\n")
+    items = _read(path, "csv")
+    assert [(i.index, i.value) for i in items if isinstance(i, RawRecord)] == [(0, {"prompt": "a", "completion": "b"}), (3, {"prompt": "short", "completion": None}), (4, {"prompt": "f", "completion": "g"})]
+    extra, bad = (i for i in items if isinstance(i, Rejected))
+    assert (extra.index, extra.reason, extra.raw) == (1, "csv_extra_cells", ["c", "d", "e"])
+    assert extra.detail == "row has 3 cells but the header names 2 columns (data row 1, ending at line 3 of the file)"
+    assert (bad.index, bad.reason, bad.raw) == (2, "invalid_utf8", ["q\\xff\nx", "y"])
+    assert bad.detail == "column 'prompt' is not valid UTF-8 (byte 0xff at byte 1 of the cell; data row 2, ending at line 6 of the file)"
+    assert items[-1] == BlankLines("t.csv", 1)
+
+
+def test_csv_header_with_invalid_utf8_rejects_the_file(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"pr\xffompt,completion\na,b\n")
+    (item,) = _read(path, "csv")
+    assert isinstance(item, Rejected) and (item.index, item.reason) == (None, "invalid_utf8")
+    assert item.detail == "header cell 0 is not valid UTF-8 (byte 0xff at byte 2 of the cell)"
+    assert item.raw == ["pr\\xffompt", "completion"]
 
 
 def test_line_pairs_split_at_newlines_only(tmp_path):
