@@ -4,11 +4,23 @@ Determinism is the point of this module. Beam's own file sinks assign rows to fi
 order bundles arrive, so we decide everything from the example id instead:
 
     split  = validation if hash("split", id) < fraction   (seed-free: the split never moves)
-    shard  = hash(seed, id) mod num_shards
+    bucket = hash(seed, id) mod B,  B = min(--num-shards or ceil(rows / --rows-per-shard), rows)
+    shard  = the bucket's rank among the split's non-empty buckets; the split has that many shards
     order  = rows sorted by (hash(seed, id), id) within a shard
 
 and write each shard's bytes ourselves with fixed Parquet settings. Same input, config and seed
 give byte-identical files.
+
+No file we write has zero rows, because no zero-row Parquet file loads everywhere: with
+`datasets` 5.x, `load_dataset("parquet", data_dir=...)` fails on a file with one empty row group
+("BatchSize must be greater than 0") and takes every split down with it, and a split whose only
+file has no row group at all fails with "corresponds to no data". So a split with no rows is not
+written (and not listed), and a split never has more shards than rows. A hash can still leave a
+bucket empty (8 buckets, 5 rows); such buckets are skipped and the rest renumbered in bucket order,
+buckets [0, 2, 3] of 4 becoming shards 0, 1, 2 of 3, so `-of-N` always names the whole set. This
+keeps assignment a function of each row alone (no global sort, nothing that depends on how a
+runner splits the work). `--num-shards N` is thus the most shards a split gets; it gets fewer
+only when rows are few, since a bucket expecting r rows is empty with probability about e^-r.
 """
 
 from __future__ import annotations
@@ -46,12 +58,21 @@ def split_for(example_id: str, validation_fraction: float) -> str:
 
 
 def shard_count(rows: int, num_shards: int, rows_per_shard: int) -> int:
-    """Shards for a split: the fixed count if given, else enough for rows_per_shard each."""
-    return num_shards or max(1, -(-rows // rows_per_shard))
+    """Hash buckets for a split: the fixed count if given, else enough for rows_per_shard each,
+    never more than the rows (so 0 for an empty split, which is not written)."""
+    return min(num_shards or -(-rows // rows_per_shard), rows)
 
 
 def shard_for(example_id: str, seed: int, shards: int) -> int:
+    """The row's hash bucket; `shard_number` turns it into the shard it is written to."""
     return stable_hash(seed, example_id) % shards
+
+
+def shard_number(bucket: int, filled: list[int]) -> tuple[int, int]:
+    """(index, count) of the shard holding `bucket`, given the split's non-empty buckets:
+    bucket 3 of filled [0, 2, 3] is shard (2, 3). Empty buckets get no file and no number."""
+    ordered = sorted(set(filled))
+    return ordered.index(bucket), len(ordered)
 
 
 def shard_name(split: str, index: int, shards: int) -> str:

@@ -10,7 +10,7 @@ import sys
 import pyarrow.parquet as pq
 
 from pipeline.records import TokenizedRow
-from pipeline.shards import SCHEMA, parquet_bytes, shard_count, shard_for, shard_name, split_for, stable_hash
+from pipeline.shards import SCHEMA, parquet_bytes, shard_count, shard_for, shard_name, shard_number, split_for, stable_hash
 
 
 def _row(n: int) -> TokenizedRow:
@@ -43,9 +43,10 @@ def test_shards_are_balanced_and_seeded():
 
 
 def test_shard_count_and_names():
-    assert shard_count(0, 0, 100) == 1
+    assert shard_count(0, 0, 100) == 0  # an empty split is not written
     assert shard_count(250, 0, 100) == 3
     assert shard_count(250, 8, 100) == 8
+    assert shard_count(4, 8, 100) == 4  # never more shards than rows
     assert shard_name("train", 2, 10) == "train-00002-of-00010.parquet"
 
 
@@ -57,3 +58,12 @@ def test_parquet_bytes_do_not_depend_on_input_order():
     table = pq.read_table(io.BytesIO(first))
     assert table.schema.equals(SCHEMA)
     assert sorted(table.column("example_id").to_pylist()) == sorted(r.example_id for r in rows)
+
+
+def test_empty_buckets_get_no_shard_and_the_rest_are_numbered_in_order():
+    """5 rows in 5 buckets: the hash leaves some empty; the written set is still numbered 0..K-1 of K."""
+    ids = [f"f:{n}" for n in range(5)]
+    buckets = [shard_for(i, 0, shard_count(len(ids), 8, 100)) for i in ids]
+    assert len(set(buckets)) < 5  # this input really leaves a bucket empty
+    numbers = sorted({shard_number(b, buckets) for b in buckets})
+    assert numbers == [(index, len(set(buckets))) for index in range(len(set(buckets)))]
