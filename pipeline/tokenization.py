@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from pipeline.hub import hub_out_of_reach, looks_like_path, quiet
 from pipeline.masking import crossed_boundaries
 
 
@@ -25,7 +26,17 @@ class TokenizerError(Exception):
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids and the [start, end) character range of each in the encoded string."""
+    """Token ids and the [start, end) character range of each in the encoded string.
+
+    An added token that strips whitespace (`rstrip`/`lstrip`: Phi-3's `<|end|>` swallows the
+    "\n" after it) gets the range of its own text only. Hugging Face gives it the swallowed
+    whitespace too, which made it look as if it crossed the span edge right after it, and the
+    string was re-encoded in pieces, so the ids differed from the tokenizer's own encoding. The
+    swallowed whitespace has no token at all, so no label depends on it:
+
+        text     "4<|end|>\n<|user|>"        span [0, 8): "4<|end|>"
+        HF       <|end|> at [1, 9): crosses 8  ours: [1, 8), inside the span, supervised
+    """
 
     ids: list[int]
     offsets: list[tuple[int, int]]
@@ -33,12 +44,22 @@ class Encoded:
 
 
 def load_tokenizer(name_or_path: str):  # -> transformers.PreTrainedTokenizerBase
-    """`AutoTokenizer.from_pretrained`, refusing slow tokenizers (no offsets)."""
+    """`AutoTokenizer.from_pretrained`, refusing slow tokenizers (no offsets); every failure is one
+    sentence, quickly. A name that can only be a path must be a folder; a hub id is looked up on
+    the hub when it answers, else in the local cache only (see hub.py: no retries, no log lines)."""
     from transformers import AutoTokenizer
 
+    out_of_reach = None
+    if not os.path.isdir(name_or_path):
+        if looks_like_path(name_or_path):
+            raise TokenizerError(f"tokenizer folder {name_or_path} does not exist")
+        out_of_reach = hub_out_of_reach()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        with quiet():
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=out_of_reach is not None)
     except Exception as err:  # transformers raises many types for a bad path or id
+        if out_of_reach:
+            raise TokenizerError(f"tokenizer {name_or_path!r} is not a local folder nor in the local Hugging Face cache, and the hub is out of reach ({out_of_reach})") from None
         raise TokenizerError(f"cannot load tokenizer {name_or_path!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
     if not getattr(tokenizer, "is_fast", False):
         raise TokenizerError(f"tokenizer {name_or_path!r} is not a fast tokenizer, so it cannot report character offsets")
@@ -126,6 +147,7 @@ class Encoder:
 
     def __init__(self, tokenizer) -> None:
         self._backend = _patched(tokenizer.backend_tokenizer, _untrim)
+        self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
         self._later_backend: Tokenizer | None = None
         self._plain_backend: Tokenizer | None = None
 
@@ -146,7 +168,18 @@ class Encoder:
 
     def encode_batch(self, texts: list[str]) -> list[Encoded]:
         encodings = self._backend.encode_batch(texts, add_special_tokens=False)
-        return [Encoded(list(e.ids), list(e.offsets)) for e in encodings]
+        return [Encoded(list(e.ids), self._own_offsets(text, e.ids, e.offsets)) for text, e in zip(texts, encodings)]
+
+    def _own_offsets(self, text: str, ids: list[int], offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """`offsets`, with each whitespace-stripping added token narrowed to its own text (see `Encoded`)."""
+        offsets = list(offsets)
+        if self._stripping:
+            for n, token_id in enumerate(ids):
+                content = self._stripping.get(token_id)
+                at = -1 if content is None else text.find(content, *offsets[n])
+                if at >= 0:
+                    offsets[n] = (at, at + len(content))
+        return offsets
 
     def encode(self, text: str, edges: list[int], plain_spans: tuple[tuple[int, int], ...] = (), whole: Encoded | None = None) -> Encoded:
         """Encode one string so that no token crosses a span edge and every plain span is
@@ -176,5 +209,5 @@ class Encoder:
             backend = self._plain if (start, end) in plain else self._later if start else self._backend
             encoding = backend.encode(text[start:end], add_special_tokens=False)
             ids.extend(encoding.ids)
-            offsets.extend((start + a, start + b) for a, b in encoding.offsets)
+            offsets.extend((start + a, start + b) for a, b in self._own_offsets(text[start:end], encoding.ids, encoding.offsets))
         return Encoded(ids, offsets, split_at_boundaries=bool(cuts))

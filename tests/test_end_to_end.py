@@ -133,7 +133,7 @@ def test_config_error_is_one_sentence_without_traceback(inputs, tmp_path):
         (["--input", "/nonexistent/*.jsonl"], "--input /nonexistent/*.jsonl matches no file"),
         (["--max-length", "abc"], "Argument --max-length: invalid int value: 'abc'."),
         (["--max-length", "1"], "--max-length must be at least 2, not 1"),
-        (["--tokenizer", "/nonexistent/tok"], "cannot load tokenizer '/nonexistent/tok'"),
+        (["--tokenizer", "/nonexistent/tok"], "tokenizer folder /nonexistent/tok does not exist"),
         (["--maxlength", "5"], "Unknown flag --maxlength; see masked-shards run --help."),
         (["--format", "csv"], "--format must be one of auto, alpaca, prompt_completion, messages, sharegpt, translation, text, not 'csv'"),
     ],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import PipelineConfig
@@ -9,6 +12,7 @@ from pipeline.records import Example, Turn
 from pipeline.rows import RowBuilder, check_template
 from pipeline.templates import ChatTemplate, Renderer, TemplateError, resolve_template
 from pipeline.tokenization import TokenizerError, special_tokens
+from templates import bundled, family_tokens, template_path
 
 CONVERSATIONS = {
     "single": (Turn("user", "What is 2+2?"), Turn("assistant", "4", True)),
@@ -113,3 +117,40 @@ def test_raise_exception_in_a_template_rejects_the_record(qwen2_tokenizer):
     renderer = _renderer(strict, qwen2_tokenizer)
     with pytest.raises(TemplateError, match="System role not supported"):
         renderer.render(Example("t:0", "t", CONVERSATIONS["system"]))
+
+
+# --- masked-shards templates ------------------------------------------------------------------
+
+
+def test_templates_command_shows_the_tokenizers_own_chat_template(capsys):
+    from pipeline.cli import main
+    from pipeline.config import DEMO_TOKENIZER
+
+    assert main(["templates", "tokenizer", "--tokenizer", DEMO_TOKENIZER]) == 0
+    shown = capsys.readouterr().out
+    assert "<|im_start|>assistant\n[[2 + 2 = 4.<|im_end|>]]\n<|im_start|>user\nAnd 3+3?" in shown
+    assert f"bos <|begin_of_text|>, eos <|im_end|> (from tokenizer {DEMO_TOKENIZER})" in shown
+
+
+@pytest.mark.parametrize(
+    "name,start,end",
+    [("llama3", "<|begin_of_text|><|start_header_id|>system", "[[3 + 3 = 6.<|eot_id|>]]\n"), ("phi3", "<|system|>\n", "[[3 + 3 = 6.<|end|>]]\n<|endoftext|>\n")],
+)
+def test_templates_command_renders_with_the_familys_own_bos_and_eos(capsys, name, start, end):
+    from pipeline.cli import main
+
+    assert main(["templates", name]) == 0
+    rendering, note = capsys.readouterr().out.split("\n[[...]] marks the trained tokens; ")
+    assert rendering.startswith(start) and rendering.endswith(end) and "<s>" not in rendering and "</s>" not in rendering
+    bos, eos = family_tokens(template_path(name).read_text(encoding="utf-8"))
+    assert note == f"bos {bos}, eos {eos} (the family's own).\n"
+
+
+def test_readme_lists_the_bos_and_eos_each_template_names():
+    """Each template's first line is the one record of its family's BOS/EOS; the README's
+    renderings quote them ("-" for none)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^`([^`]+)` \(bos `([^`]+)`, eos `([^`]+)`\):$", readme, flags=re.MULTILINE)
+    assert {name: (None if bos == "-" else bos, eos) for name, bos, eos in listed} == {
+        name: family_tokens(template_path(name).read_text(encoding="utf-8")) for name in bundled()
+    }

@@ -17,6 +17,7 @@ from pipeline.rows import RowBuilder
 from pipeline.shards import parquet_bytes
 from pipeline.sources import RawRecord
 from pipeline.templates import resolve_template
+from pipeline.tokenization import load_tokenizer
 from pipeline.translation import (
     Seq2SeqRowBuilder,
     TranslationPair,
@@ -287,3 +288,67 @@ def test_seq2seq_shards_train_one_step_with_the_stock_trainer_and_collator(t5_to
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, report_to=[], use_cpu=True, save_strategy="no")
     result = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tok).train()
     assert result.global_step == 1 and math.isfinite(result.training_loss)
+
+
+# --- language codes (NLLB / mBART style) -------------------------------------------------------
+
+LANGUAGE_CODES = ["eng_Latn", "deu_Latn", "fra_Latn"]
+
+
+@pytest.fixture(scope="module")
+def nllb_folder(tmp_path_factory) -> Path:
+    """transformers' NllbTokenizer (a language code before the text, `</s>` after it) on a BPE
+    vocabulary trained here, saved as a folder: the job's workers load the tokenizer by path."""
+    import json
+
+    from transformers import NllbTokenizer
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.BpeTrainer(special_tokens=["<s>", "<pad>", "</s>", "<unk>"], vocab_size=300, show_progress=False)
+    backend.train_from_iterator([text for pair in CORPUS for text in pair], trainer)
+    model = json.loads(backend.to_str())["model"]
+    folder = tmp_path_factory.mktemp("nllb")
+    NllbTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], extra_special_tokens=LANGUAGE_CODES).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def nllb_rows(nllb_folder, tmp_path_factory) -> list[dict]:
+    """One real seq2seq job over line-aligned files with the NLLB tokenizer, read back."""
+    import datasets
+
+    from pipeline.cli import main
+
+    folder = tmp_path_factory.mktemp("nllb_job")
+    for suffix, side in ((".en", 0), (".de", 1)):
+        (folder / f"train{suffix}").write_text("".join(pair[side] + "\n" for pair in CORPUS), encoding="utf-8")
+    args = ["--input-pair", str(folder / "train.en"), str(folder / "train.de"), "--model-type", "seq2seq", "--tokenizer", str(nllb_folder)]
+    assert main(["run", *args, "--source-lang", "eng_Latn", "--target-lang", "deu_Latn", "--output", str(folder / "out")]) == 0
+    rows = datasets.load_dataset("parquet", data_dir=str(folder / "out" / "data"), cache_dir=str(folder / "cache"))["train"]
+    return sorted(rows, key=lambda r: int(r["example_id"].rsplit(":", 1)[1]))
+
+
+def test_seq2seq_rows_carry_the_source_and_target_language_codes(nllb_folder, nllb_rows):
+    tokenizer = load_tokenizer(str(nllb_folder))
+    eng, deu, eos = tokenizer.convert_tokens_to_ids("eng_Latn"), tokenizer.convert_tokens_to_ids("deu_Latn"), tokenizer.eos_token_id
+    assert [(r["input_ids"][0], r["input_ids"][-1], r["labels"][0], r["labels"][-1]) for r in nllb_rows] == [(eng, eos, deu, eos)] * len(CORPUS)
+    tokenizer.src_lang, tokenizer.tgt_lang = "eng_Latn", "deu_Latn"  # as NLLB's own documentation prepares a pair
+    for (src, tgt), row in zip(CORPUS, nllb_rows):
+        own = tokenizer(src, text_target=tgt)
+        assert (row["input_ids"], row["labels"]) == (own["input_ids"], own["labels"])
+
+
+@pytest.mark.parametrize(
+    "langs,message",
+    [
+        ((None, None), "the tokenizer writes a language code on each side (its default is eng_Latn), so --source-lang and --target-lang must name its codes"),
+        (("en", "deu_Latn"), "--source-lang en is not a language code of the tokenizer, whose codes look like its default eng_Latn"),
+        (("eng_Latn", "xx_Latn"), "--target-lang xx_Latn is not a language code of the tokenizer, whose codes look like its default eng_Latn"),
+    ],
+)
+def test_language_codes_the_tokenizer_lacks_are_refused_at_start(nllb_folder, langs, message):
+    tokenizer = load_tokenizer(str(nllb_folder))
+    with pytest.raises(ValueError) as raised:
+        Seq2SeqRowBuilder(PipelineConfig(model_type="seq2seq", source_lang=langs[0], target_lang=langs[1]), tokenizer)
+    assert str(raised.value) == message
