@@ -1,6 +1,6 @@
 """Thin Beam composites over the Beam-free core; bad records leave on tagged outputs.
 
-    ReadExamples      files -> Example            (+ rejected, + count of records read)
+    ReadExamples      files -> Example            (+ rejected, + count of records read, + blank lines)
     TokenizeExamples  Example -> TokenizedRow     (+ rejected, + dropped)
     WriteShards       TokenizedRow -> shard info  (deterministic Parquet files, see shards.py)
     WriteJsonLines    Rejected/Dropped -> one sorted JSONL file
@@ -21,10 +21,10 @@ from pipeline.config import PipelineConfig
 from pipeline.formats import ParseOptions, to_example
 from pipeline.label_coverage import Coverage
 from pipeline.mixing import is_kept, keep_rates
-from pipeline.records import Dropped, Example, Rejected, SampledOut, TokenizedRow
+from pipeline.records import BlankLines, Dropped, Example, Rejected, SampledOut, TokenizedRow
 from pipeline.sources import InputFile, RawRecord, read_records
 from pipeline.rows import RowBuilder
-from pipeline.shards import parquet_bytes, sha256, shard_count, shard_for, shard_name
+from pipeline.shards import parquet_bytes, sha256, shard_count, shard_for, shard_name, shard_number
 from pipeline.templates import ChatTemplate
 from pipeline.tokenization import load_tokenizer
 from pipeline.translation import Seq2SeqRowBuilder, to_pair
@@ -42,14 +42,26 @@ def _fail_fast(item: Rejected) -> None:
 
 
 def _read_unit(unit: InputFile) -> Iterator[RawRecord | Rejected]:
-    yield from read_records(unit, FileSystems.open)
+    """Every record of one input; a failure of the file itself (unreadable, corrupt) after `n`
+    records becomes one rejected entry for the file (index None) saying where reading stopped."""
+    read = 0
+    try:
+        for item in read_records(unit, FileSystems.open):
+            read += 1
+            yield item
+    except Exception as err:  # noqa: BLE001 - any failure here is the file's, never the job's
+        yield Rejected.internal_error(unit.name, None, err, during=f"reading the file after {read} records (the rest of it was not read)")
 
 
 def _parse(record: RawRecord, options: ParseOptions) -> object:
-    """An Example for decoder rows; a checked TranslationPair for encoder-decoder rows."""
-    if options.model_type == "seq2seq":
-        return to_pair(record, options.source_lang, options.target_lang, options.max_length_ratio)
-    return to_example(record, options)
+    """An Example for decoder rows; a checked TranslationPair for encoder-decoder rows; a
+    Rejected for a bad record, including one our own code failed on."""
+    try:
+        if options.model_type == "seq2seq":
+            return to_pair(record, options.source_lang, options.target_lang, options.max_length_ratio)
+        return to_example(record, options)
+    except Exception as err:  # noqa: BLE001
+        return Rejected.internal_error(record.name, record.index, err, record.value, during="parsing the record")
 
 
 class ToExampleFn(beam.DoFn):
@@ -71,22 +83,24 @@ class ToExampleFn(beam.DoFn):
 
 
 class ReadExamples(beam.PTransform):
-    """Read input units into Examples; returns {examples, rejected, read}."""
+    """Read input units into Examples; returns {examples, rejected, read, blank_lines}. Blank lines
+    are counted apart: they are no records, so not in `read` (sources.py)."""
 
     def __init__(self, units: list[InputFile], options: ParseOptions = ParseOptions(), fail_fast: bool = False) -> None:
         super().__init__()
         self._units, self._options, self._fail_fast = units, options, fail_fast
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-        raw = (
+        items, blank_lines = (
             pbegin
             | "ListFiles" >> beam.Create(self._units)
             | "ReadRecords" >> beam.FlatMap(_read_unit)
-            | "Spread" >> beam.Reshuffle()
+            | "SetBlankLinesApart" >> beam.Partition(lambda item, _: int(isinstance(item, BlankLines)), 2)
         )
+        raw = items | "Spread" >> beam.Reshuffle()
         parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._options, self._fail_fast)).with_outputs(REJECTED, main="examples")
         read = raw | "CountRead" >> beam.combiners.Count.Globally()
-        return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read}
+        return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read, "blank_lines": blank_lines}
 
 
 class MixSources(beam.PTransform):
@@ -133,7 +147,7 @@ class TokenizeFn(beam.DoFn):
             self._builder = RowBuilder(self._config, tokenizer, self._template)
 
     def process(self, batch: list[Example]) -> Iterator[object]:
-        for result in self._builder.build(batch):
+        for result in self._build(batch):
             if isinstance(result, Rejected):
                 if self._config.fail_fast:
                     _fail_fast(result)
@@ -144,6 +158,22 @@ class TokenizeFn(beam.DoFn):
                 self._rows.inc()
                 self._tokens.inc(len(result.input_ids))
                 yield result
+
+
+    def _build(self, batch: list[Example]) -> list[object]:
+        """The batch's results; if the batch raises, each example is built alone so only the
+        example that fails becomes a rejected `internal_error`."""
+        try:
+            return self._builder.build(batch)
+        except Exception:  # noqa: BLE001
+            return [self._build_one(example) for example in batch]
+
+    def _build_one(self, example: Example) -> object:
+        try:
+            return self._builder.build([example])[0]
+        except Exception as err:  # noqa: BLE001
+            name, index = example.example_id.rsplit(":", 1)
+            return Rejected.internal_error(name, int(index), err, example.raw, during="rendering and encoding the example")
 
 
 class TokenizeExamples(beam.PTransform):
@@ -163,13 +193,18 @@ class TokenizeExamples(beam.PTransform):
 
 
 class WriteShardFn(beam.DoFn):
-    """((split, shard), rows) -> writes one Parquet file, yields its info for the manifest."""
+    """((split, bucket), rows) -> writes one Parquet file, yields its info for the manifest.
+
+    `filled` lists every non-empty (split, bucket), so the file is numbered among the shards
+    actually written and no empty shard is ever needed to complete the `-of-N` set (shards.py).
+    """
 
     def __init__(self, output: str, seed: int) -> None:
         self._output, self._seed = output, seed
 
-    def process(self, keyed: tuple[tuple[str, int, int], list[TokenizedRow]]) -> Iterator[dict[str, object]]:
-        (split, index, shards), rows = keyed
+    def process(self, keyed: tuple[tuple[str, int], list[TokenizedRow]], filled: list[tuple[str, int]]) -> Iterator[dict[str, object]]:
+        (split, bucket), rows = keyed
+        index, shards = shard_number(bucket, [b for s, b in filled if s == split])
         yield write_shard(self._output, split, index, shards, list(rows), self._seed)
 
 
@@ -193,16 +228,13 @@ class WriteShards(beam.PTransform):
         config = self._config
         per_split = rows | "CountPerSplit" >> beam.Map(lambda r: (r.split, 1)) | "SumPerSplit" >> beam.CombinePerKey(sum)
 
-        def assign(row: TokenizedRow, counts: dict[str, int]) -> tuple[tuple[str, int, int], TokenizedRow]:
-            shards = shard_count(counts[row.split], config.num_shards, config.rows_per_shard)
-            return (row.split, shard_for(row.example_id, config.seed, shards), shards), row
+        def assign(row: TokenizedRow, counts: dict[str, int]) -> tuple[tuple[str, int], TokenizedRow]:
+            buckets = shard_count(counts[row.split], config.num_shards, config.rows_per_shard)
+            return (row.split, shard_for(row.example_id, config.seed, buckets)), row
 
-        return (
-            rows
-            | "AssignShard" >> beam.Map(assign, counts=beam.pvalue.AsDict(per_split))
-            | "GroupShards" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(WriteShardFn(self._output, config.seed))
-        )
+        grouped = rows | "AssignShard" >> beam.Map(assign, counts=beam.pvalue.AsDict(per_split)) | "GroupShards" >> beam.GroupByKey()
+        filled = grouped | "FilledBuckets" >> beam.Keys()
+        return grouped | "WriteShard" >> beam.ParDo(WriteShardFn(self._output, config.seed), filled=beam.pvalue.AsList(filled))
 
 
 class WriteJsonLines(beam.PTransform):
@@ -237,7 +269,18 @@ def _json_line(record: Rejected | Dropped) -> tuple[tuple[str, int], str]:
     else:
         name, index = record.example_id.rsplit(":", 1)
         key = (name, int(index))
-    return key, json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True, default=repr)
+    line = json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True, default=repr)
+    if not line.isascii() and not _encodable(line):  # a lone surrogate from an escaped "\ud800"
+        line = json.dumps(record.to_json(), ensure_ascii=True, sort_keys=True, default=repr)
+    return key, line
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class CoverageFn(beam.CombineFn):

@@ -34,10 +34,10 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--tokenizer", default=DEMO_TOKENIZER, help="fast tokenizer folder or hub id (default: the bundled demo tokenizer)")
     add("--template", default=defaults.template, help="chatml, llama3, tokenizer (its own chat template) or PATH.jinja (default: %(default)s)")
     add("--format", default=defaults.format, help="auto, alpaca, prompt_completion, messages, sharegpt, translation or text (default: %(default)s)")
-    add("--field", action="append", default=[], metavar="CANONICAL=ACTUAL", help="read field CANONICAL from column ACTUAL, e.g. prompt=question (repeatable)")
+    add("--field", action="append", default=[], metavar="CANONICAL=ACTUAL", help="read field CANONICAL from column ACTUAL, e.g. prompt=question, or from a dotted path with list indices, e.g. output=instances.0.output (repeatable)")
     add("--role-map", default="", metavar="FROM=ROLE,...", help="speaker aliases, e.g. human=user,gpt=assistant,bot=assistant")
     add("--system-prompt", default=None, help="add this system turn, or replace the one a conversation has")
-    add("--train-on", default=defaults.train_on, help="assistant (every assistant turn), last (final turn only) or all (every token) (default: %(default)s)")
+    add("--train-on", default=defaults.train_on, help="assistant (every trainable assistant turn), last (the final assistant turn only, history masked; an example whose final turn is train: false is dropped) or all (every token) (default: %(default)s)")
     add("--train-on-eot", action=argparse.BooleanOptionalAction, default=True, help="supervise each assistant turn's end-of-turn token (default: on)")
     add("--mix", default="", metavar="NAME=W,...", help="share of each named source (--input NAME=PATH) among the examples kept, e.g. a=0.7,b=0.3")
     add("--source-lang", default=None, help="translation source language (key in {'translation': {...}} or flat records)")
@@ -46,6 +46,7 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--model-type", default=defaults.model_type, help="decoder (chat-templated rows) or seq2seq (encoder-decoder rows) (default: %(default)s)")
     add("--max-length-ratio", type=float, default=None, help="reject translation pairs whose lengths differ by more than this ratio (default: off)")
     add("--max-length", type=int, default=defaults.max_length, help="longest row in tokens (default: %(default)s)")
+    add("--allow-max-length-above-model", action="store_true", help="allow a --max-length above the tokenizer's model_max_length (refused by default)")
     add("--overlong", default=defaults.overlong, help="truncate or drop examples over --max-length (default: %(default)s)")
     add("--pad-to", default=None, help="pad rows to max_length or multiple:K (default: unpadded)")
     add("--validation-fraction", type=float, default=defaults.validation_fraction, help="share of examples for the validation split (default: %(default)s)")
@@ -53,7 +54,7 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--fail-fast", action="store_true", help="stop at the first bad record instead of writing it to rejected/")
     add("--overwrite", action="store_true", help="replace the outputs of an earlier run in --output")
     add("--seed", type=int, default=defaults.seed, help="salts row order within shards (default: %(default)s)")
-    add("--num-shards", type=int, default=defaults.num_shards, help="shards per split; 0 = ceil(rows / --rows-per-shard) (default: %(default)s)")
+    add("--num-shards", type=int, default=defaults.num_shards, help="at most this many shards per split (never more than its rows; no shard is empty); 0 = ceil(rows / --rows-per-shard) (default: %(default)s)")
     add("--rows-per-shard", type=int, default=defaults.rows_per_shard, help="target rows per shard when --num-shards is 0 (default: %(default)s)")
     add("--verbose", action="store_true", help="show Beam's progress logs")
     add("--batch-size", type=int, default=defaults.batch_size, help="examples per tokenizer call (default: %(default)s)")
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(commands.add_parser("run", help="run the pipeline (extra --flags go to Apache Beam)"))
     listing = commands.add_parser("templates", help="list the bundled chat templates, or show one rendered")
     listing.add_argument("name", nargs="?", help="show this template (a bundled name or PATH.jinja) rendered on a sample conversation")
-    listing.add_argument("--tokenizer", default=None, help="take bos/eos from this tokenizer (default: <s> and </s>)")
+    listing.add_argument("--tokenizer", default=None, help="take bos/eos from this tokenizer, whose own chat template NAME tokenizer shows (default: the template family's own bos/eos)")
     return parser
 
 
@@ -89,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         template=args.template,
         format=args.format,
         max_length=args.max_length,
+        allow_max_length_above_model=args.allow_max_length_above_model,
         overlong=args.overlong,
         pad_to=args.pad_to,
         validation_fraction=args.validation_fraction,
@@ -143,27 +145,37 @@ SAMPLE = (("system", "You are a helpful assistant."), ("user", "What is 2+2?"), 
 
 
 def show_templates(name: str | None, tokenizer_name: str | None) -> str:
-    """The list of bundled templates, or one template rendered with its trained text in [[ ]]."""
+    """The list of bundled templates, or one template rendered with its trained text in [[ ]].
+
+    BOS and EOS are the tokenizer's with --tokenizer (and `tokenizer` names its own chat template),
+    else the family's own from the template's first line (templates/__init__.py), else <s> and </s>
+    for a template file that names none.
+    """
     import templates
     from pipeline.records import Example, Turn
-    from pipeline.templates import Renderer, TemplateError, resolve_template
+    from pipeline.templates import TOKENIZER_TEMPLATE, Renderer, TemplateError, resolve_template
+    from pipeline.tokenization import TokenizerError, load_tokenizer, special_tokens
 
     if name is None:
         described = templates.bundled()
         width = max(map(len, described))
         return "\n".join(f"{n:<{width}}  {d}" for n, d in described.items()) + "\n\nmasked-shards templates NAME shows one rendered."
-    bos, eos, specials = "<s>", "</s>", ()
-    if tokenizer_name:
-        from pipeline.tokenization import TokenizerError, load_tokenizer, special_tokens
-
-        try:
-            tokenizer = load_tokenizer(tokenizer_name)
-        except TokenizerError as err:
-            raise ConfigError(str(err)) from None
-        bos, eos, specials = tokenizer.bos_token, tokenizer.eos_token, special_tokens(tokenizer)
+    if name == TOKENIZER_TEMPLATE and not tokenizer_name:
+        raise ConfigError("templates tokenizer needs --tokenizer to know whose chat template to show")
     try:
-        renderer = Renderer(resolve_template(name, None), bos_token=bos, eos_token=eos, special_tokens=specials)
-        example = Example("sample:0", "sample", tuple(Turn(role, text, role == "assistant") for role, text in SAMPLE))
+        tokenizer = load_tokenizer(tokenizer_name) if tokenizer_name else None
+        template = resolve_template(name, getattr(tokenizer, "chat_template", None))
+    except (TokenizerError, TemplateError) as err:
+        raise ConfigError(str(err)) from None
+    if tokenizer is not None:
+        (bos, eos), specials, whose = (tokenizer.bos_token, tokenizer.eos_token), special_tokens(tokenizer), f"from tokenizer {tokenizer_name}"
+    else:
+        family = templates.family_tokens(template.source)
+        (bos, eos), specials = family or ("<s>", "</s>"), ()
+        whose = "the family's own" if family else "placeholders: the template names no family tokens"
+    renderer = Renderer(template, bos_token=bos, eos_token=eos, special_tokens=specials)
+    example = Example("sample:0", "sample", tuple(Turn(role, text, role == "assistant") for role, text in SAMPLE))
+    try:
         try:
             rendered = renderer.render(example)
             note = ""
@@ -173,7 +185,7 @@ def show_templates(name: str | None, tokenizer_name: str | None) -> str:
     except TemplateError as err:
         raise ConfigError(str(err)) from None
     shown = "".join(f"[[{s.text}]]" if s.trainable else s.text for s in rendered.segments)
-    return f"{note}{shown}\n\n[[...]] marks the trained tokens."
+    return f"{note}{shown}\n\n[[...]] marks the trained tokens; bos {bos or 'none'}, eos {eos or 'none'} ({whose})."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: PipelineConfig, beam_args: list[str]) -> int:
-    from pipeline.job import run
+    """Run the job; a run that wrote no row failed (exit 1), after showing its report and the
+    one sentence that says where the records went."""
+    from pipeline.job import NoRowsWritten, run
     from pipeline.label_coverage import report_text
 
     try:
@@ -208,6 +222,10 @@ def _run(config: PipelineConfig, beam_args: list[str]) -> int:
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except NoRowsWritten as err:
+        print(report_text(err.report) + f"report and rejected/dropped records in {config.output}; no shards, no manifest")
+        print(f"masked-shards: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as err:  # a failed Beam run: show its one meaningful sentence
         print(f"masked-shards: run failed: {_essence(err)}", file=sys.stderr)
         return EXIT_FAILED

@@ -47,7 +47,8 @@ class PipelineConfig:
     system_prompt: str | None = None
     """Adds a system turn, or replaces the one a conversation has."""
     train_on: str = "assistant"
-    """assistant (every assistant turn), last (only the final one), or all (every token)."""
+    """assistant (every trainable assistant turn), last (only the final assistant turn, and only if it is
+    trainable: a final turn marked `train: false` leaves the example nothing to train), or all (every token)."""
     train_on_eot: bool = True
     """Supervise each assistant turn's end-of-turn token (the model must learn to stop)."""
     mix: tuple[tuple[str, float], ...] = ()
@@ -64,6 +65,10 @@ class PipelineConfig:
     """Reject translation pairs whose character lengths differ by more than this ratio."""
     max_length: int = 2048
     """Longest row in tokens."""
+    allow_max_length_above_model: bool = False
+    """Allow a max_length above the tokenizer's model_max_length. Refused by default: rows longer
+    than the model's context are of no use to it, and padded to max_length they fill memory and
+    disk for nothing (--pad-to max_length --max-length 100000 wrote 50M padding tokens)."""
     overlong: str = "truncate"
     """truncate (default) keeps the first max_length tokens: early turns of a long conversation are
     still complete, and a cut answer loses its end-of-turn token, so it never teaches the model to
@@ -81,7 +86,8 @@ class PipelineConfig:
     seed: int = 0
     """Salts the order of rows within shards."""
     num_shards: int = 0
-    """Shards per split; 0 picks ceil(rows / rows_per_shard)."""
+    """At most this many shards per split (capped at its rows; empty hash buckets get no file);
+    0 picks ceil(rows / rows_per_shard)."""
     rows_per_shard: int = 100_000
     """Target rows per shard when num_shards is 0."""
     batch_size: int = 256

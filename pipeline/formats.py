@@ -10,8 +10,9 @@ Formats, detected per record from its fields unless `--format` says:
     text               {"text"}  (continued pretraining: every token is trained)
 
 Before detection, `--field canonical=actual` renames columns (top-level, and the role/content/
-from/value keys inside messages), `--role-map` adds speaker aliases, and `--system-prompt` adds or
-replaces the system turn. A message with `"train": false` or `"weight": 0` stays unsupervised.
+from/value keys inside messages; `actual` may be a dotted path such as `instances.0.output`, see
+`_field_at`), `--role-map` adds speaker aliases, and `--system-prompt` adds or replaces the system
+turn. A message with `"train": false` or `"weight": 0` stays unsupervised.
 
 Anything that cannot become a well-formed conversation (a missing or mistyped field, an empty
 answer, an unknown role, no assistant turn) becomes a `Rejected` with a reason code, never an
@@ -20,6 +21,7 @@ exception: bad input must not kill a job.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pipeline.records import Example, Rejected, Turn
@@ -34,6 +36,7 @@ RESERVED_CHARS = frozenset(chr(c) for c in range(0xFDD0, 0xFDF0))
 
 DEFAULT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 _MESSAGE_KEYS = ("role", "content", "from", "value")
+_ABSENT = object()  # what `_field_at` returns for a path that leads nowhere (None is a value)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def to_example(record: RawRecord, options: ParseOptions = ParseOptions()) -> Exa
         value = _renamed(value, options.field_map)
         chosen = detect_format(value, options.source_lang) if options.format == "auto" else options.format
         if chosen is None:
-            raise Invalid("unknown_format", f"cannot tell the format from fields {sorted(value)[:8]}")
+            raise Invalid("unknown_format", f"cannot tell the format from fields {_field_names(value)[:8]}")
         turns = _with_system_prompt(_TURN_BUILDERS[chosen](value, options), options.system_prompt)
         _check_conversation(turns)
     except Invalid as bad:
@@ -98,29 +101,54 @@ def to_example(record: RawRecord, options: ParseOptions = ParseOptions()) -> Exa
     return Example(record.example_id, record.source or record.name, turns, record.value)
 
 
+def _field_names(value: dict[object, object]) -> list[str]:
+    """The record's keys as sorted text, for messages. Keys need not be strings (a reader or a
+    `datasets` row may hold None or numbers), and sorting mixed types raises TypeError."""
+    return sorted(str(key) for key in value)
+
+
 def _renamed(value: dict[str, object], field_map: tuple[tuple[str, str], ...]) -> dict[str, object]:
     """Apply `--field canonical=actual` to the record and to each message inside it."""
     if not field_map:
         return value
-    value = dict(value)
-    for canonical, actual in field_map:
-        if actual in value and canonical not in _MESSAGE_KEYS:
-            value[canonical] = value.pop(actual)
+    value = _with_fields(value, [(c, a) for c, a in field_map if c not in _MESSAGE_KEYS])
     message_renames = [(c, a) for c, a in field_map if c in _MESSAGE_KEYS]
     for key in ("messages", "conversations"):
         if message_renames and isinstance(value.get(key), list):
-            value[key] = [_renamed_message(m, message_renames) for m in value[key]]
+            value[key] = [_with_fields(m, message_renames) if isinstance(m, dict) else m for m in value[key]]
     return value
 
 
-def _renamed_message(message: object, renames: list[tuple[str, str]]) -> object:
-    if not isinstance(message, dict):
-        return message
-    message = dict(message)
+def _with_fields(value: dict[str, object], renames: list[tuple[str, str]]) -> dict[str, object]:
+    """A copy of `value` with each canonical field read from its actual key or path. A key is
+    moved, so its old name cannot steer format detection; a path leaves its container in place.
+    Where the key or path is absent the record is read as it is, so one `--field` set can serve
+    inputs of several shapes and a record lacking the field gets its format's `missing_field`."""
+    value = dict(value)
     for canonical, actual in renames:
-        if actual in message:
-            message[canonical] = message.pop(actual)
-    return message
+        if actual in value:
+            value[canonical] = value.pop(actual)
+            continue
+        found = _field_at(value, actual)
+        if found is not _ABSENT:
+            value[canonical] = found
+    return value
+
+
+def _field_at(value: dict[str, object], path: str) -> object:
+    """`path` split at dots, each step a key of an object or a 0-based index of a list:
+    `instances.0.output` is value["instances"][0]["output"], as `alpaca_seed_tasks` nests its
+    answers. `_ABSENT` where a step does not exist. A key that itself contains dots is found
+    before this is tried (`_with_fields`), so such keys keep working."""
+    found: object = value
+    for step in path.split("."):
+        if isinstance(found, dict) and step in found:
+            found = found[step]
+        elif isinstance(found, list) and step.isascii() and step.isdigit() and int(step) < len(found):
+            found = found[int(step)]
+        else:
+            return _ABSENT
+    return found
 
 
 def _text(value: dict[str, object], key: str, what: str, *, optional: bool = False) -> str:
@@ -196,7 +224,7 @@ def _sharegpt_turns(value: dict[str, object], options: ParseOptions) -> tuple[Tu
 
 
 def _translation_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
-    # Imported here: translation.py builds on this module (Invalid, RESERVED_CHARS).
+    # Imported here: translation.py builds on this module (Invalid, unusable_text).
     from pipeline.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
 
     src, tgt = pair_text(value, options.source_lang, options.target_lang)
@@ -232,10 +260,31 @@ def _with_system_prompt(turns: tuple[Turn, ...], system_prompt: str | None) -> t
     return (Turn("system", system_prompt), *rest)
 
 
+def unusable_text(text: str) -> tuple[str, str] | None:
+    """(reason, detail) when text cannot be trained on as it is, else None:
+
+    * `reserved_character`: a Unicode noncharacter U+FDD0..U+FDEF, which the renderer uses as
+      in-band markers (templates.py);
+    * `invalid_unicode`: a lone UTF-16 surrogate (JSON allows the escape "\\ud800"), which is not
+      a character and cannot be encoded as UTF-8 or tokenized.
+    """
+    if RESERVED_CHARS.intersection(text):
+        return "reserved_character", "contains a Unicode noncharacter (U+FDD0..U+FDEF)"
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        return "invalid_unicode", f"contains a lone surrogate U+{ord(surrogate.group()):04X} at character {surrogate.start()}"
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_conversation(turns: tuple[Turn, ...]) -> None:
     for n, turn in enumerate(turns):
-        if RESERVED_CHARS.intersection(turn.content):
-            raise Invalid("reserved_character", f"turn {n} contains a Unicode noncharacter (U+FDD0..U+FDEF)")
+        for what, text in (("text", turn.content), ("reasoning", turn.reasoning or "")):
+            problem = unusable_text(text)
+            if problem:
+                raise Invalid(problem[0], f"turn {n} {what} {problem[1]}")
     if turns and turns[0].role == TEXT_ROLE:
         return
     if not any(t.role == "assistant" for t in turns):

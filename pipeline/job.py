@@ -2,15 +2,18 @@
 
 `build(pipeline, plan)` takes any Beam pipeline, so tests hand it a `TestPipeline` and the command
 line hands it one made from the user's runner flags. The last step, `FinalizeFn`, runs once after
-every shard is written: it fills in empty shards, checks that the counts reconcile end to end
+every shard is written: it writes the report, checks that the counts reconcile end to end
 (records read = rows in shard files + rejected + dropped), and only then writes `manifest.json`.
-A run that fails anywhere before that leaves no manifest.
+A run that fails anywhere before that leaves no manifest, and so does a run that wrote no row:
+`run` then raises `NoRowsWritten`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,20 +23,20 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import pipeline
 from templates import template_path
-from pipeline.beam_transforms import DROPPED, MixSources, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards, write_shard
+from pipeline.beam_transforms import DROPPED, REJECTED, MixSources, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards
 from pipeline.config import ConfigError, PipelineConfig
-from pipeline.sources import HF_PREFIX, InputFile, count_lines, file_kind, parse_hf_spec, split_name
-from pipeline.formats import ParseOptions
+from pipeline.hub import check_dataset
+from pipeline.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
+from pipeline.formats import ParseOptions, detect_format
 from pipeline.label_coverage import Coverage, reconcile, report_png, report_text
-from pipeline.masking import IGNORE_INDEX
+from pipeline.masking import IGNORE_INDEX, describe_training
 from pipeline.rows import check_template
-from pipeline.shards import SPLITS, manifest_json, schema_description, sha256, shard_count
+from pipeline.shards import SPLITS, manifest_json, schema_description, sha256
 from pipeline.templates import ChatTemplate, TemplateError, resolve_template
 from pipeline.tokenization import TokenizerError, fingerprint, load_tokenizer
-from pipeline.translation import Seq2SeqRowBuilder, translation_prompt
+from pipeline.translation import Seq2SeqRowBuilder, looks_language_keyed, needs_languages, translation_prompt
 
 MANIFEST, REPORT_JSON, REPORT_TEXT, REPORT_PNG = "manifest.json", "coverage_report.json", "coverage_report.txt", "coverage_report.png"
-_OUTPUTS = ("data", "rejected", DROPPED, REPORT_JSON, REPORT_TEXT, REPORT_PNG, MANIFEST)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ class JobPlan:
 def plan(config: PipelineConfig) -> JobPlan:
     """Resolve inputs, output folder, tokenizer and template; raise ConfigError on any problem."""
     files = expand_inputs(config.inputs, config.input_pairs)
+    for unit in (u for u in files if u.kind == "hf_hub"):  # resolve now, not in a worker half a minute in
+        try:
+            check_dataset(*parse_hf_spec(unit.path))
+        except ValueError as err:
+            raise ConfigError(f"--input {unit.path}: {err}") from None
     check_mix(files, config.mix)
     check_output(config.output, config.overwrite)
     try:
@@ -61,8 +69,13 @@ def plan(config: PipelineConfig) -> JobPlan:
             Seq2SeqRowBuilder(config, tokenizer)  # refuses a tokenizer without EOS (or pad, when padding)
     except (TokenizerError, TemplateError, ValueError) as err:
         raise ConfigError(str(err)) from None
+    limit = tokenizer.model_max_length  # Hugging Face's "unset" is 1e30, above any --max-length
+    if config.max_length > limit and not config.allow_max_length_above_model:
+        raise ConfigError(f"--max-length {config.max_length} is above the tokenizer's model_max_length of {limit}; use at most {limit}, or pass --allow-max-length-above-model if the model takes longer rows")
     if (config.source_lang is None) != (config.target_lang is None):
         raise ConfigError("--source-lang and --target-lang must be given together")
+    if config.source_lang is None:
+        check_languages_not_needed(files, config)
     if config.pad_to and tokenizer.pad_token_id is None:
         raise ConfigError(f"--pad-to needs a pad token but tokenizer {config.tokenizer!r} has none")
     options = ParseOptions(
@@ -158,6 +171,34 @@ def _saved_dataset_splits(path: str) -> list[str | None] | None:
     return None
 
 
+def check_languages_not_needed(units: list[InputFile], config: PipelineConfig) -> None:
+    """Without --source-lang/--target-lang, translation records keyed by language could only be
+    rejected one by one; refuse at start instead, judging each file by its first readable record
+    (files are read lazily, so this costs one record per file, not the file)."""
+    for unit in units:
+        if unit.kind in ("hf_hub", "line_pair"):
+            continue
+        first = _first_record(unit)
+        if first is None or not isinstance(first.value, dict) or config.field_map:
+            continue
+        chosen = config.format if config.format != "auto" else detect_format(first.value)
+        wants_pair = config.model_type == "seq2seq" or chosen == "translation"
+        if (wants_pair and needs_languages(first.value)) or (chosen is None and looks_language_keyed(first.value)):
+            keys = ", ".join(sorted(map(str, first.value))[:4])
+            raise ConfigError(f"records in {unit.name} are translation pairs keyed by language ({keys}), so --source-lang and --target-lang must say which side is which")
+
+
+def _first_record(unit: InputFile) -> RawRecord | None:
+    """The first record of a unit that parsed, looking at no more than a few records."""
+    records = read_records(unit, FileSystems.open)
+    try:
+        return next((r for r in itertools.islice(records, 16) if isinstance(r, RawRecord)), None)
+    except Exception:  # an unreadable file is reported by the job itself, record by record
+        return None
+    finally:
+        records.close()
+
+
 def check_mix(units: list[InputFile], mix: tuple[tuple[str, float], ...]) -> None:
     """--mix must weigh exactly the named sources, so no source is silently left at weight 0."""
     if not mix:
@@ -168,28 +209,99 @@ def check_mix(units: list[InputFile], mix: tuple[tuple[str, float], ...]) -> Non
 
 
 def check_output(output: str, overwrite: bool) -> None:
-    """Refuse a non-empty output folder unless overwriting; when overwriting, remove our old
-    outputs first (the manifest before anything) so no stale manifest outlives a failed run."""
-    if not FileSystems.exists(output):
-        return
-    existing = [m.path for result in FileSystems.match([FileSystems.join(output, "*")]) for m in result.metadata_list]
-    if existing and not overwrite:
+    """Refuse an output that holds anything, unless --overwrite and all of it is ours; delete nothing.
+
+    The output is a prefix on every filesystem: an object store such as gs:// has objects and no
+    folders, so `exists(output)` is false there however many objects lie under `output/`; we list
+    them instead. Deleting waits for `clear_output`, which `run` calls once every start-up check has
+    passed: a refused run leaves the earlier one exactly as it was. A file we did not write is
+    refused even with --overwrite, because we never delete what is not ours and, left beside a new
+    run, a stray file under data/ would load as part of the dataset.
+    """
+    found = output_files(output)
+    if found and not overwrite:
         raise ConfigError(f"--output {output} is not empty; pass --overwrite to replace it")
-    for name in (MANIFEST, *_OUTPUTS):
-        path = FileSystems.join(output, name)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+    foreign = [name for name in found if not _is_ours(name)]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ConfigError(f"--output {output} holds {foreign[0]}{more}, which masked-shards did not write and --overwrite does not delete; move it or choose another --output")
+
+
+def clear_output(output: str) -> None:
+    """Delete an earlier run's outputs under the prefix: shards of any count, record files, reports.
+
+    The manifest goes first, so an interrupted delete never leaves a manifest naming deleted shards.
+    """
+    ours = [name for name in output_files(output) if _is_ours(name)]
+    for batch in ([n for n in ours if n.startswith(MANIFEST)], [n for n in ours if not n.startswith(MANIFEST)]):
+        if batch:
+            FileSystems.delete([_prefix(output) + name for name in batch])
+
+
+def output_files(output: str) -> list[str]:
+    """Every file under `output/`, named relative to it (`data/train-00000-of-00001.parquet`).
+
+    `**` crosses "/" in Beam's patterns; Beam's local filesystem walks the folder and an object store
+    lists the prefix, so one pattern works on both, and `output2/` is never mistaken for `output/`.
+    """
+    prefix = _prefix(output)
+    return sorted(m.path[len(prefix):] for result in FileSystems.match([prefix + "**"]) for m in result.metadata_list)
+
+
+def _prefix(output: str) -> str:
+    return FileSystems.join(output, "")
+
+
+_OUR_NAMES = re.compile(
+    "|".join(
+        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_TEXT, REPORT_PNG)]
+        + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
+        + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet"]
+    )
+)
+
+
+def _is_ours(name: str) -> bool:
+    """Whether a path below the output is one this job writes (any shard count, any split)."""
+    return _OUR_NAMES.fullmatch(name) is not None
+
+
+class NoRowsWritten(Exception):
+    """A run that wrote no row failed, though its report and record files are written; the
+    message is one sentence naming where the records went, and `report` holds the counts."""
+
+    def __init__(self, report: dict[str, object]) -> None:
+        super().__init__(_no_rows_sentence(report))
+        self.report = report
+
+
+def _no_rows_sentence(report: dict[str, object]) -> str:
+    """'no rows written: 500 records rejected (missing_field 500), 0 dropped'."""
+    if not report["records_read"]:
+        return "no rows written: the inputs hold no records"
+    records = "record" if report["rejected"] == 1 else "records"
+    parts = [_outcome(report["rejected"], f"{records} rejected", report["rejected_by_reason"]), _outcome(report["dropped"], "dropped", report["dropped_by_reason"])]
+    if report["sampled_out"]:
+        parts.append(f"{report['sampled_out']} sampled out by --mix")
+    return "no rows written: " + ", ".join(parts)
+
+
+def _outcome(count: int, what: str, by_reason: dict[str, int]) -> str:
+    """'3 dropped (overlong 2, no_supervised_tokens 1)': the three commonest reasons, then how many more."""
+    top = sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))
+    named = [f"{reason} {n}" for reason, n in top[:3]] + ([f"{len(top) - 3} other reasons"] if len(top) > 3 else [])
+    return f"{count} {what}" + (f" ({', '.join(named)})" if named else "")
 
 
 class FinalizeFn(beam.DoFn):
-    """Runs once at the end: empty shards, report, reconciliation, then the manifest, last."""
+    """Runs once at the end: report, reconciliation, then the manifest, last (none if no row was
+    written: a zero-row run is a failed run, and a manifest would present it as a dataset)."""
 
     def __init__(self, plan: JobPlan) -> None:
         self._plan = plan
 
     def process(self, _: object, shards: list[dict], record_files: list[dict], coverage: Coverage, read: int) -> Iterator[dict]:
         config, output = self._plan.config, self._plan.config.output
-        shards = shards + self._empty_shards(shards, coverage)
         report = coverage.report(read, sum(s["rows"] for s in shards))
         _write(output, REPORT_JSON, manifest_json(report))
         _write(output, REPORT_TEXT, report_text(report))
@@ -197,12 +309,21 @@ class FinalizeFn(beam.DoFn):
         problem = reconcile(report)
         if problem:
             raise RuntimeError(problem)
+        if not report["rows_written"]:
+            yield report
+            return
         manifest = {
             "masked_shards_version": pipeline.__version__,
             "config": config.recorded(),
             "tokenizer": self._plan.tokenizer,
             "template": {"name": self._plan.template.name, "sha256": sha256(self._plan.template.source.encode("utf-8"))},
-            "labels": {"ignore_index": IGNORE_INDEX, "shifted": False, "trained_on": "assistant turns and their end-of-turn tokens"},
+            "labels": {
+                "ignore_index": IGNORE_INDEX,
+                "shifted": False,
+                "train_on": config.train_on,
+                "train_on_eot": config.train_on_eot,
+                "trained_on": describe_training(train_on=config.train_on, train_on_eot=config.train_on_eot, model_type=config.model_type, record_format=config.format),
+            },
             "schema": schema_description(),
             "shards": sorted(shards, key=lambda s: s["path"]),
             "record_files": sorted(record_files, key=lambda s: s["path"]),
@@ -212,18 +333,6 @@ class FinalizeFn(beam.DoFn):
         _write(output, MANIFEST + ".partial", manifest_json(manifest))
         FileSystems.rename([temporary], [FileSystems.join(output, MANIFEST)])
         yield report
-
-    def _empty_shards(self, shards: list[dict], coverage: Coverage) -> list[dict]:
-        """Hash assignment can leave a shard with no rows; write it empty so the set is whole."""
-        config, written = self._plan.config, {(s["split"], s["index"]) for s in shards}
-        wanted = [split for split in SPLITS if split == "train" or config.validation_fraction > 0]
-        missing = []
-        for split in wanted:
-            count = shard_count(coverage.rows[split], config.num_shards, config.rows_per_shard)
-            for index in range(count):
-                if (split, index) not in written:
-                    missing.append(write_shard(config.output, split, index, count, [], config.seed))
-        return missing
 
 
 def _write(output: str, name: str, content: str | bytes) -> None:
@@ -246,7 +355,7 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
         (rejected | "WriteRejected" >> WriteJsonLines(config.output, "rejected"), tokenized["dropped"] | "WriteDropped" >> WriteJsonLines(config.output, DROPPED))
         | "RecordFiles" >> beam.Flatten()
     )
-    coverage = (tokenized["rows"], rejected, tokenized["dropped"], *sampled_out) | "ReportCoverage" >> ReportCoverage()
+    coverage = (tokenized["rows"], rejected, tokenized["dropped"], read["blank_lines"], *sampled_out) | "ReportCoverage" >> ReportCoverage()
     return (
         pipe
         | "Once" >> beam.Create([None])
@@ -275,10 +384,16 @@ def with_default_runner(beam_args: list[str]) -> list[str]:
 
 
 def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object]:
-    """Plan, run to completion on the runner the Beam flags name, return the coverage report."""
+    """Plan, run to completion on the runner the Beam flags name, return the coverage report;
+    raise NoRowsWritten (after the report and record files are written) if no row was written."""
     job = plan(config)
     options = PipelineOptions(with_default_runner(beam_args or []))
     with beam.Pipeline(options=options) as pipe:
         build(pipe, job)
+        if config.overwrite:  # every check passed and the job is built: only now remove the earlier run
+            clear_output(config.output)
     with FileSystems.open(FileSystems.join(config.output, REPORT_JSON)) as handle:
-        return json.loads(handle.read())
+        report = json.loads(handle.read())
+    if not report["rows_written"]:
+        raise NoRowsWritten(report)
+    return report

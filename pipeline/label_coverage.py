@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline.masking import IGNORE_INDEX
-from pipeline.records import Dropped, Rejected, SampledOut, TokenizedRow
+from pipeline.records import BlankLines, Dropped, Rejected, SampledOut, TokenizedRow
 
 BINS = 1000
 PLOT_BINS = 20
@@ -27,6 +27,7 @@ class Coverage:
     source_rows: Counter = field(default_factory=Counter)
     source_tokens: Counter = field(default_factory=Counter)
     source_supervised: Counter = field(default_factory=Counter)
+    blank_lines: int = 0  # skipped in line-based inputs: no records, but they shift ids (sources.py)
     truncated: int = 0
     split_at_boundaries: int = 0
     tokens: int = 0
@@ -36,13 +37,15 @@ class Coverage:
     fraction_min: float = 1.0
     fraction_max: float = 0.0
 
-    def add(self, item: TokenizedRow | Rejected | Dropped | SampledOut) -> None:
+    def add(self, item: TokenizedRow | Rejected | Dropped | SampledOut | BlankLines) -> None:
         if isinstance(item, Rejected):
             self.rejected[item.reason] += 1
         elif isinstance(item, Dropped):
             self.dropped[item.reason] += 1
         elif isinstance(item, SampledOut):
             self.sampled_out[item.source] += 1
+        elif isinstance(item, BlankLines):
+            self.blank_lines += item.count
         else:
             self._add_row(item)
 
@@ -69,6 +72,7 @@ class Coverage:
         self.rejected += other.rejected
         self.dropped += other.dropped
         self.sampled_out += other.sampled_out
+        self.blank_lines += other.blank_lines
         self.source_rows += other.source_rows
         self.source_tokens += other.source_tokens
         self.source_supervised += other.source_supervised
@@ -113,6 +117,7 @@ class Coverage:
             "dropped_by_reason": dict(sorted(self.dropped.items())),
             "sampled_out": sum(self.sampled_out.values()),
             "sampled_out_by_source": dict(sorted(self.sampled_out.items())),
+            "blank_lines": self.blank_lines,
             "by_source": {
                 source: {
                     "rows": rows,
@@ -159,6 +164,7 @@ def report_text(report: dict[str, object]) -> str:
         f"rejected            {report['rejected']:>10,}  {report['rejected_by_reason']}",
         f"dropped             {report['dropped']:>10,}  {report['dropped_by_reason']}",
         f"sampled out (--mix) {report['sampled_out']:>10,}  {report['sampled_out_by_source']}",
+        f"blank lines         {report['blank_lines']:>10,}  (not records; they still advance line-number ids)",
         f"truncated           {report['truncated']:>10,}",
         f"tokens              {report['tokens_total']:>10,}  (padding {report['tokens_padding']:,})",
         f"supervised tokens   {report['tokens_supervised']:>10,}  fraction {report['supervised_fraction']}",
@@ -184,7 +190,7 @@ def report_png(report: dict[str, object]) -> bytes:
     outcomes |= {f"rejected: {k}": v for k, v in report["rejected_by_reason"].items()}
     outcomes |= {f"dropped: {k}": v for k, v in report["dropped_by_reason"].items()}
     right.barh(list(outcomes)[::-1], list(outcomes.values())[::-1])
-    right.set(title=f"{report['records_read']:,} records read", xlabel="records", xscale="log")
+    right.set(title=f"{report['records_read']:,} records read", xlabel="records", xscale="log" if any(outcomes.values()) else "linear")  # no log axis for an empty input
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, metadata={"Software": None})

@@ -27,11 +27,14 @@ IGNORE_INDEX = -100
 TRAIN_ON = ("assistant", "last", "all")
 
 
-def select_spans(text: str, spans: list[tuple[int, int]], *, train_on: str, train_on_eot: bool, special_tokens: tuple[str, ...]) -> list[tuple[int, int]]:
-    """The character spans to supervise, from the template's assistant spans and the policy.
+def select_spans(text: str, spans: list[tuple[int, int, bool]], *, train_on: str, train_on_eot: bool, special_tokens: tuple[str, ...]) -> list[tuple[int, int]]:
+    """The character spans to supervise, from the template's assistant spans
+    `(start, end, trainable)` and the policy.
 
-    train_on: `assistant` every trainable assistant turn, `last` only the final one (history
-    masked), `all` every character of the string (prompt included).
+    train_on: `assistant` every trainable assistant turn; `last` the final assistant turn only
+    (history masked), and only if that turn is trainable: a final turn marked `train: false`
+    leaves nothing to supervise (the example is then dropped as `no_supervised_tokens`), it never
+    moves the supervision to an earlier turn; `all` every character of the string (prompt included).
     train_on_eot: when false, the closing special token of each span (and the whitespace the
     template put before it, as Llama 2's " </s>") is left unsupervised.
 
@@ -39,7 +42,7 @@ def select_spans(text: str, spans: list[tuple[int, int]], *, train_on: str, trai
     """
     if train_on == "all":
         return [(0, len(text))] if text else []
-    chosen = spans[-1:] if train_on == "last" else spans
+    chosen = [(start, end) for start, end, trainable in (spans[-1:] if train_on == "last" else spans) if trainable]
     if train_on_eot:
         return chosen
     trimmed = []
@@ -78,3 +81,18 @@ def build_labels(input_ids: list[int], offsets: list[tuple[int, int]], spans: li
         inside = at >= 0 and start < spans[at][1]
         labels.append(token_id if inside else IGNORE_INDEX)
     return labels
+
+
+def describe_training(*, train_on: str, train_on_eot: bool, model_type: str = "decoder", record_format: str = "auto") -> str:
+    """What the labels supervise under these settings, in one sentence for the manifest, so a
+    reader of the shards knows the policy without the command line that made them."""
+    if model_type == "seq2seq":
+        return "the target of each translation pair and its EOS (labels column); the source is encoder input"
+    if record_format == "text":
+        return "every token of each document and the EOS after it"
+    if train_on == "all":
+        return "every token of the rendered conversation, prompt included"
+    turns = "the final assistant turn (earlier turns masked)" if train_on == "last" else "every trainable assistant turn"
+    eot = "with its end-of-turn token" if train_on == "last" else "with their end-of-turn tokens"
+    sentence = f"{turns} {eot if train_on_eot else 'without the end-of-turn token'}"
+    return sentence + ("; records in text format: every token and the EOS after it" if record_format == "auto" else "")

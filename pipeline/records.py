@@ -67,6 +67,13 @@ class Rejected:
     detail: str
     raw: object = field(default=None, compare=False)
 
+    @classmethod
+    def internal_error(cls, source: str, index: int | None, error: BaseException, raw: object = None, *, during: str) -> Rejected:
+        """A record on which our own code raised: it is set aside like any bad record, with the
+        exception's type and message, so one unforeseen record can never end a whole job."""
+        message = " ".join(str(error).split())[:300]
+        return cls(source, index, "internal_error", f"{type(error).__name__} while {during}: {message}", raw)
+
     def to_json(self) -> dict[str, object]:
         return {
             "source": self.source,
@@ -97,6 +104,16 @@ class SampledOut:
     seed and weights leave out the same examples)."""
 
     source: str
+
+
+@dataclass(frozen=True)
+class BlankLines:
+    """The blank lines of one line-based input file (blank rows of a CSV). They are no records, so
+    neither read nor rejected, but counted (the report's `blank_lines`): in JSONL and text files
+    each one still advances the line-number ids of the records after it (sources.py)."""
+
+    source: str
+    count: int
 
 
 @dataclass(frozen=True)

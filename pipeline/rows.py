@@ -48,7 +48,7 @@ class RowBuilder:
                 results.append(item)
                 continue
             spans = select_spans(
-                item.text, item.trainable_spans(), train_on=self.config.train_on, train_on_eot=self.config.train_on_eot, special_tokens=self._specials
+                item.text, item.assistant_spans(), train_on=self.config.train_on, train_on_eot=self.config.train_on_eot, special_tokens=self._specials
             )
             whole = None if item.plain_spans else next(batch)
             encoded = self._encoder.encode(item.text, span_edges(spans), item.plain_spans, whole)

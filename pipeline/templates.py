@@ -65,12 +65,15 @@ class Rendered:
     segments: tuple[Segment, ...]
     plain_spans: tuple[tuple[int, int], ...] = ()
 
-    def trainable_spans(self) -> list[tuple[int, int]]:
+    def assistant_spans(self) -> list[tuple[int, int, bool]]:
+        """(start, end, trainable) of every assistant turn's span, in order; a turn marked
+        `train: false` is listed too, so `--train-on last` can tell the final turn from the
+        last trainable one."""
         spans, start = [], 0
         for segment in self.segments:
             end = start + len(segment.text)
-            if segment.trainable:
-                spans.append((start, end))
+            if segment.turn is not None:
+                spans.append((start, end, segment.trainable))
             start = end
         return spans
 

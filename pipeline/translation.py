@@ -28,6 +28,7 @@ line files of different lengths) raise `ValueError` with one sentence for a conf
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -36,7 +37,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.config import PipelineConfig
-from pipeline.formats import RESERVED_CHARS, Invalid
+from pipeline.formats import Invalid, unusable_text
 from pipeline.masking import IGNORE_INDEX
 from pipeline.records import Dropped, Example, Rejected, TokenizedRow, Turn
 from pipeline.shards import split_for
@@ -70,6 +71,19 @@ def needs_languages(value: object) -> bool:
     return isinstance(value, dict) and "src" not in value and "tgt" not in value
 
 
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*")
+
+
+def looks_language_keyed(value: object) -> bool:
+    """Whether a record looks like a WMT-style pair keyed by language codes (`{"en": .., "de": ..}`):
+    two or more keys that look like codes (`en`, `deu`, `pt_BR`, `eng_Latn`), every value a string."""
+    return (
+        isinstance(value, dict)
+        and len(value) >= 2
+        and all(isinstance(k, str) and _LANGUAGE_CODE.fullmatch(k) and isinstance(v, str) for k, v in value.items())
+    )
+
+
 def pair_from_record(record: RawRecord, source_lang: str | None, target_lang: str | None) -> TranslationPair | Rejected:
     """One JSON record to a pair, or a `Rejected` saying why not.
 
@@ -96,7 +110,7 @@ def pair_text(value: object, source_lang: str | None, target_lang: str | None) -
     if not needs_languages(value):
         return _text(value, "src", "record"), _text(value, "tgt", "record")
     if source_lang is None or target_lang is None:
-        raise Invalid("languages_not_set", f"record has no 'src'/'tgt' fields (it has {sorted(value)[:8]}) and no source and target language were given to read it by")
+        raise Invalid("languages_not_set", f"record has no 'src'/'tgt' fields (it has {sorted(map(str, value))[:8]}) and no source and target language were given to read it by")
     if "translation" in value:
         inner = value["translation"]
         if not isinstance(inner, dict):
@@ -122,7 +136,7 @@ def check_pair(pair: TranslationPair, max_length_ratio: float | None) -> Rejecte
     """A `Rejected` for a pair not worth training on, else None. In order:
 
     * `empty_source`, `empty_target`: nothing but whitespace.
-    * `reserved_character`: a Unicode noncharacter the chat renderer uses as a marker.
+    * `reserved_character`, `invalid_unicode`: text no row can carry (`formats.unusable_text`).
     * `punctuation_only_target`: no letter or digit (Unicode categories L*, N*) in the target
       after HTML entities are unescaped and NFKC applied, so "...", "—" and "&quot;" all count.
       Unescaping is for this check only: the text itself is never changed.
@@ -142,8 +156,9 @@ def _problem(src: str, tgt: str, max_length_ratio: float | None) -> tuple[str, s
     if not tgt:
         return "empty_target", "target text is empty or only whitespace"
     for side, text in (("source", src), ("target", tgt)):
-        if RESERVED_CHARS.intersection(text):
-            return "reserved_character", f"{side} text contains a Unicode noncharacter (U+FDD0..U+FDEF)"
+        problem = unusable_text(text)
+        if problem:
+            return problem[0], f"{side} text {problem[1]}"
     if not any(unicodedata.category(c)[0] in "LN" for c in unicodedata.normalize("NFKC", html.unescape(tgt))):
         return "punctuation_only_target", f"target {tgt[:40]!r} has no letter or digit, only punctuation or symbols"
     if max_length_ratio is not None:
@@ -202,6 +217,7 @@ class Seq2SeqRowBuilder:
     * Padding per `pad_to`, each side to its own length: the source with the pad id and
       attention 0, the labels with -100, never the pad id. `labels` and `input_ids` may differ
       in length.
+    * Language codes: see `_set_languages`.
     """
 
     def __init__(self, config: PipelineConfig, tokenizer) -> None:
@@ -209,6 +225,7 @@ class Seq2SeqRowBuilder:
             raise ValueError("the tokenizer has no EOS token, so a target's end cannot be supervised")
         if config.pad_to is not None and tokenizer.pad_token_id is None:
             raise ValueError(f"--pad-to {config.pad_to} needs a tokenizer with a pad token, and this one has none")
+        _set_languages(tokenizer, config.source_lang, config.target_lang)
         self.config = config
         self._tokenizer = tokenizer
         self._specials = special_tokens(tokenizer)
@@ -266,3 +283,25 @@ class Seq2SeqRowBuilder:
             return ids
         tail = ids[-1:] if ids[-1] in self._special_ids else []
         return ids[: max_length - len(tail)] + tail
+
+
+def _set_languages(tokenizer, source_lang: str | None, target_lang: str | None) -> None:
+    """Point a multilingual tokenizer's language codes at the pair's languages.
+
+    NLLB- and mBART-style tokenizers (those with `src_lang`/`tgt_lang`) write a language code on
+    each side: NLLB `eng_Latn Hello </s>` for the source and `deu_Latn Hallo </s>` for the target.
+    Left alone, both sides get the tokenizer's default (eng_Latn), and the model learns to answer
+    a German target with an English code. --source-lang/--target-lang must then be the tokenizer's
+    own codes, which are special tokens (eng_Latn, not en); without them, or with a code it
+    lacks (which it would silently encode as <unk> or as ordinary text), the job refuses to start
+    (ValueError, one sentence). Other tokenizers are left as they are.
+    """
+    if not hasattr(tokenizer, "src_lang"):
+        return
+    default, codes = tokenizer.src_lang, special_tokens(tokenizer)
+    if source_lang is None or target_lang is None:
+        raise ValueError(f"the tokenizer writes a language code on each side (its default is {default}), so --source-lang and --target-lang must name its codes")
+    for flag, code in (("--source-lang", source_lang), ("--target-lang", target_lang)):
+        if code not in codes:
+            raise ValueError(f"{flag} {code} is not a language code of the tokenizer, whose codes look like its default {default}")
+    tokenizer.src_lang, tokenizer.tgt_lang = source_lang, target_lang

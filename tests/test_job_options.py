@@ -170,3 +170,79 @@ def test_broken_translation_prompt_fails_at_start(tmp_path, capsys):
     code = main(["run", "--input", str(tmp_path / "pairs.jsonl"), "--translate-template", str(tmp_path / "bad.jinja"), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "source_txt" in err[0]
+
+
+def test_train_on_last_means_the_final_assistant_turn_never_an_earlier_one(tmp_path, demo_tokenizer):
+    untrained_last = json.loads(json.dumps(CHAT))
+    untrained_last["messages"][3]["train"] = False
+    write_jsonl(tmp_path / "chat.jsonl", [CHAT, untrained_last])
+    output = _run(tmp_path, "--input", str(tmp_path / "chat.jsonl"), "--train-on", "last")
+    (row,) = _rows(output)
+    assert row["example_id"] == "chat.jsonl:0" and _decoded(demo_tokenizer, row) == ["A2<|im_end|>"]
+    assert _report(output)["dropped_by_reason"] == {"no_supervised_tokens": 1}
+
+
+@pytest.mark.parametrize(
+    "mode,policy,words",
+    [
+        ([], ("assistant", True), ("every trainable assistant turn", "with their end-of-turn tokens")),
+        (["--train-on", "last", "--no-train-on-eot"], ("last", False), ("final assistant turn", "without the end-of-turn token")),
+        (["--train-on", "all"], ("all", True), ("every token", "prompt included")),
+    ],
+)
+def test_manifest_records_what_was_trained(tmp_path, mode, policy, words):
+    write_jsonl(tmp_path / "chat.jsonl", [CHAT])
+    labels = json.loads((_run(tmp_path, "--input", str(tmp_path / "chat.jsonl"), *mode) / "manifest.json").read_text())["labels"]
+    assert (labels["train_on"], labels["train_on_eot"]) == policy
+    assert all(word in labels["trained_on"] for word in words)
+
+
+@pytest.mark.parametrize("extra", [[], ["--model-type", "seq2seq"], ["--format", "translation"]])
+def test_language_keyed_pairs_without_languages_fail_at_start(tmp_path, capsys, extra):
+    write_jsonl(tmp_path / "wmt.jsonl", [{"en": "Hello.", "de": "Hallo."}, {"en": "Yes.", "de": "Ja."}])
+    code = main(["run", "--input", str(tmp_path / "wmt.jsonl"), "--output", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and "keyed by language (de, en)" in err and "--source-lang" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_language_keyed_pairs_with_languages_still_run(tmp_path):
+    write_jsonl(tmp_path / "wmt.jsonl", [{"en": "Hello.", "de": "Hallo."}])
+    assert len(_rows(_run(tmp_path, "--input", str(tmp_path / "wmt.jsonl"), "--source-lang", "en", "--target-lang", "de"))) == 1
+
+
+# --- start-up checks: the tokenizer, hf: inputs, --max-length against the model's -----------------
+
+
+@pytest.mark.parametrize(
+    "args,sentence",
+    [
+        (["--tokenizer", "./missing-folder"], "tokenizer folder ./missing-folder does not exist"),
+        (["--tokenizer", "someorg/somemodel"], "tokenizer 'someorg/somemodel' "),
+        (["--input", "hf:./no-such-dataset"], "--input hf:./no-such-dataset: dataset folder ./no-such-dataset does not exist"),
+        (["--input", "hf:someorg/somedataset"], "--input hf:someorg/somedataset: dataset someorg/somedataset "),
+        (["--input", "hf:{tmp}/hub::validation"], "--input hf:{tmp}/hub::validation: dataset {tmp}/hub has no split 'validation'; it has train"),
+    ],
+)
+def test_missing_tokenizers_and_datasets_fail_at_start_in_one_sentence(tmp_path, capfd, args, sentence):
+    """Hub ids too, with or without a network: offline, one request tells that the hub is out of
+    reach (no retries for half a minute, none of their 45 log lines)."""
+    write_jsonl(tmp_path / "hub" / "train.jsonl", [{"prompt": "p", "completion": "c"}])
+    code = main(["run", *(a.format(tmp=tmp_path) for a in args), "--output", str(tmp_path / "o")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("masked-shards: " + sentence.format(tmp=tmp_path)), err
+
+
+def test_max_length_above_the_models_is_refused_unless_allowed(tmp_path, capsys):
+    from pipeline.config import PipelineConfig
+    from pipeline.job import plan
+
+    write_jsonl(tmp_path / "chat.jsonl", [CHAT])
+    args = ["--input", str(tmp_path / "chat.jsonl"), "--max-length", "100000", "--pad-to", "max_length", "--output", str(tmp_path / "o")]
+    assert main(["run", *args]) == 2
+    assert capsys.readouterr().err == (
+        "masked-shards: --max-length 100000 is above the tokenizer's model_max_length of 4096;"
+        " use at most 4096, or pass --allow-max-length-above-model if the model takes longer rows\n"
+    )
+    allowed = PipelineConfig(inputs=(str(tmp_path / "chat.jsonl"),), max_length=100_000, allow_max_length_above_model=True, output=str(tmp_path / "o"))
+    assert plan(allowed).config.max_length == 100_000
