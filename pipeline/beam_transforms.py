@@ -1,8 +1,8 @@
 """Thin Beam composites over the Beam-free core; bad records leave on tagged outputs.
 
-    ReadExamples      files -> Example            (+ rejected, + count of records read, + blank lines)
-    TokenizeExamples  Example -> TokenizedRow     (+ rejected, + dropped)
-    WriteShards       TokenizedRow -> shard info  (deterministic Parquet files, see shards.py)
+    ReadExamples      files -> ranges -> Example   (+ rejected, + count of records read, + blank lines)
+    TokenizeExamples  Example batches -> RowBatch  (Arrow columns; + rejected, + dropped)
+    WriteShards       RowBatch -> sorted runs -> shard info (deterministic Parquet files, runs.py)
     WriteJsonLines    Rejected/Dropped -> one sorted JSONL file
     ReportCoverage    everything -> Coverage
 """
@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import json
 import posixpath
+import uuid
 from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.config import PipelineConfig
 from pipeline.formats import ParseOptions, to_example
 from pipeline.label_coverage import Coverage
 from pipeline.mixing import is_kept, keep_rates
-from pipeline.records import BlankLines, Dropped, Example, Rejected, SampledOut, TokenizedRow
-from pipeline.sources import InputFile, RawRecord, read_records
+from pipeline.records import BATCH_SCHEMA, BlankLines, Dropped, Example, Rejected, RowBatch, SampledOut
+from pipeline.sources import InputFile, InputRange, Item, RawRecord, count_range, read_range, split_input
 from pipeline.rows import RowBuilder
-from pipeline.shards import parquet_bytes, sha256, shard_count, shard_for, shard_name, shard_number
+from pipeline.runs import RUNS, RunReader, ShardRange, keyed_runs, merge_shard, plan_shards, write_run
+from pipeline.shards import sha256, shard_count, shard_name
 from pipeline.templates import ChatTemplate
 from pipeline.tokenization import load_tokenizer
-from pipeline.translation import Seq2SeqRowBuilder, to_pair
+from pipeline.translation import to_pair
 
 REJECTED, DROPPED = "rejected", "dropped"
 
@@ -41,24 +48,46 @@ def _fail_fast(item: Rejected) -> None:
     raise FailFast(f"record {where} is bad ({item.reason}: {item.detail}); stopping because of --fail-fast")
 
 
-def _read_unit(unit: InputFile) -> Iterator[RawRecord | Rejected]:
-    """Every record of one input; a failure of the file itself (unreadable, corrupt) after `n`
-    records becomes one rejected entry for the file (index None) saying where reading stopped."""
+def _ranges(unit: InputFile) -> list[InputRange]:
+    """The pieces one input is read in (sources.split_input): byte ranges of line files, runs of
+    Parquet row groups, the whole of anything else."""
+    try:
+        return split_input(unit, FileSystems.open, _size)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
+        return [InputRange(unit, 0, None, "whole")]
+
+
+def _size(path: str) -> int:
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def _count(r: InputRange) -> tuple[tuple[str, int], int]:
+    """(unit path, range start) -> records numbered in the range, for line numbers of later ranges."""
+    try:
+        return (r.unit.path, r.start), count_range(r, FileSystems.open)
+    except Exception:  # noqa: BLE001
+        return (r.unit.path, r.start), 0
+
+
+def _read_range(r: InputRange, counts: dict[tuple[str, int], int]) -> Iterator[Item]:
+    """The records of one range, numbered after the lines of the unit's earlier ranges; a failure of
+    the file itself after `n` records becomes one rejected entry (index None) saying so."""
+    first = sum(n for (path, start), n in counts.items() if path == r.unit.path and start < r.start)
     read = 0
     try:
-        for item in read_records(unit, FileSystems.open):
+        for item in read_range(r, FileSystems.open, first):
             read += 1
             yield item
     except Exception as err:  # noqa: BLE001 - any failure here is the file's, never the job's
-        yield Rejected.internal_error(unit.name, None, err, during=f"reading the file after {read} records (the rest of it was not read)")
+        yield Rejected.internal_error(r.unit.name, None, err, during=f"reading bytes {r.start}.. after {read} records (the rest of the range was not read)")
 
 
 def _parse(record: RawRecord, options: ParseOptions) -> object:
     """An Example for decoder rows; a checked TranslationPair for encoder-decoder rows; a
     Rejected for a bad record, including one our own code failed on."""
     try:
-        if options.model_type == "seq2seq":
-            return to_pair(record, options.source_lang, options.target_lang, options.max_length_ratio)
+        if options.config.model_type == "seq2seq":
+            return to_pair(record, options.config.source_lang, options.config.target_lang, options.config.max_length_ratio)
         return to_example(record, options)
     except Exception as err:  # noqa: BLE001
         return Rejected.internal_error(record.name, record.index, err, record.value, during="parsing the record")
@@ -91,13 +120,13 @@ class ReadExamples(beam.PTransform):
         self._units, self._options, self._fail_fast = units, options, fail_fast
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-        items, blank_lines = (
-            pbegin
-            | "ListFiles" >> beam.Create(self._units)
-            | "ReadRecords" >> beam.FlatMap(_read_unit)
+        ranges = pbegin | "ListFiles" >> beam.Create(self._units) | "SplitFiles" >> beam.FlatMap(_ranges) | "SpreadRanges" >> beam.Reshuffle()
+        counts = beam.pvalue.AsDict(ranges | "CountLines" >> beam.Map(_count))
+        raw, blank_lines = (
+            ranges
+            | "ReadRanges" >> beam.FlatMap(_read_range, counts=counts)
             | "SetBlankLinesApart" >> beam.Partition(lambda item, _: int(isinstance(item, BlankLines)), 2)
         )
-        raw = items | "Spread" >> beam.Reshuffle()
         parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._options, self._fail_fast)).with_outputs(REJECTED, main="examples")
         read = raw | "CountRead" >> beam.combiners.Count.Globally()
         return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read, "blank_lines": blank_lines}
@@ -131,53 +160,51 @@ class MixSources(beam.PTransform):
 
 
 class TokenizeFn(beam.DoFn):
-    """Batch of Examples -> rows; the tokenizer and template are loaded once per worker."""
+    """Batch of examples -> one RowBatch of rows (Arrow columns), and each example that gave no row
+    on `rejected` or `dropped`; the tokenizer and template are loaded once per worker."""
 
     def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
         self._config, self._template = config, template
-        self._builder: RowBuilder | Seq2SeqRowBuilder | None = None
+        self._builder: RowBuilder | None = None
         self._rows = Metrics.counter("masked_shards", "rows")
         self._tokens = Metrics.counter("masked_shards", "tokens")
 
     def setup(self) -> None:
-        tokenizer = load_tokenizer(self._config.tokenizer)
-        if self._config.model_type == "seq2seq":
-            self._builder = Seq2SeqRowBuilder(self._config, tokenizer)
-        else:
-            self._builder = RowBuilder(self._config, tokenizer, self._template)
+        self._builder = RowBuilder(self._config, load_tokenizer(self._config.tokenizer), self._template)
 
-    def process(self, batch: list[Example]) -> Iterator[object]:
-        for result in self._build(batch):
-            if isinstance(result, Rejected):
+    def process(self, batch: list[object]) -> Iterator[object]:
+        built = self._build(batch)
+        for other in built.others:
+            if isinstance(other, Rejected):
                 if self._config.fail_fast:
-                    _fail_fast(result)
-                yield beam.pvalue.TaggedOutput(REJECTED, result)
-            elif isinstance(result, Dropped):
-                yield beam.pvalue.TaggedOutput(DROPPED, result)
+                    _fail_fast(other)
+                yield beam.pvalue.TaggedOutput(REJECTED, other)
             else:
-                self._rows.inc()
-                self._tokens.inc(len(result.input_ids))
-                yield result
+                yield beam.pvalue.TaggedOutput(DROPPED, other)
+        self._rows.inc(built.rows.num_rows)
+        self._tokens.inc(len(built.rows.column("input_ids").values))
+        yield built
 
-
-    def _build(self, batch: list[Example]) -> list[object]:
-        """The batch's results; if the batch raises, each example is built alone so only the
-        example that fails becomes a rejected `internal_error`."""
+    def _build(self, batch: list[object]) -> RowBatch:
+        """The batch's rows; if the batch raises, each example is built alone so only the one that
+        fails becomes a rejected `internal_error`."""
         try:
             return self._builder.build(batch)
         except Exception:  # noqa: BLE001
-            return [self._build_one(example) for example in batch]
+            alone = [self._build_one(item) for item in batch]
+            return RowBatch(pa.concat_batches([b.rows for b in alone]), tuple(o for b in alone for o in b.others), alone[0].aligned)
 
-    def _build_one(self, example: Example) -> object:
+    def _build_one(self, item: object) -> RowBatch:
         try:
-            return self._builder.build([example])[0]
+            return self._builder.build([item])
         except Exception as err:  # noqa: BLE001
-            name, index = example.example_id.rsplit(":", 1)
-            return Rejected.internal_error(name, int(index), err, example.raw, during="rendering and encoding the example")
+            name, index = item.example_id.rsplit(":", 1)
+            rejected = Rejected.internal_error(name, int(index), err, item.raw, during="rendering and encoding the example")
+            return RowBatch(pa.RecordBatch.from_pylist([], schema=BATCH_SCHEMA), (rejected,), self._config.model_type != "seq2seq")
 
 
 class TokenizeExamples(beam.PTransform):
-    """Examples -> TokenizedRows; returns {rows, rejected, dropped}."""
+    """Examples -> RowBatches; returns {rows, rejected, dropped}."""
 
     def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
         super().__init__()
@@ -186,55 +213,91 @@ class TokenizeExamples(beam.PTransform):
     def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
         tokenized = (
             examples
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.batch_size)
+            | "Batch" >> beam.BatchElements(min_batch_size=self._config.batch_size, max_batch_size=self._config.batch_size)
             | "Tokenize" >> beam.ParDo(TokenizeFn(self._config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
         )
         return {"rows": tokenized.rows, "rejected": tokenized[REJECTED], "dropped": tokenized[DROPPED]}
 
 
-class WriteShardFn(beam.DoFn):
-    """((split, bucket), rows) -> writes one Parquet file, yields its info for the manifest.
+class SpillRunsFn(beam.DoFn):
+    """Row batches -> sorted run files under `<output>/_runs/`, spilled every `spill_bytes` of rows
+    and at the end of each bundle, so a worker holds a bounded amount however large the input
+    (runs.py); yields one {path, split, rows} per run."""
 
-    `filled` lists every non-empty (split, bucket), so the file is numbered among the shards
-    actually written and no empty shard is ever needed to complete the `-of-N` set (shards.py).
-    """
+    def __init__(self, output: str, seed: int, spill_bytes: int = 32 << 20) -> None:
+        self._output, self._seed, self._spill_bytes = output, seed, spill_bytes
+        self._pending: list[pa.RecordBatch] = []
+        self._size = 0
 
-    def __init__(self, output: str, seed: int) -> None:
-        self._output, self._seed = output, seed
+    def start_bundle(self) -> None:
+        self._pending, self._size = [], 0
 
-    def process(self, keyed: tuple[tuple[str, int], list[TokenizedRow]], filled: list[tuple[str, int]]) -> Iterator[dict[str, object]]:
-        (split, bucket), rows = keyed
-        index, shards = shard_number(bucket, [b for s, b in filled if s == split])
-        yield write_shard(self._output, split, index, shards, list(rows), self._seed)
+    def process(self, batch: RowBatch) -> Iterator[dict[str, object]]:
+        if batch.rows.num_rows:
+            self._pending.append(batch.rows)
+            self._size += batch.rows.nbytes
+        if self._size >= self._spill_bytes:
+            yield from self._spill()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for info in self._spill():
+            yield WindowedValue(info, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _spill(self) -> Iterator[dict[str, object]]:
+        pending, self._pending, self._size = self._pending, [], 0
+        if not pending:
+            return
+        for split, table in keyed_runs(pending, self._seed).items():
+            path = FileSystems.join(self._output, RUNS, f"{split}-{uuid.uuid4().hex}.parquet")
+            with FileSystems.create(path) as handle:
+                write_run(table, handle)
+            yield {"path": path, "split": split, "rows": table.num_rows}
 
 
-def write_shard(output: str, split: str, index: int, shards: int, rows: list[TokenizedRow], seed: int) -> dict[str, object]:
-    """Write one shard through Beam's FileSystems (local or gs://) and describe it."""
-    data = parquet_bytes(rows, seed)
-    relative = posixpath.join("data", shard_name(split, index, shards))
-    with FileSystems.create(FileSystems.join(output, "data", shard_name(split, index, shards))) as handle:
-        handle.write(data)
-    return {"path": relative, "split": split, "index": index, "rows": len(rows), "bytes": len(data), "sha256": sha256(data)}
+def _plan_shards(_: object, runs: list[dict[str, object]], config: PipelineConfig) -> Iterator[ShardRange]:
+    """Every shard of every split, from the keys of all runs (8 bytes a row)."""
+    for split in sorted({run["split"] for run in runs}):
+        keys = np.sort(np.concatenate([_reader(run).keys for run in runs if run["split"] == split]))
+        yield from plan_shards(split, keys, shard_count(len(keys), config.num_shards, config.rows_per_shard))
+
+
+def _reader(run: dict[str, object]) -> RunReader:
+    return RunReader(FileSystems.open(run["path"]))
+
+
+class MergeShardFn(beam.DoFn):
+    """ShardRange -> its Parquet file, merged from its slice of every run of the split."""
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+
+    def process(self, shard: ShardRange, runs: list[dict[str, object]]) -> Iterator[dict[str, object]]:
+        readers = [_reader(run) for run in sorted(runs, key=lambda r: r["path"]) if run["split"] == shard.split]
+        name = shard_name(shard.split, shard.index, shard.count)
+        with FileSystems.create(FileSystems.join(self._output, "data", name)) as handle:
+            info = merge_shard(shard, readers, handle)
+        yield {"path": posixpath.join("data", name), "split": shard.split, "index": shard.index, **info}
 
 
 class WriteShards(beam.PTransform):
-    """Rows -> deterministic shard files; returns the PCollection of shard infos."""
+    """Row batches -> deterministic shard files; returns {shards: shard infos, runs: run infos}
+    (the runs are temporary: the caller deletes them once the shards are written)."""
 
     def __init__(self, output: str, config: PipelineConfig) -> None:
         super().__init__()
         self._output, self._config = output, config
 
-    def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        config = self._config
-        per_split = rows | "CountPerSplit" >> beam.Map(lambda r: (r.split, 1)) | "SumPerSplit" >> beam.CombinePerKey(sum)
-
-        def assign(row: TokenizedRow, counts: dict[str, int]) -> tuple[tuple[str, int], TokenizedRow]:
-            buckets = shard_count(counts[row.split], config.num_shards, config.rows_per_shard)
-            return (row.split, shard_for(row.example_id, config.seed, buckets)), row
-
-        grouped = rows | "AssignShard" >> beam.Map(assign, counts=beam.pvalue.AsDict(per_split)) | "GroupShards" >> beam.GroupByKey()
-        filled = grouped | "FilledBuckets" >> beam.Keys()
-        return grouped | "WriteShard" >> beam.ParDo(WriteShardFn(self._output, config.seed), filled=beam.pvalue.AsList(filled))
+    def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
+        spilled = batches | "SpillRuns" >> beam.ParDo(SpillRunsFn(self._output, self._config.seed))
+        runs = beam.pvalue.AsList(spilled)
+        shards = (
+            batches.pipeline
+            | "Once" >> beam.Create([None])
+            | "PlanShards" >> beam.FlatMap(_plan_shards, runs=runs, config=self._config)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "MergeShard" >> beam.ParDo(MergeShardFn(self._output), runs=runs)
+        )
+        return {"shards": shards, "runs": spilled}
 
 
 class WriteJsonLines(beam.PTransform):
@@ -288,7 +351,10 @@ class CoverageFn(beam.CombineFn):
         return Coverage()
 
     def add_input(self, coverage: Coverage, item: object) -> Coverage:
-        coverage.add(item)
+        if isinstance(item, RowBatch):
+            coverage.add_batch(item)
+        else:
+            coverage.add(item)
         return coverage
 
     def merge_accumulators(self, accumulators: Iterator[Coverage]) -> Coverage:

@@ -1,7 +1,8 @@
 """The one job configuration, checked before any data flows.
 
 Every check raises `ConfigError` with one sentence naming the flag, so the command line can print
-it and exit instead of showing a traceback.
+it and exit instead of showing a traceback. The choices of each flag live here too, so this module
+imports nothing of ours that could import it back (formats.py, rows.py and the job read it).
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.formats import FORMATS
 from pipeline.masking import TRAIN_ON
 
 ASSETS = Path(__file__).parent / "assets"
 DEMO_INPUTS = (str(ASSETS / "demo_data" / "*.json"), str(ASSETS / "demo_data" / "*.jsonl"))
 DEMO_TOKENIZER = str(ASSETS / "demo_tokenizer")
+FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt", "translation", "text")  # formats.py reads each
 OVERLONG_CHOICES = ("truncate", "drop")
 SPECIAL_TEXT_CHOICES = ("reject", "plain")
 MODEL_TYPES = ("decoder", "seq2seq")
@@ -39,7 +40,7 @@ class PipelineConfig:
     template: str = "chatml"
     """Bundled template name, `tokenizer` for the tokenizer's own, or a path to a .jinja file."""
     format: str = "auto"
-    """Record format: auto (detected per record) or one of formats.FORMATS."""
+    """Record format: auto (detected per record) or one of FORMATS."""
     field_map: tuple[tuple[str, str], ...] = ()
     """(canonical, actual) column renames, from --field canonical=actual."""
     role_map: tuple[tuple[str, str], ...] = ()

@@ -21,18 +21,12 @@ exception: bad input must not kill a job.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from pipeline.records import Example, Rejected, Turn
+from pipeline.config import PipelineConfig
+from pipeline.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, unusable_text
 from pipeline.sources import RawRecord
-
-FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt", "translation", "text")
-TEXT_ROLE = "text"
-
-# Unicode noncharacters U+FDD0..U+FDEF are reserved by the renderer as in-band markers
-# (see templates.py); text that already contains one is rejected rather than mis-masked.
-RESERVED_CHARS = frozenset(chr(c) for c in range(0xFDD0, 0xFDF0))
+from pipeline.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
 
 DEFAULT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 _MESSAGE_KEYS = ("role", "content", "from", "value")
@@ -41,21 +35,17 @@ _ABSENT = object()  # what `_field_at` returns for a path that leads nowhere (No
 
 @dataclass(frozen=True)
 class ParseOptions:
-    """How raw records become examples (from the command line; defaults read every format)."""
+    """How raw records become examples: the job's settings (`--format`, `--field`, `--role-map`,
+    `--system-prompt`, languages, `--max-length-ratio`, read from `config`, never copied) and
+    what the driver prepared from them once: the decoder-only translation prompt's Jinja text
+    and the speaker table. The default config reads every format."""
 
-    format: str = "auto"
-    field_map: tuple[tuple[str, str], ...] = ()
-    role_map: tuple[tuple[str, str], ...] = ()
-    system_prompt: str | None = None
-    source_lang: str | None = None
-    target_lang: str | None = None
-    translation_prompt: str | None = None  # Jinja text of the decoder-only translation prompt
-    max_length_ratio: float | None = None
-    model_type: str = "decoder"
+    config: PipelineConfig = PipelineConfig()
+    translation_prompt: str | None = None
     roles: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "roles", DEFAULT_ROLES | dict(self.role_map))
+        object.__setattr__(self, "roles", DEFAULT_ROLES | dict(self.config.role_map))
 
 
 def detect_format(value: dict[str, object], source_lang: str | None = None) -> str | None:
@@ -75,26 +65,18 @@ def detect_format(value: dict[str, object], source_lang: str | None = None) -> s
     return None
 
 
-class Invalid(Exception):
-    """A field check failed: carries a reason code and a sentence to `to_example`."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 def to_example(record: RawRecord, options: ParseOptions = ParseOptions()) -> Example | Rejected:
     """Turn one raw record into an `Example`, or a `Rejected` saying why not."""
     value = record.value
     try:
         if not isinstance(value, dict):
             raise Invalid("not_an_object", f"record is a JSON {type(value).__name__}, not an object")
-        value = _renamed(value, options.field_map)
-        chosen = detect_format(value, options.source_lang) if options.format == "auto" else options.format
+        config = options.config
+        value = _renamed(value, config.field_map)
+        chosen = detect_format(value, config.source_lang) if config.format == "auto" else config.format
         if chosen is None:
             raise Invalid("unknown_format", f"cannot tell the format from fields {_field_names(value)[:8]}")
-        turns = _with_system_prompt(_TURN_BUILDERS[chosen](value, options), options.system_prompt)
+        turns = _with_system_prompt(_TURN_BUILDERS[chosen](value, options), config.system_prompt)
         _check_conversation(turns)
     except Invalid as bad:
         return Rejected(record.name, record.index, bad.reason, bad.detail, record.value)
@@ -224,15 +206,13 @@ def _sharegpt_turns(value: dict[str, object], options: ParseOptions) -> tuple[Tu
 
 
 def _translation_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
-    # Imported here: translation.py builds on this module (Invalid, unusable_text).
-    from pipeline.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
-
-    src, tgt = pair_text(value, options.source_lang, options.target_lang)
+    config = options.config
+    src, tgt = pair_text(value, config.source_lang, config.target_lang)
     pair = TranslationPair("pair:0", "", src, tgt)
-    problem = check_pair(pair, options.max_length_ratio)
+    problem = check_pair(pair, config.max_length_ratio)
     if problem:
         raise Invalid(problem.reason, problem.detail)
-    return pair_to_example(pair, translation_prompt(options.translation_prompt, src, options.source_lang, options.target_lang)).turns
+    return pair_to_example(pair, translation_prompt(options.translation_prompt, src, config.source_lang, config.target_lang)).turns
 
 
 def _text_turns(value: dict[str, object], options: ParseOptions) -> tuple[Turn, ...]:
@@ -258,25 +238,6 @@ def _with_system_prompt(turns: tuple[Turn, ...], system_prompt: str | None) -> t
         return turns
     rest = tuple(t for t in turns if t.role != "system")
     return (Turn("system", system_prompt), *rest)
-
-
-def unusable_text(text: str) -> tuple[str, str] | None:
-    """(reason, detail) when text cannot be trained on as it is, else None:
-
-    * `reserved_character`: a Unicode noncharacter U+FDD0..U+FDEF, which the renderer uses as
-      in-band markers (templates.py);
-    * `invalid_unicode`: a lone UTF-16 surrogate (JSON allows the escape "\\ud800"), which is not
-      a character and cannot be encoded as UTF-8 or tokenized.
-    """
-    if RESERVED_CHARS.intersection(text):
-        return "reserved_character", "contains a Unicode noncharacter (U+FDD0..U+FDEF)"
-    surrogate = _SURROGATE.search(text)
-    if surrogate:
-        return "invalid_unicode", f"contains a lone surrogate U+{ord(surrogate.group()):04X} at character {surrogate.start()}"
-    return None
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _check_conversation(turns: tuple[Turn, ...]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import pipeline
 from templates import template_path
@@ -30,11 +31,12 @@ from pipeline.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_
 from pipeline.formats import ParseOptions, detect_format
 from pipeline.label_coverage import Coverage, reconcile, report_png, report_text
 from pipeline.masking import IGNORE_INDEX, describe_training
-from pipeline.rows import check_template
+from pipeline.rows import RowBuilder, check_template
+from pipeline.runs import RUNS
 from pipeline.shards import SPLITS, manifest_json, schema_description, sha256
 from pipeline.templates import ChatTemplate, TemplateError, resolve_template
 from pipeline.tokenization import TokenizerError, fingerprint, load_tokenizer
-from pipeline.translation import Seq2SeqRowBuilder, looks_language_keyed, needs_languages, translation_prompt
+from pipeline.translation import looks_language_keyed, needs_languages, translation_prompt
 
 MANIFEST, REPORT_JSON, REPORT_TEXT, REPORT_PNG = "manifest.json", "coverage_report.json", "coverage_report.txt", "coverage_report.png"
 
@@ -66,7 +68,7 @@ def plan(config: PipelineConfig) -> JobPlan:
         if config.format != "text" and config.model_type == "decoder":
             check_template(template, tokenizer, config.tokenizer)
         if config.model_type == "seq2seq":
-            Seq2SeqRowBuilder(config, tokenizer)  # refuses a tokenizer without EOS (or pad, when padding)
+            RowBuilder(config, tokenizer, template)  # refuses a tokenizer without EOS (or pad, when padding)
     except (TokenizerError, TemplateError, ValueError) as err:
         raise ConfigError(str(err)) from None
     limit = tokenizer.model_max_length  # Hugging Face's "unset" is 1e30, above any --max-length
@@ -78,17 +80,7 @@ def plan(config: PipelineConfig) -> JobPlan:
         check_languages_not_needed(files, config)
     if config.pad_to and tokenizer.pad_token_id is None:
         raise ConfigError(f"--pad-to needs a pad token but tokenizer {config.tokenizer!r} has none")
-    options = ParseOptions(
-        format=config.format,
-        field_map=config.field_map,
-        role_map=config.role_map,
-        system_prompt=config.system_prompt,
-        source_lang=config.source_lang,
-        target_lang=config.target_lang,
-        translation_prompt=_translation_prompt(config.translate_template),
-        max_length_ratio=config.max_length_ratio,
-        model_type=config.model_type,
-    )
+    options = ParseOptions(config, _translation_prompt(config.translate_template))
     return JobPlan(config, files, template, fingerprint(tokenizer, config.tokenizer), options)
 
 
@@ -256,7 +248,7 @@ _OUR_NAMES = re.compile(
     "|".join(
         [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_TEXT, REPORT_PNG)]
         + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
-        + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet"]
+        + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
     )
 )
 
@@ -300,8 +292,12 @@ class FinalizeFn(beam.DoFn):
     def __init__(self, plan: JobPlan) -> None:
         self._plan = plan
 
-    def process(self, _: object, shards: list[dict], record_files: list[dict], coverage: Coverage, read: int) -> Iterator[dict]:
+    def process(self, _: object, shards: list[dict], runs: list[dict], record_files: list[dict], coverage: Coverage, read: int) -> Iterator[dict]:
         config, output = self._plan.config, self._plan.config.output
+        if runs:  # every shard is written: the sorted runs they were merged from are spent
+            FileSystems.delete([run["path"] for run in runs])
+        if FileSystems.exists(FileSystems.join(output, RUNS)):  # a local folder (object stores have none)
+            FileSystems.delete([FileSystems.join(output, RUNS)])
         report = coverage.report(read, sum(s["rows"] for s in shards))
         _write(output, REPORT_JSON, manifest_json(report))
         _write(output, REPORT_TEXT, report_text(report))
@@ -350,7 +346,7 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
         examples, sampled_out = mixed["examples"], [mixed["sampled_out"]]
     tokenized = examples | "TokenizeExamples" >> TokenizeExamples(config, plan.template)
     rejected = (read["rejected"], tokenized["rejected"]) | "AllRejected" >> beam.Flatten()
-    shards = tokenized["rows"] | "WriteShards" >> WriteShards(config.output, config)
+    written = tokenized["rows"] | "WriteShards" >> WriteShards(config.output, config)
     record_files = (
         (rejected | "WriteRejected" >> WriteJsonLines(config.output, "rejected"), tokenized["dropped"] | "WriteDropped" >> WriteJsonLines(config.output, DROPPED))
         | "RecordFiles" >> beam.Flatten()
@@ -362,7 +358,8 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
         | "Finalize"
         >> beam.ParDo(
             FinalizeFn(plan),
-            shards=beam.pvalue.AsList(shards),
+            shards=beam.pvalue.AsList(written["shards"]),
+            runs=beam.pvalue.AsList(written["runs"]),
             record_files=beam.pvalue.AsList(record_files),
             coverage=beam.pvalue.AsSingleton(coverage),
             read=beam.pvalue.AsSingleton(read["read"]),
@@ -383,10 +380,28 @@ def with_default_runner(beam_args: list[str]) -> list[str]:
     return ["--runner=FnApiRunner", *beam_args]
 
 
+def without_timed_flush() -> None:
+    """Work around a Beam defect that corrupts and loses elements under `--direct_running_mode
+    multi_threading` (benchmarks/repro_threads.py reproduces it without our code).
+
+    In that mode FnApiRunner's SDK workers are threads of this process that exchange elements with
+    the runner over loopback gRPC, and every data channel's output buffer is also flushed each
+    `DATA_BUFFER_TIME_LIMIT_MS` (1000) by a timer thread that shares no lock with the thread
+    writing elements into it. A flushed chunk can then end inside an element, and the runner,
+    which decodes chunks one by one or deals them out to workers, hands the next step garbage
+    (None elements, "Unknown type tag", MemoryError); bytes written between the timer's copy of
+    the buffer and its clear are dropped (rows go missing). 0 is Beam's own "no timed flush", the
+    SDK worker's default on Dataflow: buffers then go out by size, between elements, and when a
+    bundle ends. Setting it touches only the local runner's worker handlers.
+    """
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+
+
 def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object]:
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
     raise NoRowsWritten (after the report and record files are written) if no row was written."""
     job = plan(config)
+    pass  # H4-TEMP-REVERT without_timed_flush()
     options = PipelineOptions(with_default_runner(beam_args or []))
     with beam.Pipeline(options=options) as pipe:
         build(pipe, job)

@@ -1,8 +1,10 @@
 """What the loss actually trains on: mergeable counts and the coverage report built from them.
 
 `Coverage` is a plain accumulator so Beam can combine it across workers (`merge`) and tests can
-fill it by hand. The per-example supervised fraction is kept as a 1,000-bin histogram: min and max
-are exact, the median is exact to within 0.001, and memory stays fixed however many rows pass.
+fill it by hand. Rows come in whole batches (`add_batch`), counted with array operations over the
+batch's columns; rejected, dropped and sampled-out records and blank lines one by one (`add`).
+The per-example supervised fraction is kept as a 1,000-bin histogram: min and max are exact, the
+median is exact to within 0.001, and memory stays fixed however many rows pass.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import io
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline.masking import IGNORE_INDEX
-from pipeline.records import BlankLines, Dropped, Rejected, SampledOut, TokenizedRow
+from pipeline.records import BlankLines, Dropped, Rejected, RowBatch, SampledOut
 
 BINS = 1000
 PLOT_BINS = 20
@@ -33,11 +39,13 @@ class Coverage:
     tokens: int = 0
     supervised: int = 0
     padding: int = 0
+    tokens_before_truncation: int = 0  # minus tokens: the tokens truncation cut (issue 8/9)
     fraction_bins: list[int] = field(default_factory=lambda: [0] * (BINS + 1))
     fraction_min: float = 1.0
     fraction_max: float = 0.0
 
-    def add(self, item: TokenizedRow | Rejected | Dropped | SampledOut | BlankLines) -> None:
+    def add(self, item: Rejected | Dropped | SampledOut | BlankLines) -> None:
+        """Count one record that gave no row (rows come through `add_batch`)."""
         if isinstance(item, Rejected):
             self.rejected[item.reason] += 1
         elif isinstance(item, Dropped):
@@ -47,25 +55,36 @@ class Coverage:
         elif isinstance(item, BlankLines):
             self.blank_lines += item.count
         else:
-            self._add_row(item)
+            raise TypeError(f"Coverage.add counts records without rows, not {type(item).__name__}; rows go to add_batch")
 
-    def _add_row(self, row: TokenizedRow) -> None:
-        supervised = sum(1 for label in row.labels if label != IGNORE_INDEX)
-        # Encoder-decoder rows: the tokens a step sees are the source's plus the target's.
-        real = sum(row.attention_mask) + (0 if row.aligned else supervised)
-        self.rows[row.split] += 1
-        self.truncated += row.truncated
-        self.split_at_boundaries += row.split_at_boundaries
-        self.tokens += real
-        self.supervised += supervised
-        self.padding += len(row.input_ids) - sum(row.attention_mask)
-        self.source_rows[row.source] += 1
-        self.source_tokens[row.source] += real
-        self.source_supervised[row.source] += supervised
-        fraction = supervised / real
-        self.fraction_bins[round(fraction * BINS)] += 1
-        self.fraction_min = min(self.fraction_min, fraction)
-        self.fraction_max = max(self.fraction_max, fraction)
+    def add_batch(self, batch: RowBatch) -> None:
+        """Count a batch's rows, per row from the flat label and mask values and the lists' row
+        of each value, never per token in Python. `batch.others` are not counted here: they reach
+        `add` on their own, like every rejected or dropped record.
+
+        Tokens a row costs a step: its real (unpadded) tokens, plus for encoder-decoder rows the
+        target's (its supervised labels), which the decoder reads as well."""
+        rows = batch.rows
+        if not rows.num_rows:
+            return
+        supervised = _per_row(rows.column("labels"), lambda labels: labels != IGNORE_INDEX)
+        real = _per_row(rows.column("attention_mask"), lambda mask: mask)
+        length = pc.list_value_length(rows.column("input_ids")).to_numpy()
+        tokens = real + (0 if batch.aligned else supervised)
+        self.tokens += int(tokens.sum())
+        self.supervised += int(supervised.sum())
+        self.padding += int((length - real).sum())
+        self.truncated += int(pc.sum(rows.column("truncated").cast(pa.int64())).as_py() or 0)
+        self.split_at_boundaries += int(pc.sum(rows.column("split_at_boundaries").cast(pa.int64())).as_py() or 0)
+        self.tokens_before_truncation += int(pc.sum(rows.column("tokens_before_truncation")).as_py() or 0)
+        self.rows.update(_sums(rows.column("split"), np.ones(rows.num_rows, dtype=np.int64)))
+        self.source_rows.update(_sums(rows.column("source"), np.ones(rows.num_rows, dtype=np.int64)))
+        self.source_tokens.update(_sums(rows.column("source"), tokens))
+        self.source_supervised.update(_sums(rows.column("source"), supervised))
+        fraction = supervised / tokens
+        self.fraction_bins = (np.asarray(self.fraction_bins) + np.bincount(np.rint(fraction * BINS).astype(np.int64), minlength=BINS + 1)).tolist()
+        self.fraction_min = min(self.fraction_min, float(fraction.min()))
+        self.fraction_max = max(self.fraction_max, float(fraction.max()))
 
     def merge(self, other: Coverage) -> Coverage:
         self.rows += other.rows
@@ -81,6 +100,7 @@ class Coverage:
         self.tokens += other.tokens
         self.supervised += other.supervised
         self.padding += other.padding
+        self.tokens_before_truncation += other.tokens_before_truncation
         self.fraction_bins = [a + b for a, b in zip(self.fraction_bins, other.fraction_bins)]
         self.fraction_min = min(self.fraction_min, other.fraction_min)
         self.fraction_max = max(self.fraction_max, other.fraction_max)
@@ -132,6 +152,7 @@ class Coverage:
             "tokens_total": self.tokens,
             "tokens_supervised": self.supervised,
             "tokens_padding": self.padding,
+            "tokens_before_truncation": self.tokens_before_truncation,
             "supervised_fraction": round(self.supervised / self.tokens, 6) if self.tokens else None,
             "supervised_fraction_per_example": {
                 "min": round(self.fraction_min, 6) if written else None,
@@ -140,6 +161,21 @@ class Coverage:
             },
             "supervised_fraction_histogram": {"bin_width": 1 / PLOT_BINS, "rows": self.histogram()},
         }
+
+
+def _per_row(lists: pa.ListArray, count) -> np.ndarray:
+    """Per row, the sum of `count(flat values)` over the row's values: the values are counted
+    into the row each belongs to (`list_parent_indices`), so a sliced array counts right too."""
+    values = pc.list_flatten(lists).to_numpy()
+    parents = pc.list_parent_indices(lists).to_numpy()
+    return np.bincount(parents, weights=count(values), minlength=len(lists)).astype(np.int64)
+
+
+def _sums(keys: pa.Array, values: np.ndarray) -> dict[str, int]:
+    """`values` summed per distinct key: {key: total}."""
+    encoded = keys.dictionary_encode()
+    totals = np.bincount(encoded.indices.to_numpy(), weights=values, minlength=len(encoded.dictionary))
+    return dict(zip(encoded.dictionary.to_pylist(), totals.astype(np.int64).tolist()))
 
 
 def reconcile(report: dict[str, object]) -> str | None:

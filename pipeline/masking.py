@@ -21,7 +21,7 @@ inside one.
 
 from __future__ import annotations
 
-import bisect
+import numpy as np
 
 IGNORE_INDEX = -100
 TRAIN_ON = ("assistant", "last", "all")
@@ -57,30 +57,43 @@ def select_spans(text: str, spans: list[tuple[int, int, bool]], *, train_on: str
     return trimmed
 
 
-def span_edges(spans: list[tuple[int, int]]) -> list[int]:
+def span_edges(spans: list[tuple[int, int]]) -> np.ndarray:
     """Sorted character positions where trainability changes."""
-    return sorted({edge for span in spans for edge in span})
+    return np.unique(np.asarray(spans, dtype=np.int64))
 
 
-def crossed_boundaries(offsets: list[tuple[int, int]], edges: list[int]) -> list[int]:
-    """The edges that some token strictly contains (start < edge < end)."""
-    crossed = set()
-    for start, end in offsets:
-        at = bisect.bisect_right(edges, start)
-        if at < len(edges) and edges[at] < end:
-            crossed.add(edges[at])
-    return sorted(crossed)
+def crossed_boundaries(offsets: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The edges (sorted, once each) that some token strictly contains (start < edge < end).
+
+    `offsets` is (n, 2) [start, end) per token; a token contains the edges from the first one
+    after its start up to the last one before its end, usually none:
+
+        edges [5, 9, 10]   token [3, 7): 5            token [7, 12): 9 and 10
+                           token [5, 9): none (an edge at a token's start or end is not crossed)
+    """
+    edges = np.asarray(edges)
+    first = np.searchsorted(edges, offsets[:, 0], side="right")
+    counts = np.maximum(np.searchsorted(edges, offsets[:, 1], side="left") - first, 0)
+    if not counts.any():
+        return edges[:0]
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.unique(edges[np.repeat(first, counts) + within])
 
 
-def build_labels(input_ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
-    """Labels for one encoded string, given its trainable character spans (sorted, disjoint)."""
-    starts = [start for start, _ in spans]
-    labels = []
-    for token_id, (start, _) in zip(input_ids, offsets):
-        at = bisect.bisect_right(starts, start) - 1
-        inside = at >= 0 and start < spans[at][1]
-        labels.append(token_id if inside else IGNORE_INDEX)
-    return labels
+def build_labels(input_ids: np.ndarray, offsets: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Labels (int32) for one encoded string, given its trainable character spans (sorted,
+    disjoint): a token is supervised when its first character is inside a span, found by
+    searching each token's start among the span starts (the last span starting at or before it).
+
+        spans [(4, 9)]   token starts [0, 4, 6, 9]  ->  labels [-100, id, id, -100]
+    """
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    starts = offsets[:, 0]
+    if not len(spans):
+        return np.full(len(input_ids), IGNORE_INDEX, dtype=np.int32)
+    at = np.searchsorted(spans[:, 0], starts, side="right") - 1
+    inside = (at >= 0) & (starts < spans[np.maximum(at, 0), 1])
+    return np.where(inside, input_ids, IGNORE_INDEX).astype(np.int32, copy=False)
 
 
 def describe_training(*, train_on: str, train_on_eot: bool, model_type: str = "decoder", record_format: str = "auto") -> str:

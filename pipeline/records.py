@@ -3,14 +3,24 @@
 Every input shape (alpaca, prompt/completion, messages, sharegpt) becomes one currency, an
 `Example` of role-tagged `Turn`s, before anything is rendered or tokenized. A record that cannot
 become an `Example` becomes a `Rejected`, which keeps the raw input and where it came from so
-nothing is ever lost silently.
+nothing is ever lost silently. Tokenized rows travel a batch at a time as Arrow columns
+(`RowBatch`, `BATCH_SCHEMA`), never one Python object per row or token.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 ROLES = ("system", "user", "assistant")
+TEXT_ROLE = "text"  # the one turn of a `text` record: a document trained on whole
+
+# Unicode noncharacters U+FDD0..U+FDEF are reserved by the renderer as in-band markers
+# (see templates.py); text that already contains one is rejected rather than mis-masked.
+RESERVED_CHARS = frozenset(chr(c) for c in range(0xFDD0, 0xFDF0))
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -116,18 +126,60 @@ class BlankLines:
     count: int
 
 
-@dataclass(frozen=True)
-class TokenizedRow:
-    """One output row before sharding. For decoder rows (`aligned`) the three lists align token
-    for token (labels are not shifted); for encoder-decoder rows `input_ids`/`attention_mask`
-    are the source and `labels` the target."""
+BATCH_SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int32())),  # decoder: aligned with labels; seq2seq: the source
+        ("labels", pa.list_(pa.int32())),  # IGNORE_INDEX (-100) where not supervised; seq2seq: the target
+        ("attention_mask", pa.list_(pa.int8())),
+        ("example_id", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),  # "train" / "validation" (shards.split_for, seed-free)
+        ("truncated", pa.bool_()),
+        ("split_at_boundaries", pa.bool_()),
+        ("tokens_before_truncation", pa.int32()),  # decoder: the whole encoding; seq2seq: source + target
+    ]
+)
 
-    example_id: str
-    source: str
-    split: str
-    input_ids: list[int]
-    labels: list[int]
-    attention_mask: list[int]
-    truncated: bool = False
-    split_at_boundaries: bool = False
+
+@dataclass(frozen=True)
+class RowBatch:
+    """What one batch of examples became: the rows as Arrow columns, and the examples that gave
+    none. This, not one object per row, is what crosses a Beam step: a row costs its tokens'
+    bytes (4 + 4 + 1 per token, plus padding) when pickled, not a Python int per token.
+
+        examples [e0, e1, e2, e3]  ->  rows: e0, e2, e3 (BATCH_SCHEMA)   others: (Rejected e1,)
+
+    `rows` keeps the order of the examples that produced one, `others` (`Rejected`, `Dropped`)
+    the order of theirs. `aligned` is False for encoder-decoder rows, whose `labels` are the
+    target rather than `input_ids` masked, so the two columns may differ in length.
+    """
+
+    rows: pa.RecordBatch
+    others: tuple[Rejected | Dropped, ...] = ()
     aligned: bool = True
+
+
+class Invalid(Exception):
+    """A field check failed: carries a reason code and a sentence, which the reader turns into a
+    `Rejected` (formats.py for examples, translation.py for pairs)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def unusable_text(text: str) -> tuple[str, str] | None:
+    """(reason, detail) when text cannot be trained on as it is, else None:
+
+    * `reserved_character`: a Unicode noncharacter U+FDD0..U+FDEF, which the renderer uses as
+      in-band markers (templates.py);
+    * `invalid_unicode`: a lone UTF-16 surrogate (JSON allows the escape "\\ud800"), which is not
+      a character and cannot be encoded as UTF-8 or tokenized.
+    """
+    if RESERVED_CHARS.intersection(text):
+        return "reserved_character", "contains a Unicode noncharacter (U+FDD0..U+FDEF)"
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        return "invalid_unicode", f"contains a lone surrogate U+{ord(surrogate.group()):04X} at character {surrogate.start()}"
+    return None

@@ -1,38 +1,35 @@
-"""Output layout: Arrow schema, which row goes to which split and shard, shard bytes, manifest.
+"""Output layout: Arrow schema, which row goes to which split and shard, manifest JSON.
 
 Determinism is the point of this module. Beam's own file sinks assign rows to files in whatever
 order bundles arrive, so we decide everything from the example id instead:
 
     split  = validation if hash("split", id) < fraction   (seed-free: the split never moves)
-    bucket = hash(seed, id) mod B,  B = min(--num-shards or ceil(rows / --rows-per-shard), rows)
+    key    = hash(seed, id), a 64-bit integer
+    bucket = floor(key * B / 2^64),  B = min(--num-shards or ceil(rows / --rows-per-shard), rows)
     shard  = the bucket's rank among the split's non-empty buckets; the split has that many shards
-    order  = rows sorted by (hash(seed, id), id) within a shard
+    order  = rows sorted by (key, id) within a shard, in row groups of ROW_GROUP_ROWS
 
-and write each shard's bytes ourselves with fixed Parquet settings. Same input, config and seed
-give byte-identical files.
+Buckets are key ranges, so a shard is a contiguous slice of every sorted run (runs.py), and its
+bytes are written by us with fixed Parquet settings. Same input, config and seed give
+byte-identical files, however a runner spreads the work.
 
 No file we write has zero rows, because no zero-row Parquet file loads everywhere: with
 `datasets` 5.x, `load_dataset("parquet", data_dir=...)` fails on a file with one empty row group
 ("BatchSize must be greater than 0") and takes every split down with it, and a split whose only
 file has no row group at all fails with "corresponds to no data". So a split with no rows is not
-written (and not listed), and a split never has more shards than rows. A hash can still leave a
-bucket empty (8 buckets, 5 rows); such buckets are skipped and the rest renumbered in bucket order,
-buckets [0, 2, 3] of 4 becoming shards 0, 1, 2 of 3, so `-of-N` always names the whole set. This
-keeps assignment a function of each row alone (no global sort, nothing that depends on how a
-runner splits the work). `--num-shards N` is thus the most shards a split gets; it gets fewer
-only when rows are few, since a bucket expecting r rows is empty with probability about e^-r.
+written (and not listed), and a split never has more shards than rows. A key range can still be
+empty (8 buckets, 5 rows); such buckets are skipped and the rest renumbered in key order,
+buckets [0, 2, 3] of 4 becoming shards 0, 1, 2 of 3, so `-of-N` always names the whole set.
+`--num-shards N` is thus the most shards a split gets; it gets fewer only when rows are few,
+since a bucket expecting r rows is empty with probability about e^-r.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from pipeline.records import TokenizedRow
 
 SCHEMA = pa.schema(
     [
@@ -44,7 +41,7 @@ SCHEMA = pa.schema(
     ]
 )
 SPLITS = ("train", "validation")
-_ROW_GROUP_ROWS = 2048
+ROW_GROUP_ROWS = 2048
 
 
 def stable_hash(*parts: object) -> int:
@@ -63,38 +60,8 @@ def shard_count(rows: int, num_shards: int, rows_per_shard: int) -> int:
     return min(num_shards or -(-rows // rows_per_shard), rows)
 
 
-def shard_for(example_id: str, seed: int, shards: int) -> int:
-    """The row's hash bucket; `shard_number` turns it into the shard it is written to."""
-    return stable_hash(seed, example_id) % shards
-
-
-def shard_number(bucket: int, filled: list[int]) -> tuple[int, int]:
-    """(index, count) of the shard holding `bucket`, given the split's non-empty buckets:
-    bucket 3 of filled [0, 2, 3] is shard (2, 3). Empty buckets get no file and no number."""
-    ordered = sorted(set(filled))
-    return ordered.index(bucket), len(ordered)
-
-
 def shard_name(split: str, index: int, shards: int) -> str:
     return f"{split}-{index:05d}-of-{shards:05d}.parquet"
-
-
-def parquet_bytes(rows: list[TokenizedRow], seed: int) -> bytes:
-    """One shard's file, rows in their canonical order, with fixed writer settings."""
-    ordered = sorted(rows, key=lambda r: (stable_hash(seed, r.example_id), r.example_id))
-    table = pa.table(
-        {
-            "input_ids": [r.input_ids for r in ordered],
-            "labels": [r.labels for r in ordered],
-            "attention_mask": [r.attention_mask for r in ordered],
-            "example_id": [r.example_id for r in ordered],
-            "source": [r.source for r in ordered],
-        },
-        schema=SCHEMA,
-    )
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=_ROW_GROUP_ROWS, write_statistics=False)
-    return buffer.getvalue()
 
 
 def sha256(data: bytes) -> str:

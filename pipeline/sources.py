@@ -25,6 +25,15 @@ tools write one). Decoding is strict: bytes that are not UTF-8 are never turned 
 trained on; they make the line, CSV row, or JSON array file a rejected `invalid_utf8` record whose
 detail gives the first bad byte's offset and whose `raw` shows the bytes as `\\xNN` escapes, so
 rejected.jsonl stays valid UTF-8.
+
+Ranges. Memory stays flat in input size: every kind but a JSON array is read in bounded chunks,
+and a large file is read by many workers, each taking one `InputRange` of it (`split_input`):
+line-based files split into byte ranges, Parquet into groups of row groups. A range numbers its
+lines from `first_line`, the sum of `count_range` over the ranges before it in its file, so ids
+are the whole file's whichever worker reads a line:
+
+    f.jsonl (250 MB), target 64 MB -> [0, 64M) [64M, 128M) [128M, 192M) [192M, end)
+    a line belongs to the range holding its first byte; one crossing a range's end is read whole
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Literal
 
 from pipeline.records import BlankLines, Rejected
 
@@ -44,8 +53,16 @@ BOM = b"\xef\xbb\xbf"
 FILE_KINDS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text_lines"}
 # Columns that hold a list of messages; in CSV they can only arrive as JSON text.
 _NESTED_COLUMNS = ("messages", "conversations", "translation")
+# How much of a file one read takes: what a worker holds at once besides the line it is reading
+# (a line longer than this is put together from several chunks). 4 MiB keeps the per-read cost of
+# a remote filesystem small next to the bytes it brings.
+CHUNK_BYTES = 4 << 20
+# How much of a `.json` file is read at a time to see whether it opens with "[".
+_PEEK_BYTES = 64 << 10
 
 Opener = Callable[[str], IO[bytes]]
+# How an `InputRange` is read: lines of a byte range, a run of Parquet row groups, or a whole unit.
+RangeKind = Literal["lines", "row_groups", "whole"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,18 @@ class InputFile:
     kind: str
     split: str | None = None
     target_path: str | None = None
+
+
+@dataclass(frozen=True)
+class InputRange:
+    """The part of one input unit that one worker reads (`split_input` makes them, `read_range`
+    reads one). `start` and `end` (exclusive; None: to the end) are byte offsets for `lines`, row
+    group indices for `row_groups`, and 0 and None for `whole`."""
+
+    unit: InputFile
+    start: int
+    end: int | None
+    kind: RangeKind
 
 
 def split_name(spec: str) -> tuple[str | None, str]:
@@ -113,20 +142,80 @@ class _Line:
     data: bytes
 
 
-def _lines(data: bytes) -> list[_Line]:
-    """Lines split at "\\n" only, after one leading BOM. `str.splitlines` also splits at U+2028,
-    U+0085 and form feeds, which are legal inside JSON strings and sentences, and would shift every
-    later line of a line-aligned pair of files. Splitting the bytes before decoding lets a line that
-    is not UTF-8 be rejected alone: byte 0x0A never occurs inside a multi-byte UTF-8 character."""
-    offset = len(BOM) if data.startswith(BOM) else 0
-    parts = data[offset:].split(b"\n")
-    if parts[-1] == b"":
-        parts.pop()
-    lines: list[_Line] = []
-    for number, part in enumerate(parts):
-        lines.append(_Line(number, offset, part.removesuffix(b"\r")))
-        offset += len(part) + 1
-    return lines
+def _stream_lines(stream: IO[bytes], position: int, chunk_size: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) of each line read from `position` (the stream's place in the file) on, in
+    chunks, split at "\\n" only; a last line without "\\n" counts, nothing after a final "\\n" does.
+    `str.splitlines` also splits at U+2028, U+0085 and form feeds, which are legal inside JSON
+    strings and sentences, and would shift every later line of a line-aligned pair of files.
+    Splitting the bytes before decoding lets a line that is not UTF-8 be rejected alone: byte 0x0A
+    never occurs inside a multi-byte UTF-8 character."""
+    pending: list[bytes] = []  # the start of a line no chunk read so far has ended
+    for chunk in iter(lambda: stream.read(chunk_size), b""):
+        *ended, rest = chunk.split(b"\n")
+        for line in ended:
+            if pending:
+                line = b"".join((*pending, line))
+                pending = []
+            yield position, line
+            position += len(line) + 1
+        if rest:
+            pending.append(rest)
+    if pending:
+        yield position, b"".join(pending)
+
+
+def _content_start(stream: IO[bytes]) -> int:
+    """Where a text file's content starts (after one leading BOM, which only offset 0 can hold),
+    with the stream left there."""
+    if stream.read(len(BOM)) == BOM:
+        return len(BOM)
+    stream.seek(0)
+    return 0
+
+
+def _range_lines(stream: IO[bytes], start: int, end: int | None, first_line: int, chunk_size: int) -> Iterator[_Line]:
+    """The lines whose first byte lies in [start, end), numbered from `first_line`; the last one
+    read to its end even past `end`. The line holding byte start-1 began in an earlier range, so
+    the range's first line is the one after the first "\\n" at or after start-1."""
+    if start == 0:
+        begin = _content_start(stream)
+        lines = _stream_lines(stream, begin, chunk_size)
+        if end is not None:
+            end = max(end, begin + 1)  # the BOM is line 0's first bytes: line 0 is the first range's
+    else:
+        stream.seek(start - 1)
+        lines = _stream_lines(stream, start - 1, chunk_size)
+        next(lines, None)  # the end of the line holding byte start-1 ("" when that byte is "\n")
+    for number, (offset, data) in enumerate(lines, first_line):
+        if end is not None and offset >= end:
+            return
+        yield _Line(number, offset, data.removesuffix(b"\r"))
+
+
+def _count_range_lines(stream: IO[bytes], start: int, end: int | None, chunk_size: int) -> int:
+    """How many lines `_range_lines` yields for [start, end), counted by `bytes.count` instead of
+    splitting: a line begins at 0 (when the file holds one) and after each "\\n" that is not the
+    file's last byte, so the count is that first line when start is 0 plus the "\\n"s in
+    [start-1, end-1)."""
+    if start == 0:
+        begin = _content_start(stream)
+        count = 1 if stream.read(1) else 0
+        stream.seek(begin)  # a BOM holds no "\n": counting from after it is the same
+    else:
+        begin, count = start - 1, 0
+        stream.seek(begin)
+    left = None if end is None else end - 1 - begin
+    last = b""
+    while left is None or left > 0:
+        chunk = stream.read(chunk_size if left is None else min(chunk_size, left))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        last = chunk
+        left = None if left is None else left - len(chunk)
+    if last.endswith(b"\n") and not stream.read(1):
+        count -= 1  # the file's last byte ends a line and begins none
+    return count
 
 
 class _NotUtf8(ValueError):
@@ -151,16 +240,115 @@ def _shown(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
-def read_records(unit: InputFile, opener: Opener) -> Iterator[Item]:
-    """Every record of one input unit, in order, each with its 0-based index (see the module
-    docstring), then the unit's `BlankLines` when it has any."""
+def split_input(unit: InputFile, opener: Opener, sizer: Callable[[str], int], target_bytes: int = 64 << 20) -> list[InputRange]:
+    """The ranges workers read a unit in, in file order: byte ranges of `target_bytes` for JSONL,
+    JSON Lines in a `.json` and `.txt` (`sizer` gives a file's size); runs of Parquet row groups
+    holding about `target_bytes` of the file each (a row group is the smallest piece Parquet reads).
+    Every other unit is one range, read by one worker, still in bounded chunks except a JSON array:
+    an array's elements cannot be found from the middle of it without a streaming JSON parser;
+    a CSV range could start inside a quoted cell holding a newline, with no way to tell from there;
+    a line pair's target line for a source byte offset is only known by reading the target up to
+    it; and `datasets` shard their own reading."""
+    whole = _unit_range(unit, opener)
+    if whole.kind == "lines":
+        starts = [0, *range(target_bytes, sizer(unit.path), target_bytes)]
+        return [InputRange(unit, start, end, "lines") for start, end in zip(starts, [*starts[1:], None])]
+    if whole.kind == "row_groups":
+        with opener(unit.path) as stream:
+            sizes = _row_group_bytes(stream)
+        return _row_group_ranges(unit, sizes, target_bytes)
+    return [whole]
+
+
+def _unit_range(unit: InputFile, opener: Opener) -> InputRange:
+    """A whole unit as one range of the kind it is read as (a `.json` file is peeked at: an array
+    is read whole, anything else as JSON Lines)."""
+    if unit.kind == "json":
+        with opener(unit.path) as stream:
+            array = _holds_json_array(stream)
+        return InputRange(unit, 0, None, "whole" if array else "lines")
+    kinds: dict[str, RangeKind] = {"jsonl": "lines", "text_lines": "lines", "parquet": "row_groups"}
+    return InputRange(unit, 0, None, kinds.get(unit.kind, "whole"))
+
+
+def _holds_json_array(stream: IO[bytes]) -> bool:
+    """Whether the first byte after a BOM and JSON's whitespace is "[" (read a little at a time:
+    the whitespace may be long)."""
+    _content_start(stream)
+    for chunk in iter(lambda: stream.read(_PEEK_BYTES), b""):
+        rest = chunk.lstrip(b" \t\r\n")
+        if rest:
+            return rest.startswith(b"[")
+    return False
+
+
+def _row_group_bytes(stream: IO[bytes]) -> list[int]:
+    """Each row group's compressed size: the bytes of the file reading it takes."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(stream).metadata
+    groups = (metadata.row_group(n) for n in range(metadata.num_row_groups))
+    return [sum(group.column(c).total_compressed_size for c in range(group.num_columns)) for group in groups]
+
+
+def _row_group_ranges(unit: InputFile, sizes: list[int], target_bytes: int) -> list[InputRange]:
+    """Consecutive row groups gathered until they hold `target_bytes`; the last range to the end."""
+    ranges: list[InputRange] = []
+    first = held = 0
+    for index, size in enumerate(sizes[:-1]):
+        held += size
+        if held >= target_bytes:
+            ranges.append(InputRange(unit, first, index + 1, "row_groups"))
+            first, held = index + 1, 0
+    return [*ranges, InputRange(unit, first, None, "row_groups")]
+
+
+def count_range(r: InputRange, opener: Opener, chunk_size: int = CHUNK_BYTES) -> int:
+    """How many ids a range spans, which the ranges after it in its unit add to their `first_line`:
+    the lines whose first byte lies in it (blank and rejected ones too), read in chunks; the rows of
+    its row groups, from the Parquet footer. A `whole` range is its unit's only range, so no range's
+    ids depend on it and it counts 0 without reading the unit."""
+    if r.kind == "lines":
+        with opener(r.unit.path) as stream:
+            return _count_range_lines(stream, r.start, r.end, chunk_size)
+    if r.kind == "row_groups":
+        import pyarrow.parquet as pq
+
+        with opener(r.unit.path) as stream:
+            metadata = pq.ParquetFile(stream).metadata
+        return sum(metadata.row_group(n).num_rows for n in _row_groups(r, metadata.num_row_groups))
+    return 0
+
+
+def _row_groups(r: InputRange, count: int) -> range:
+    return range(r.start, count if r.end is None else r.end)
+
+
+def read_range(r: InputRange, opener: Opener, first_line: int, chunk_size: int = CHUNK_BYTES) -> Iterator[Item]:
+    """The items of one range, in order, ids numbered from `first_line` (the sum of `count_range`
+    over the ranges before it; 0 for the first, and for a `whole` range, which is always first),
+    then the range's `BlankLines` when it has any: the report sums them over ranges."""
+    unit = r.unit
     if unit.kind in ("hf_disk", "hf_hub"):
         yield from _read_dataset(unit)
     elif unit.kind == "line_pair":
-        yield from _read_line_pair(unit, opener)
+        yield from _read_line_pair(unit, opener, chunk_size)
     else:
         with opener(unit.path) as stream:
-            yield from _READERS[unit.kind](unit, stream)
+            if r.kind == "lines":
+                yield from _line_records(unit, _range_lines(stream, r.start, r.end, first_line, chunk_size), _LINE_VALUES[unit.kind])
+            elif r.kind == "row_groups":
+                yield from _read_row_groups(r, stream, first_line)
+            elif unit.kind == "csv":
+                yield from _read_csv(unit, stream)
+            else:
+                yield from _read_json_array(unit, stream)
+
+
+def read_records(unit: InputFile, opener: Opener, chunk_size: int = CHUNK_BYTES) -> Iterator[Item]:
+    """Every record of one input unit, in order, each with its 0-based index (see the module
+    docstring), then the unit's `BlankLines` when it has any: the unit read as one range."""
+    yield from read_range(_unit_range(unit, opener), opener, 0, chunk_size)
 
 
 def _json_value(text: str) -> object:
@@ -173,11 +361,11 @@ def _json_value(text: str) -> object:
         raise json.JSONDecodeError("nested deeper than the parser can read", text, 0) from None
 
 
-def _line_records(unit: InputFile, data: bytes, parse: Callable[[str], object]) -> Iterator[Item]:
+def _line_records(unit: InputFile, lines: Iterator[_Line], parse: Callable[[str], object]) -> Iterator[Item]:
     """One record per non-blank line, indexed by line number; `parse` turns the line's text into the
     record's value (a JSONDecodeError from it rejects the line as `invalid_json`)."""
     blank = 0
-    for line in _lines(data):
+    for line in lines:
         try:
             text = _decode(line.data, "line", line.offset)
         except _NotUtf8 as err:
@@ -196,37 +384,41 @@ def _line_records(unit: InputFile, data: bytes, parse: Callable[[str], object]) 
         yield BlankLines(unit.name, blank)
 
 
-# A JSON array, after an optional BOM and JSON's whitespace (matched in place: files can be large).
-_ARRAY_START = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*\[")
+def _text_value(text: str) -> dict[str, str]:
+    return {"text": text}
 
 
-def _read_json(unit: InputFile, stream: IO[bytes]) -> Iterator[Item]:
-    """A `.json` holding a JSON array yields its elements; otherwise it is read as JSON Lines.
-    A JSONL line that does not parse is rejected alone; a broken array (not UTF-8, or not JSON) is
-    one rejected record (index None), since no element can be recovered from it."""
+# What a line of each line-based kind holds (JSON Lines in a `.json` too).
+_LINE_VALUES: dict[str, Callable[[str], object]] = {"jsonl": _json_value, "json": _json_value, "text_lines": _text_value}
+
+
+def _read_json_array(unit: InputFile, stream: IO[bytes]) -> Iterator[Item]:
+    """The elements of a `.json` file holding a JSON array, read whole (see `split_input`). A broken
+    array (not UTF-8, or not JSON) is one rejected record (index None), since no element can be
+    recovered from it."""
     data = stream.read()
-    if unit.kind == "json" and _ARRAY_START.match(data):
-        try:
-            values = _json_value(_decode(data, "file").removeprefix("\ufeff"))
-        except _NotUtf8 as err:
-            yield Rejected(unit.name, None, "invalid_utf8", f"file is not valid UTF-8 ({err})", None)
-            return
-        except json.JSONDecodeError as err:
-            yield Rejected(unit.name, None, "invalid_json", f"file is not a valid JSON array ({err.msg} at line {err.lineno})", None)
-            return
-        for index, value in enumerate(values):
-            yield RawRecord(unit.name, index, value, unit.source)
+    try:
+        values = _json_value(_decode(data, "file").removeprefix("\ufeff"))
+    except _NotUtf8 as err:
+        yield Rejected(unit.name, None, "invalid_utf8", f"file is not valid UTF-8 ({err})", None)
         return
-    yield from _line_records(unit, data, _json_value)
+    except json.JSONDecodeError as err:
+        yield Rejected(unit.name, None, "invalid_json", f"file is not a valid JSON array ({err.msg} at line {err.lineno})", None)
+        return
+    for index, value in enumerate(values):
+        yield RawRecord(unit.name, index, value, unit.source)
 
 
-def _read_parquet(unit: InputFile, stream: IO[bytes]) -> Iterator[RawRecord]:
+def _read_row_groups(r: InputRange, stream: IO[bytes], first_line: int) -> Iterator[RawRecord]:
+    """The rows of a range's row groups, read through the file's own seeks (footer, then each
+    column chunk), never the whole file at once."""
     import pyarrow.parquet as pq
 
-    index = 0
-    for batch in pq.ParquetFile(io.BytesIO(stream.read())).iter_batches(batch_size=4096):
+    table = pq.ParquetFile(stream)
+    index = first_line
+    for batch in table.iter_batches(batch_size=4096, row_groups=_row_groups(r, table.num_row_groups)):
         for value in batch.to_pylist():
-            yield RawRecord(unit.name, index, value, unit.source)
+            yield RawRecord(r.unit.name, index, value, r.unit.source)
             index += 1
 
 
@@ -238,17 +430,18 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 def _read_csv(unit: InputFile, stream: IO[bytes]) -> Iterator[Item]:
     """CSV cells are strings; a messages/conversations/translation cell must hold JSON text.
 
-    The file is decoded with `surrogateescape`, so a byte that is not UTF-8 is kept (as a lone
-    surrogate) instead of stopping the reader. Such bytes are all >= 0x80, never a comma, quote or
-    newline, so the rows split exactly as in a clean file and only the row holding one is rejected
-    (`invalid_utf8`, with the byte's offset in its cell; the csv module gives no byte offsets in the
-    file, so the row's last line number is given instead). A header that is not UTF-8 rejects the
-    file, as no row's columns could be named. A row with more cells than the header is rejected
-    (`csv_extra_cells`; csv.DictReader would file the extra cells under a None key); a row with
-    fewer has None for the missing columns.
+    The file is decoded as it is read (one range, in bounded chunks: see `split_input`), with
+    `surrogateescape`, so a byte that is not UTF-8 is kept (as a lone surrogate) instead of stopping
+    the reader. Such bytes are all >= 0x80, never a comma, quote or newline, so the rows split
+    exactly as in a clean file and only the row holding one is rejected (`invalid_utf8`, with the
+    byte's offset in its cell; the csv module gives no byte offsets in the file, so the row's last
+    line number is given instead). A header that is not UTF-8 rejects the file, as no row's columns
+    could be named. A row with more cells than the header is rejected (`csv_extra_cells`;
+    csv.DictReader would file the extra cells under a None key); a row with fewer has None for the
+    missing columns.
     """
-    text = stream.read().removeprefix(BOM).decode("utf-8", errors="surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
         return
@@ -301,33 +494,29 @@ def _shown_cells(cells: list[str]) -> list[str]:
     return [_shown(cell.encode("utf-8", errors="surrogateescape")) for cell in cells]
 
 
-def _read_text_lines(unit: InputFile, stream: IO[bytes]) -> Iterator[Item]:
-    yield from _line_records(unit, stream.read(), lambda text: {"text": text})
-
-
-def _read_line_pair(unit: InputFile, opener: Opener) -> Iterator[RawRecord | Rejected]:
-    """Two line-aligned text files (source, target) -> `{"src", "tgt"}` records, indexed by line.
-    Their line counts were checked equal at start (`count_lines`). A line of either file that is
-    not UTF-8 rejects its pair."""
+def _read_line_pair(unit: InputFile, opener: Opener, chunk_size: int) -> Iterator[RawRecord | Rejected]:
+    """Two line-aligned text files (source, target) -> `{"src", "tgt"}` records, indexed by line,
+    both read in chunks, line by line in step. Their line counts were checked equal at start
+    (`count_lines`). A line of either file that is not UTF-8 rejects its pair."""
     with opener(unit.path) as source, opener(unit.target_path) as target:
-        source_lines, target_lines = _lines(source.read()), _lines(target.read())
-    for src, tgt in zip(source_lines, target_lines):
-        value: dict[str, str] = {}
-        problems: list[str] = []
-        for key, side, line in (("src", "source", src), ("tgt", "target", tgt)):
-            try:
-                value[key] = _decode(line.data, "line", line.offset)
-            except _NotUtf8 as err:
-                problems.append(f"{side} line is not valid UTF-8 ({err})")
-        if problems:
-            yield Rejected(unit.name, src.number, "invalid_utf8", "; ".join(problems), {"src": _shown(src.data), "tgt": _shown(tgt.data)})
-        else:
-            yield RawRecord(unit.name, src.number, value, unit.source)
+        for src, tgt in zip(_range_lines(source, 0, None, 0, chunk_size), _range_lines(target, 0, None, 0, chunk_size)):
+            value: dict[str, str] = {}
+            problems: list[str] = []
+            for key, side, line in (("src", "source", src), ("tgt", "target", tgt)):
+                try:
+                    value[key] = _decode(line.data, "line", line.offset)
+                except _NotUtf8 as err:
+                    problems.append(f"{side} line is not valid UTF-8 ({err})")
+            if problems:
+                yield Rejected(unit.name, src.number, "invalid_utf8", "; ".join(problems), {"src": _shown(src.data), "tgt": _shown(tgt.data)})
+            else:
+                yield RawRecord(unit.name, src.number, value, unit.source)
 
 
-def count_lines(path: str, opener: Opener) -> int:
+def count_lines(path: str, opener: Opener, chunk_size: int = CHUNK_BYTES) -> int:
+    """The lines of a text file (blank ones too), counted in chunks."""
     with opener(path) as stream:
-        return len(_lines(stream.read()))
+        return _count_range_lines(stream, 0, None, chunk_size)
 
 
 def _read_dataset(unit: InputFile) -> Iterator[RawRecord]:
@@ -341,6 +530,3 @@ def _read_dataset(unit: InputFile) -> Iterator[RawRecord]:
         table = datasets.load_dataset(name, config, split=split)
     for index, value in enumerate(table):
         yield RawRecord(unit.name, index, value, unit.source)
-
-
-_READERS = {"jsonl": _read_json, "json": _read_json, "parquet": _read_parquet, "csv": _read_csv, "text_lines": _read_text_lines}

@@ -2,7 +2,8 @@
 
 We encode through the Rust `tokenizers.Tokenizer` behind the Hugging Face object, with
 `add_special_tokens=False`: the chat template already wrote BOS where the model family wants it,
-so the tokenizer must never add a second one.
+so the tokenizer must never add a second one. Encodings come back as numpy arrays: the Rust
+tokenizer hands out Python lists, which are turned into arrays once, right here.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from pipeline.hub import hub_out_of_reach, looks_like_path, quiet
@@ -24,9 +27,10 @@ class TokenizerError(Exception):
     """The tokenizer cannot be loaded or cannot serve the chosen template."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Encoded:
-    """Token ids and the [start, end) character range of each in the encoded string.
+    """Token ids (int32, n) and the [start, end) character range of each in the encoded string
+    (int32, n x 2).
 
     An added token that strips whitespace (`rstrip`/`lstrip`: Phi-3's `<|end|>` swallows the
     "\n" after it) gets the range of its own text only. Hugging Face gives it the swallowed
@@ -38,9 +42,27 @@ class Encoded:
         HF       <|end|> at [1, 9): crosses 8  ours: [1, 8), inside the span, supervised
     """
 
-    ids: list[int]
-    offsets: list[tuple[int, int]]
+    ids: np.ndarray
+    offsets: np.ndarray
     split_at_boundaries: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedBatch:
+    """The encodings of several strings, one after another in flat arrays (converted from the
+    tokenizer's lists in one pass, not string by string); string i has tokens
+    `bounds[i]:bounds[i + 1]`, with offsets into its own text.
+
+        texts ["ab", "c"]   ids [7, 8, 9]   offsets [[0, 1], [1, 2], [0, 1]]   bounds [0, 2, 3]
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    bounds: np.ndarray
+
+    def __getitem__(self, i: int) -> Encoded:
+        start, end = self.bounds[i], self.bounds[i + 1]
+        return Encoded(self.ids[start:end], self.offsets[start:end])
 
 
 def load_tokenizer(name_or_path: str):  # -> transformers.PreTrainedTokenizerBase
@@ -148,6 +170,7 @@ class Encoder:
     def __init__(self, tokenizer) -> None:
         self._backend = _patched(tokenizer.backend_tokenizer, _untrim)
         self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
+        self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
         self._later_backend: Tokenizer | None = None
         self._plain_backend: Tokenizer | None = None
 
@@ -166,33 +189,42 @@ class Encoder:
             self._plain_backend.encode_special_tokens = True
         return self._plain_backend
 
-    def encode_batch(self, texts: list[str]) -> list[Encoded]:
+    def encode_batch(self, texts: list[str]) -> EncodedBatch:
+        """Every string encoded whole, in one call to the Rust tokenizer."""
         encodings = self._backend.encode_batch(texts, add_special_tokens=False)
-        return [Encoded(list(e.ids), self._own_offsets(text, e.ids, e.offsets)) for text, e in zip(texts, encodings)]
+        bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encodings], out=bounds[1:])
+        ids, offsets = self._arrays(texts, [e.ids for e in encodings], [e.offsets for e in encodings], bounds)
+        return EncodedBatch(ids, offsets, bounds)
 
-    def _own_offsets(self, text: str, ids: list[int], offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """`offsets`, with each whitespace-stripping added token narrowed to its own text (see `Encoded`)."""
-        offsets = list(offsets)
+    def _arrays(self, texts: list[str], ids: list[list[int]], offsets: list[list[tuple[int, int]]], bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokenizer's lists of several strings as flat arrays, each whitespace-stripping added
+        token's range narrowed to its own text (see `Encoded`); only those few tokens are looked at
+        one by one."""
+        total = int(bounds[-1])
+        id_array = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=total)
+        offset_array = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int32, count=2 * total).reshape(-1, 2)
         if self._stripping:
-            for n, token_id in enumerate(ids):
-                content = self._stripping.get(token_id)
-                at = -1 if content is None else text.find(content, *offsets[n])
+            for n in np.flatnonzero(np.isin(id_array, self._stripping_ids)).tolist():
+                text = texts[int(np.searchsorted(bounds, n, side="right")) - 1]
+                content = self._stripping[int(id_array[n])]
+                at = text.find(content, int(offset_array[n, 0]), int(offset_array[n, 1]))
                 if at >= 0:
-                    offsets[n] = (at, at + len(content))
-        return offsets
+                    offset_array[n] = (at, at + len(content))
+        return id_array, offset_array
 
-    def encode(self, text: str, edges: list[int], plain_spans: tuple[tuple[int, int], ...] = (), whole: Encoded | None = None) -> Encoded:
+    def encode(self, text: str, edges: np.ndarray, plain_spans: tuple[tuple[int, int], ...] = (), whole: Encoded | None = None) -> Encoded:
         """Encode one string so that no token crosses a span edge and every plain span is
         tokenized as ordinary text. The common case is the single encode of the whole string
         (`whole`, when the caller already batched it), kept as it is."""
         if not plain_spans:
             whole = whole or self.encode_batch([text])[0]
             crossed = crossed_boundaries(whole.offsets, edges)
-            if not crossed:
+            if not len(crossed):
                 return whole
-            return self._encode_pieces(text, crossed, ())
+            return self._encode_pieces(text, crossed.tolist(), ())
         crossed = crossed_boundaries(self._encode_pieces(text, [], plain_spans).offsets, edges)
-        return self._encode_pieces(text, crossed, plain_spans)
+        return self._encode_pieces(text, crossed.tolist(), plain_spans)
 
     def _encode_pieces(self, text: str, cuts: list[int], plain_spans: tuple[tuple[int, int], ...]) -> Encoded:
         """Encode `text` in pieces split at `cuts` and around each plain span, then join.
@@ -203,11 +235,11 @@ class Encoder:
         """
         points = sorted({0, len(text), *cuts, *(edge for span in plain_spans for edge in span)})
         plain = set(plain_spans)
-        ids: list[int] = []
-        offsets: list[tuple[int, int]] = []
+        ids, offsets = [np.zeros(0, np.int32)], [np.zeros((0, 2), np.int32)]
         for start, end in zip(points, points[1:]):
             backend = self._plain if (start, end) in plain else self._later if start else self._backend
             encoding = backend.encode(text[start:end], add_special_tokens=False)
-            ids.extend(encoding.ids)
-            offsets.extend((start + a, start + b) for a, b in self._own_offsets(text[start:end], encoding.ids, encoding.offsets))
-        return Encoded(ids, offsets, split_at_boundaries=bool(cuts))
+            piece_ids, piece_offsets = self._arrays([text[start:end]], [encoding.ids], [encoding.offsets], np.array([0, len(encoding)]))
+            ids.append(piece_ids)
+            offsets.append(piece_offsets + start)
+        return Encoded(np.concatenate(ids), np.concatenate(offsets), split_at_boundaries=bool(cuts))

@@ -12,7 +12,8 @@ A pair then feeds one of two model kinds:
 * decoder-only: `translation_prompt` renders `templates/translate.jinja` into the user turn and
   `pair_to_example` makes the target the only assistant turn, so `RowBuilder` supervises the
   target and its end-of-turn token and never the source.
-* encoder-decoder: `Seq2SeqRowBuilder` writes the source as `input_ids` and the target as `labels`.
+* encoder-decoder: `RowBuilder`'s seq2seq encoding (rows.py) writes the source as `input_ids`
+  and the target as `labels`.
 
 Languages. A record in the `translation` or language-keyed shape can only be read when a source
 and a target language are given. The caller checks that at start with `needs_languages` on the
@@ -20,7 +21,7 @@ first record and stops with a config error; a later record that still needs them
 (`languages_not_set`), never an exception, so one odd record cannot kill a running job.
 
 Like `formats.py`, bad input becomes a `Rejected` with a reason code (`pair_text` raises
-`formats.Invalid`, so `formats.to_example` can read the same shapes); only settings that are wrong
+`records.Invalid`, so `formats.to_example` can read the same shapes); only settings that are wrong
 for every record (one language without the other, a ratio below 1, a broken prompt template,
 line files of different lengths) raise `ValueError` with one sentence for a config error.
 """
@@ -36,13 +37,8 @@ from functools import lru_cache
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from pipeline.config import PipelineConfig
-from pipeline.formats import Invalid, unusable_text
-from pipeline.masking import IGNORE_INDEX
-from pipeline.records import Dropped, Example, Rejected, TokenizedRow, Turn
-from pipeline.shards import split_for
+from pipeline.records import Example, Invalid, Rejected, Turn, unusable_text
 from pipeline.sources import RawRecord
-from pipeline.tokenization import special_tokens
 
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
@@ -60,7 +56,7 @@ class TranslationPair:
 
 
 def _rejected(pair: TranslationPair, reason: str, detail: str) -> Rejected:
-    """A `Rejected` pointing at the pair's file and index, as `RowBuilder` does for examples."""
+    """A `Rejected` pointing at the pair's file and index, as `rows.rejected` does for examples."""
     name, index = pair.example_id.rsplit(":", 1)
     return Rejected(name, int(index), reason, detail, pair.raw)
 
@@ -97,7 +93,7 @@ def pair_from_record(record: RawRecord, source_lang: str | None, target_lang: st
 
 
 def pair_text(value: object, source_lang: str | None, target_lang: str | None) -> tuple[str, str]:
-    """(source text, target text) of one record, or `formats.Invalid` with a reason code.
+    """(source text, target text) of one record, or `records.Invalid` with a reason code.
 
     `src`/`tgt` fields win when present (languages, if given, are then only for the prompt);
     otherwise the languages name the keys of a `translation` object or of the record itself.
@@ -136,7 +132,7 @@ def check_pair(pair: TranslationPair, max_length_ratio: float | None) -> Rejecte
     """A `Rejected` for a pair not worth training on, else None. In order:
 
     * `empty_source`, `empty_target`: nothing but whitespace.
-    * `reserved_character`, `invalid_unicode`: text no row can carry (`formats.unusable_text`).
+    * `reserved_character`, `invalid_unicode`: text no row can carry (`records.unusable_text`).
     * `punctuation_only_target`: no letter or digit (Unicode categories L*, N*) in the target
       after HTML entities are unescaped and NFKC applied, so "...", "—" and "&quot;" all count.
       Unescaping is for this check only: the text itself is never changed.
@@ -200,108 +196,3 @@ def pair_to_example(pair: TranslationPair, prompt: str) -> Example:
     """A two-turn conversation whose only trainable turn is the target, for `RowBuilder`."""
     return Example(pair.example_id, pair.source, (Turn("user", prompt), Turn("assistant", pair.tgt, True)), pair.raw)
 
-
-class Seq2SeqRowBuilder:
-    """Pairs to encoder-decoder rows; build one per worker (it holds the tokenizer).
-
-    * `input_ids`: the source with the tokenizer's own special tokens (T5 appends `</s>`).
-    * `labels`: the target tokenized as a target (`text_target`), ending in EOS: appended when
-      the tokenizer's post-processor does not add it. No decoder prompt: the model builds its
-      decoder input by shifting the labels right.
-    * Text that spells a special token is rejected (`special_token_in_text`) or, with
-      `special_text="plain"`, tokenized as ordinary characters, as in `RowBuilder`.
-    * Source and target are fitted to `max_length` separately. Truncation keeps the first tokens.
-      A truncated source keeps its final special token (the `</s>` the encoder always saw), as
-      the tokenizer's own truncation does. A truncated target loses its EOS: as with a cut
-      assistant answer, a model must not learn to stop in the middle of a translation.
-    * Padding per `pad_to`, each side to its own length: the source with the pad id and
-      attention 0, the labels with -100, never the pad id. `labels` and `input_ids` may differ
-      in length.
-    * Language codes: see `_set_languages`.
-    """
-
-    def __init__(self, config: PipelineConfig, tokenizer) -> None:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no EOS token, so a target's end cannot be supervised")
-        if config.pad_to is not None and tokenizer.pad_token_id is None:
-            raise ValueError(f"--pad-to {config.pad_to} needs a tokenizer with a pad token, and this one has none")
-        _set_languages(tokenizer, config.source_lang, config.target_lang)
-        self.config = config
-        self._tokenizer = tokenizer
-        self._specials = special_tokens(tokenizer)
-        self._special_ids = frozenset(tokenizer.all_special_ids)
-
-    def build(self, pairs: list[TranslationPair]) -> list[TokenizedRow | Rejected | Dropped]:
-        """One result per pair, in order; sources and targets are each encoded in one call."""
-        refused = [self._special_text(pair) for pair in pairs]
-        kept = [pair for pair, refusal in zip(pairs, refused) if refusal is None]
-        encoded = iter(zip(self._encode(kept, target=False), self._encode(kept, target=True)))
-        return [refusal if refusal is not None else self._row(pair, *next(encoded)) for pair, refusal in zip(pairs, refused)]
-
-    def _special_text(self, pair: TranslationPair) -> Rejected | None:
-        if self.config.special_text == "plain":
-            return None
-        for side, text in (("source", pair.src), ("target", pair.tgt)):
-            token = next((t for t in self._specials if t in text), None)
-            if token is not None:
-                return _rejected(pair, "special_token_in_text", f"{side} text contains the special token {token!r} as text")
-        return None
-
-    def _encode(self, pairs: list[TranslationPair], *, target: bool) -> list[list[int]]:
-        # split_special_tokens: text spelling a special token (only left under special_text=plain)
-        # becomes ordinary characters; the post-processor's own special tokens are unaffected.
-        if not pairs:
-            return []
-        if target:
-            return self._tokenizer(text_target=[p.tgt for p in pairs], split_special_tokens=True)["input_ids"]
-        return self._tokenizer([p.src for p in pairs], split_special_tokens=True)["input_ids"]
-
-    def _row(self, pair: TranslationPair, source_ids: list[int], target_ids: list[int]) -> TokenizedRow | Dropped:
-        eos, max_length = self._tokenizer.eos_token_id, self.config.max_length
-        labels = target_ids if target_ids[-1:] == [eos] else [*target_ids, eos]
-        overlong = [f"{side} has {len(ids)} tokens" for side, ids in (("source", source_ids), ("target", labels)) if len(ids) > max_length]
-        if overlong and self.config.overlong == "drop":
-            return Dropped(pair.example_id, pair.source, "overlong", f"{' and '.join(overlong)}, more than --max-length {max_length}")
-        input_ids, labels = self._cut_source(source_ids), labels[:max_length]
-        source_padding = self.config.pad_length(len(input_ids)) - len(input_ids)
-        label_padding = self.config.pad_length(len(labels)) - len(labels)
-        return TokenizedRow(
-            example_id=pair.example_id,
-            source=pair.source,
-            split=split_for(pair.example_id, self.config.validation_fraction),
-            input_ids=input_ids + [self._tokenizer.pad_token_id] * source_padding,
-            labels=labels + [IGNORE_INDEX] * label_padding,
-            attention_mask=[1] * len(input_ids) + [0] * source_padding,
-            truncated=bool(overlong),
-            aligned=False,
-        )
-
-    def _cut_source(self, ids: list[int]) -> list[int]:
-        """The first max_length tokens, ending with the source's final special token if it had one."""
-        max_length = self.config.max_length
-        if len(ids) <= max_length:
-            return ids
-        tail = ids[-1:] if ids[-1] in self._special_ids else []
-        return ids[: max_length - len(tail)] + tail
-
-
-def _set_languages(tokenizer, source_lang: str | None, target_lang: str | None) -> None:
-    """Point a multilingual tokenizer's language codes at the pair's languages.
-
-    NLLB- and mBART-style tokenizers (those with `src_lang`/`tgt_lang`) write a language code on
-    each side: NLLB `eng_Latn Hello </s>` for the source and `deu_Latn Hallo </s>` for the target.
-    Left alone, both sides get the tokenizer's default (eng_Latn), and the model learns to answer
-    a German target with an English code. --source-lang/--target-lang must then be the tokenizer's
-    own codes, which are special tokens (eng_Latn, not en); without them, or with a code it
-    lacks (which it would silently encode as <unk> or as ordinary text), the job refuses to start
-    (ValueError, one sentence). Other tokenizers are left as they are.
-    """
-    if not hasattr(tokenizer, "src_lang"):
-        return
-    default, codes = tokenizer.src_lang, special_tokens(tokenizer)
-    if source_lang is None or target_lang is None:
-        raise ValueError(f"the tokenizer writes a language code on each side (its default is {default}), so --source-lang and --target-lang must name its codes")
-    for flag, code in (("--source-lang", source_lang), ("--target-lang", target_lang)):
-        if code not in codes:
-            raise ValueError(f"{flag} {code} is not a language code of the tokenizer, whose codes look like its default {default}")
-    tokenizer.src_lang, tokenizer.tgt_lang = source_lang, target_lang

@@ -9,10 +9,9 @@ import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from conftest import write_jsonl
+from conftest import Row, row_batch, rows_of, write_jsonl
 from pipeline.beam_transforms import ReadExamples, TokenizeExamples, WriteShards
 from pipeline.config import DEMO_TOKENIZER, PipelineConfig
-from pipeline.records import TokenizedRow
 from pipeline.sources import InputFile
 from pipeline.templates import resolve_template
 
@@ -42,27 +41,29 @@ def test_tokenize_examples_labels_only_answers(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     config = PipelineConfig(tokenizer=DEMO_TOKENIZER, batch_size=2)
 
-    def answer_text(row: TokenizedRow) -> tuple[str, str]:
+    def answer_texts(batch) -> list[tuple[str, str]]:
         from pipeline.tokenization import load_tokenizer
 
         tokenizer = load_tokenizer(DEMO_TOKENIZER)
-        return row.example_id, tokenizer.decode([t for t, label in zip(row.input_ids, row.labels) if label != -100])
+        return [(row.example_id, tokenizer.decode([t for t, label in zip(row.input_ids, row.labels) if label != -100])) for row in rows_of(batch)]
 
     with _pipeline() as p:
         read = p | ReadExamples([InputFile("in.jsonl", "in.jsonl", str(path), "jsonl")])
         rows = read["examples"] | TokenizeExamples(config, resolve_template("chatml", None))
         expected = [("in.jsonl:0", "1<|im_end|>"), ("in.jsonl:2", "2<|im_end|>"), ("in.jsonl:4", "4<|im_end|>")]
-        assert_that(rows["rows"] | beam.Map(answer_text), equal_to(expected), label="rows")
+        assert_that(rows["rows"] | beam.FlatMap(answer_texts), equal_to(expected), label="rows")
         assert_that(rows["rejected"], equal_to([]), label="rejected")
         assert_that(rows["dropped"], equal_to([]), label="dropped")
 
 
-def test_write_shards_puts_every_row_in_exactly_one_file(tmp_path):
-    rows = [TokenizedRow(f"f:{n}", "f", "train" if n % 4 else "validation", [n], [n], [1]) for n in range(40)]
+def test_write_shards_puts_every_row_in_exactly_one_file_and_spends_its_runs(tmp_path):
+    rows = [Row(f"f:{n}", "f", "train" if n % 4 else "validation", [n], [n], [1]) for n in range(40)]
+    batches = [row_batch(rows[n : n + 7]) for n in range(0, 40, 7)]  # several batches: several runs
     config = PipelineConfig(num_shards=3)
     with _pipeline() as p:
-        infos = p | beam.Create(rows) | WriteShards(str(tmp_path), config)
-        assert_that(infos | beam.Map(lambda i: i["path"]), equal_to([f"data/{s}-0000{n}-of-00003.parquet" for s in ("train", "validation") for n in range(3)]))
+        written = p | beam.Create(batches) | WriteShards(str(tmp_path), config)
+        assert_that(written["shards"] | beam.Map(lambda i: i["path"]), equal_to([f"data/{s}-0000{n}-of-00003.parquet" for s in ("train", "validation") for n in range(3)]), label="shards")
+        assert_that(written["runs"] | beam.Map(lambda r: r["rows"]) | beam.CombineGlobally(sum), equal_to([40]), label="runs")
     ids = []
     for path in sorted((tmp_path / "data").iterdir()):
         ids += pq.read_table(io.BytesIO(path.read_bytes())).column("example_id").to_pylist()

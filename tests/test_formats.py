@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.config import PipelineConfig
 from pipeline.formats import ParseOptions, detect_format, to_example
 from pipeline.records import Example, Rejected, Turn
 from pipeline.sources import RawRecord
 
 
 def _example(value: object, fmt: str = "auto", **options) -> Example | Rejected:
-    return to_example(RawRecord("f.jsonl", 7, value, "mine"), ParseOptions(format=fmt, **options))
+    return to_example(RawRecord("f.jsonl", 7, value, "mine"), ParseOptions(PipelineConfig(format=fmt, **options)))
 
 
 def test_alpaca_with_and_without_input():

@@ -10,14 +10,16 @@ carriage returns, any Unicode, empty system prompts and long turns.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import Row, build_one
 from expected import SUPERVISED, normalized, supervised_runs
 from pipeline.config import PipelineConfig
-from pipeline.formats import RESERVED_CHARS
-from pipeline.records import Example, TokenizedRow, Turn
+from pipeline.masking import build_labels, crossed_boundaries, span_edges
+from pipeline.records import RESERVED_CHARS, Example, Turn
 from pipeline.rows import RowBuilder
 from pipeline.templates import resolve_template
 
@@ -27,6 +29,16 @@ _pieces = st.one_of(
 )
 text = st.lists(_pieces, max_size=30).map("".join) | st.lists(_pieces, min_size=150, max_size=400).map("".join)
 answer = text.filter(lambda s: s.strip() != "")
+
+
+def test_labels_and_crossed_edges_come_from_token_starts():
+    """The rule on arrays: a token is supervised when its first character is inside a span; an
+    edge is crossed when a token starts before it and ends after it."""
+    offsets = np.array([[0, 4], [4, 6], [6, 9], [9, 12]], dtype=np.int32)
+    assert build_labels(np.array([10, 11, 12, 13], dtype=np.int32), offsets, [(4, 9)]).tolist() == [-100, 11, 12, -100]
+    assert build_labels(np.array([10, 11, 12, 13], dtype=np.int32), offsets, []).tolist() == [-100] * 4
+    assert crossed_boundaries(offsets, span_edges([(4, 9)])).tolist() == []
+    assert crossed_boundaries(offsets, span_edges([(5, 10), (11, 12)])).tolist() == [5, 10, 11]  # two edges in one token
 
 
 @st.composite
@@ -49,8 +61,8 @@ def test_supervised_tokens_decode_to_assistant_turns(tokenizer, template, train_
     @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(conversations())
     def check(example: Example) -> None:
-        (row,) = builder.build([example])
-        assert isinstance(row, TokenizedRow), row
+        row = build_one(builder, example)
+        assert isinstance(row, Row), row
         expected = [normalized(tokenizer, SUPERVISED[template](t.content)) for t in example.turns if t.role == "assistant"]
         if not train_on_eot:  # the closing token and the whitespace right before it stay unsupervised
             expected = [e.removesuffix("<|im_end|>").rstrip() or e.removesuffix("<|im_end|>") for e in expected]
@@ -73,8 +85,8 @@ def test_one_encode_unless_a_token_crosses_a_span_edge(tokenizer, template):
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(conversations())
     def check(example: Example) -> None:
-        (row,) = builder.build([example])
-        rendered = builder._renderer.render(example)
+        row = build_one(builder, example)
+        rendered = builder.encoding._renderer.render(example)
         whole = tokenizer(rendered.text, add_special_tokens=False)["input_ids"]
         if not row.split_at_boundaries:
             assert row.input_ids == whole

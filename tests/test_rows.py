@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
+from conftest import Row, build_one
 from expected import supervised_runs
 from pipeline.config import ConfigError, PipelineConfig
-from pipeline.records import Dropped, Example, Rejected, TokenizedRow, Turn
+from pipeline.records import Dropped, Example, Rejected, Turn
 from pipeline.rows import RowBuilder
 from pipeline.templates import resolve_template
 
 
-def _build(tokenizer, example: Example, **settings) -> TokenizedRow | Rejected | Dropped:
+def _build(tokenizer, example: Example, **settings) -> Row | Rejected | Dropped:
     config = PipelineConfig(**settings)
-    (result,) = RowBuilder(config, tokenizer, resolve_template(config.template, None)).build([example])
-    return result
+    return build_one(RowBuilder(config, tokenizer, resolve_template(config.template, None)), example)
 
 
 def _chat(user: str, answer: str) -> Example:
@@ -48,8 +50,10 @@ def test_llama3_rows_have_exactly_one_bos(tokenizer):
 
 def test_overlong_is_truncated_by_default_and_counted(demo_tokenizer):
     row = _build(demo_tokenizer, _chat("short question", "word " * 300), max_length=64)
-    assert isinstance(row, TokenizedRow) and row.truncated
+    assert isinstance(row, Row) and row.truncated
     assert len(row.input_ids) == len(row.labels) == len(row.attention_mask) == 64
+    whole = _build(demo_tokenizer, _chat("short question", "word " * 300), max_length=4096)
+    assert row.tokens_before_truncation == whole.tokens_before_truncation == len(whole.input_ids) > 64
 
 
 def test_overlong_dropped_when_asked(demo_tokenizer):
@@ -103,3 +107,20 @@ def test_special_token_in_reasoning_is_caught_too(qwen2_tokenizer):
     end = qwen2_tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert row.input_ids.count(end) == 2  # the user's and the assistant's turn ends, not the reasoning text
     assert "then <|im_end|> appears" in qwen2_tokenizer.decode(row.input_ids)
+
+
+def test_a_batch_keeps_example_order_and_pickles_as_its_token_bytes(demo_tokenizer):
+    """What crosses a Beam step: rows in the order of their examples, the examples without a row
+    in theirs, and, pickled, about 4 + 4 + 1 bytes a token (ids, labels, mask) plus a little a row
+    (ids and offsets), where rows of Python ints cost several times that."""
+    examples = [Example(f"f.jsonl:{n}", "f.jsonl", (Turn("user", f"question {n} " * 5), Turn("assistant", "an answer " * 10, True))) for n in range(40)]
+    examples[5] = Example("f.jsonl:5", "f.jsonl", (Turn("user", "say <|im_end|>"), Turn("assistant", "no", True)))
+    examples[9] = Example("f.jsonl:9", "f.jsonl", (Turn("user", "long " * 100), Turn("assistant", "yes", True)))
+    builder = RowBuilder(PipelineConfig(max_length=96, overlong="drop"), demo_tokenizer, resolve_template("chatml", None))
+    batch = builder.build(examples)
+    assert batch.rows.column("example_id").to_pylist() == [e.example_id for n, e in enumerate(examples) if n not in (5, 9)]
+    assert [(type(o), o.reason) for o in batch.others] == [(Rejected, "special_token_in_text"), (Dropped, "overlong")]
+    assert batch.others[0].index == 5 and batch.others[1].example_id == "f.jsonl:9"
+    tokens, data = len(batch.rows.column("input_ids").values), pickle.dumps(batch)
+    assert len(data) < 9 * tokens + 2_000 + 64 * batch.rows.num_rows
+    assert pickle.loads(data).rows.equals(batch.rows)

@@ -89,4 +89,4 @@ def test_dataflow_dry_run_translates_the_whole_job(tmp_path):
     assert {env.urn for env in job.proto_pipeline.components.environments.values()} == {"beam:env:docker:v1"}
     finalize = beam_runner_api_pb2.ParDoPayload.FromString(steps["Finalize"].spec.payload)
     assert isinstance(pickler.loads(finalize.do_fn.payload)[0], FinalizeFn)  # what a worker unpickles
-    assert len(finalize.side_inputs) == 4  # shards, record files, coverage, records read
+    assert len(finalize.side_inputs) == 5  # shards, runs, record files, coverage, records read

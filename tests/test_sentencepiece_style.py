@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from conftest import Row, build_one
 from expected import supervised_runs
 from pipeline.config import PipelineConfig
-from pipeline.records import Example, TokenizedRow, Turn
+from pipeline.records import Example, Turn
 from pipeline.rows import RowBuilder
 from pipeline.templates import resolve_template
 
@@ -93,8 +94,8 @@ def test_supervised_pieces_spell_the_assistant_turns(sp_tokenizer, template):
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(conversations())
     def check(example: Example) -> None:
-        (row,) = builder.build([example])
-        assert isinstance(row, TokenizedRow), row
+        row = build_one(builder, example)
+        assert isinstance(row, Row), row
         expected = [SUPERVISED[template](t.content) for t in example.turns if t.role == "assistant"]
         assert [_pieces_text(sp_tokenizer, run) for run in supervised_runs(row.input_ids, row.labels)] == expected
         split_rows.append(row.split_at_boundaries)
@@ -108,7 +109,7 @@ def test_a_split_piece_gets_no_word_start_marker():
     tokenizer = _tokenizer("metaspace")
     assert tokenizer.convert_ids_to_tokens(tokenizer("[/INST]Hello", add_special_tokens=False)["input_ids"]) == ["▁[/INST]Hello"]
     builder = RowBuilder(PipelineConfig(template="mistral"), tokenizer, resolve_template("mistral", None))
-    (row,) = builder.build([Example("t:0", "t", (Turn("user", "Hi"), Turn("assistant", "Hello world", True)))])
+    row = build_one(builder, Example("t:0", "t", (Turn("user", "Hi"), Turn("assistant", "Hello world", True))))
     assert row.split_at_boundaries
     (run,) = supervised_runs(row.input_ids, row.labels)
     assert tokenizer.convert_ids_to_tokens(run) == ["Hello", "▁world", "</s>"]

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.records import BlankLines, Rejected
-from pipeline.sources import InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
+from pipeline.sources import (
+    InputFile,
+    RawRecord,
+    count_lines,
+    count_range,
+    file_kind,
+    parse_hf_spec,
+    read_range,
+    read_records,
+    split_input,
+    split_name,
+)
 
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark Excel and Windows tools write
 
@@ -190,3 +205,112 @@ def test_saved_dataset_folder_and_local_hf_dataset(tmp_path):
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     unit = InputFile("src", "hub_like", f"hf:{folder}", "hf_hub")
     assert [i.value for i in read_records(unit, open)] == rows
+
+
+def _opener(path: str):
+    return open(path, "rb")
+
+
+def _read_in_ranges(unit: InputFile, target_bytes: int, chunk_size: int) -> list[RawRecord | Rejected | BlankLines]:
+    """What the job's workers read together: each range numbered from the lines counted before it."""
+    items: list[RawRecord | Rejected | BlankLines] = []
+    first_line = 0
+    for piece in split_input(unit, _opener, os.path.getsize, target_bytes):
+        items += read_range(piece, _opener, first_line, chunk_size)
+        first_line += count_range(piece, _opener, chunk_size)
+    return items
+
+
+def _records_and_blanks(items: list) -> tuple[list, int]:
+    return [i for i in items if not isinstance(i, BlankLines)], sum(i.count for i in items if isinstance(i, BlankLines))
+
+
+def _file_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """(file offset, bytes) of each line of a whole file in memory, as the format defines them."""
+    offset = len(BOM) if data.startswith(BOM) else 0
+    parts = data[offset:].split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()
+    lines = []
+    for part in parts:
+        lines.append((offset, part.removesuffix(b"\r")))
+        offset += len(part) + 1
+    return lines
+
+
+# Lines as files hold them: blank, JSON, not JSON, not UTF-8 (a cut multi-byte character too),
+# longer than the chunks they are read in, and arbitrary bytes.
+LINE = st.sampled_from([b"", b" \t", b"\r", b'{"prompt": "a"}', '{"prompt": "\u00e9t\u00e9"}'.encode(), b"not json", b"\xff\xfe", b"caf\xc3", b"[1, 2]", b"x" * 40]) | st.binary(max_size=12).map(
+    lambda data: data.replace(b"\n", b"")
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.tuples(LINE, st.sampled_from([b"\n", b"\r\n"])), max_size=12),
+    bom=st.booleans(),
+    last_newline=st.booleans(),
+    kind=st.sampled_from(["jsonl", "json", "text_lines"]),
+    target_bytes=st.integers(1, 48),
+    chunk_size=st.integers(1, 9),
+)
+def test_ranges_read_together_are_the_whole_file(tmp_path: Path, lines, bom, last_newline, kind, target_bytes, chunk_size):
+    """Any cut of any line file into ranges, read in any chunk size, gives the whole file's items:
+    same records and rejections with the same ids and byte offsets, and the same blank lines."""
+    data = (BOM if bom else b"") + b"".join(line + end for line, end in lines)
+    if lines and not last_newline:
+        data = data.removesuffix(lines[-1][1])
+    path = tmp_path / {"jsonl": "f.jsonl", "json": "f.json", "text_lines": "f.txt"}[kind]
+    path.write_bytes(data)
+    unit = InputFile("src", path.name, str(path), kind)
+    whole = list(read_records(unit, _opener, chunk_size=1 << 16))  # the whole file in one chunk
+    assert _records_and_blanks(_read_in_ranges(unit, target_bytes, chunk_size)) == _records_and_blanks(whole)
+    expected = _file_lines(data)
+    assert count_lines(str(path), _opener, chunk_size) == len(expected)
+    if split_input(unit, _opener, os.path.getsize, target_bytes)[0].kind == "lines":  # not a .json array
+        records, blank = _records_and_blanks(whole)
+        by_line = {item.index: item for item in records}
+        assert len(by_line) == len(records) and len(records) + blank == len(expected)
+        for number, (offset, line) in enumerate(expected):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                assert by_line[number].reason == "invalid_utf8" and f"byte {offset + err.start} of the file)" in by_line[number].detail
+    pair = InputFile("src", path.name, str(path), "line_pair", target_path=str(path))
+    assert list(read_records(pair, _opener, chunk_size)) == list(read_records(pair, _opener, 1 << 16))
+
+
+def test_parquet_ranges_are_runs_of_row_groups_read_as_the_whole_file(tmp_path):
+    rows = [{"prompt": f"p{n}", "completion": "c" * (n % 7)} for n in range(50)]
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=4)  # 13 row groups
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    group_bytes = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+    unit = InputFile("src", path.name, str(path), "parquet")
+    whole = list(read_records(unit, _opener))
+    assert [(i.index, i.value) for i in whole] == list(enumerate(rows))
+    for target_bytes, ranges in ((1, {13}), (2 * group_bytes + 1, set(range(2, 13))), (1 << 30, {1})):
+        pieces = split_input(unit, _opener, os.path.getsize, target_bytes)
+        assert len(pieces) in ranges and {p.kind for p in pieces} == {"row_groups"}
+        assert [p.start for p in pieces[1:]] == [p.end for p in pieces[:-1]] and pieces[-1].end is None
+        assert _read_in_ranges(unit, target_bytes, 1 << 16) == whole
+
+
+def test_json_arrays_csv_line_pairs_and_datasets_are_one_range(tmp_path):
+    """They cannot be cut (split_input says why); each is one range that reads as the whole unit."""
+    (tmp_path / "a.json").write_bytes(BOM + b"\n  \r\n" + json.dumps([{"prompt": str(n)} for n in range(40)]).encode())
+    (tmp_path / "t.csv").write_bytes(b"prompt\n" + b"".join(b'"line\n%d"\n' % n for n in range(40)))
+    (tmp_path / "s.txt").write_bytes(b"".join(b"%d\n" % n for n in range(40)))
+    units = [
+        InputFile("src", "a.json", str(tmp_path / "a.json"), "json"),
+        InputFile("src", "t.csv", str(tmp_path / "t.csv"), "csv"),
+        InputFile("src", "s.txt", str(tmp_path / "s.txt"), "line_pair", target_path=str(tmp_path / "s.txt")),
+        InputFile("src", "saved", str(tmp_path / "saved"), "hf_disk"),
+    ]
+    for unit in units:
+        (piece,) = split_input(unit, _opener, os.path.getsize, target_bytes=16)
+        assert (piece.start, piece.end, piece.kind) == (0, None, "whole")
+    for unit in units[:3]:
+        whole = list(read_records(unit, _opener, chunk_size=3))
+        assert len(whole) == 40 and _read_in_ranges(unit, 16, 3) == whole
+

@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken
 
+from conftest import Row, build_one
 from expected import normalized, supervised_runs
 from pipeline.config import PipelineConfig
-from pipeline.formats import RESERVED_CHARS
-from pipeline.records import Example, Rejected, TokenizedRow, Turn
+from pipeline.records import RESERVED_CHARS, Example, Rejected, Turn
 from pipeline.rows import RowBuilder, check_template
 from pipeline.templates import Renderer, TemplateError, resolve_template
 from pipeline.tokenization import TokenizerError, special_tokens
@@ -305,8 +305,8 @@ def test_agrees_with_hugging_face_apply_chat_template(family_tokenizers, builder
     hf_text = tokenizer.apply_chat_template(_messages(turns), chat_template=source, tokenize=False)
     assert _renderer(name, tokenizer).render(Example("t:0", "t", turns)).text == hf_text
     hf = tokenizer.apply_chat_template(_messages(turns), chat_template=source, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    (row,) = builders[name].build([Example("t:0", "t", turns)])
-    assert isinstance(row, TokenizedRow) and not row.split_at_boundaries
+    row = build_one(builders[name], Example("t:0", "t", turns))
+    assert isinstance(row, Row) and not row.split_at_boundaries
     assert row.input_ids == list(hf["input_ids"])
     assert [int(label != -100) for label in row.labels] == list(hf["assistant_masks"])
 
@@ -316,7 +316,7 @@ def test_llama2_space_after_inst_is_generated_with_the_answer(family_tokenizers,
     the span and the row is the single encoding, no split at the edge."""
     tokenizer = family_tokenizers["llama2"]
     turns = (Turn("user", "Hi"), Turn("assistant", "Hello!", True))
-    (row,) = builders["llama2"].build([Example("t:0", "t", turns)])
+    row = build_one(builders["llama2"], Example("t:0", "t", turns))
     assert not row.split_at_boundaries
     (run,) = supervised_runs(row.input_ids, row.labels)
     assert tokenizer.decode(run, skip_special_tokens=False) == " Hello! </s>"
@@ -346,7 +346,7 @@ def test_roles_the_family_cannot_express_are_rejected(family_tokenizers, builder
     with pytest.raises(Exception, match=re.escape(message)):
         tokenizer.apply_chat_template(_messages(turns), chat_template=resolve_template(name, None).source, tokenize=False)
     # ...and the pipeline turns it into a rejected record.
-    (result,) = builders[name].build([Example("bad.jsonl:7", "bad.jsonl", turns)])
+    result = build_one(builders[name], Example("bad.jsonl:7", "bad.jsonl", turns))
     assert isinstance(result, Rejected)
     assert (result.source, result.index, result.reason) == ("bad.jsonl", 7, "template_error")
     assert message in result.detail
@@ -468,8 +468,8 @@ def test_supervised_tokens_decode_to_the_formatted_assistant_turns(family_tokeni
     @given(STRATEGIES[name])
     def check(turns: tuple[Turn, ...]) -> None:
         example = Example("generated:0", "generated", turns)
-        (row,) = builder.build([example])
-        assert isinstance(row, TokenizedRow), row
+        row = build_one(builder, example)
+        assert isinstance(row, Row), row
         expected = [normalized(tokenizer, s) for s in SUPERVISED[name](turns)]
         runs = supervised_runs(row.input_ids, row.labels)
         decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs]

@@ -37,11 +37,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import Row, build_one
 from expected import normalized, supervised_runs
 import pipeline.rows as rows_module
 from pipeline.config import PipelineConfig
-from pipeline.formats import RESERVED_CHARS
-from pipeline.records import Example, Rejected, TokenizedRow, Turn
+from pipeline.records import RESERVED_CHARS, Example, Rejected, Turn
 from pipeline.rows import RowBuilder, check_template
 from pipeline.templates import ChatTemplate, Renderer, TemplateError, resolve_template
 from pipeline.tokenization import Encoder, special_tokens
@@ -284,8 +284,8 @@ def test_agrees_with_hugging_face_apply_chat_template(family, builder, name, con
     ours = _renderer(ChatTemplate(name, source), tokenizer).render(Example("t:0", "t", turns))
     assert ours.text == hf_text
     hf = tokenizer.apply_chat_template(_messages(turns), chat_template=source, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    (row,) = builder(name).build([Example("t:0", "t", turns)])
-    assert isinstance(row, TokenizedRow), row
+    row = build_one(builder(name), Example("t:0", "t", turns))
+    assert isinstance(row, Row), row
     assert row.split_at_boundaries == ((name, conversation) in STRADDLES)
     if row.split_at_boundaries:
         # Same text, but a token of Hugging Face's single encoding spans header and answer; we
@@ -343,7 +343,7 @@ def test_refused_conversations_are_rejected_records(family, builder, name, conve
     # Hugging Face refuses it too, with the same message.
     with pytest.raises(Exception, match=message):
         tokenizer.apply_chat_template(_messages(turns), chat_template=template.source, tokenize=False)
-    (result,) = builder(name).build([Example("data.jsonl:7", "data.jsonl", turns)])
+    result = build_one(builder(name), Example("data.jsonl:7", "data.jsonl", turns))
     assert isinstance(result, Rejected)
     assert (result.source, result.index, result.reason) == ("data.jsonl", 7, "template_error")
     assert message in result.detail
@@ -431,8 +431,8 @@ def test_supervised_tokens_decode_to_assistant_turns(family, builder, name):
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(conversations(system=name != "gemma"))
     def check(example: Example) -> None:
-        (row,) = rows.build([example])
-        assert isinstance(row, TokenizedRow), row
+        row = build_one(rows, example)
+        assert isinstance(row, Row), row
         expected = [normalized(tokenizer, SUPERVISED_B[name](t.content)) for t in example.turns if t.role == "assistant"]
         runs = supervised_runs(row.input_ids, row.labels)
         decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs]

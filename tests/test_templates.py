@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import build_one
 from pipeline.config import PipelineConfig
 from pipeline.records import Example, Turn
 from pipeline.rows import RowBuilder, check_template
@@ -66,7 +67,7 @@ def test_agrees_with_hugging_face_apply_chat_template(qwen2_tokenizer, name, con
     hf = qwen2_tokenizer.apply_chat_template(
         _messages(turns), chat_template=source, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )
-    (row,) = RowBuilder(PipelineConfig(template=name), qwen2_tokenizer, ChatTemplate(name, source)).build([Example("t:0", "t", turns)])
+    row = build_one(RowBuilder(PipelineConfig(template=name), qwen2_tokenizer, ChatTemplate(name, source)), Example("t:0", "t", turns))
     assert row.input_ids == list(hf["input_ids"])
     assert [int(label != -100) for label in row.labels] == list(hf["assistant_masks"])
 

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken
 
+from conftest import Row, build_one
 from expected import supervised_runs
 from pipeline.config import PipelineConfig
-from pipeline.formats import RESERVED_CHARS
 from pipeline.hub import looks_like_path
-from pipeline.records import Example, TokenizedRow, Turn
+from pipeline.records import RESERVED_CHARS, Example, Turn
 from pipeline.rows import RowBuilder
 from pipeline.templates import resolve_template
 from pipeline.tokenization import TokenizerError, load_tokenizer, special_tokens
@@ -45,14 +45,14 @@ def _hf_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _decoded_runs(tokenizer, row: TokenizedRow) -> list[str]:
+def _decoded_runs(tokenizer, row: Row) -> list[str]:
     return [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
 
 
 def test_end_token_that_swallows_the_newline_keeps_hugging_face_ids(phi3_tokenizer, phi3_builder):
     example = Example("t:0", "t", (Turn("user", "What is 2+2?"), Turn("assistant", "4", True)))
-    (row,) = phi3_builder.build([example])
-    text = phi3_builder._renderer.render(example).text
+    row = build_one(phi3_builder, example)
+    text = phi3_builder.encoding._renderer.render(example).text
     assert text == "<|user|>\nWhat is 2+2?<|end|>\n<|assistant|>\n4<|end|>\n<|endoftext|>"
     assert row.input_ids == _hf_ids(phi3_tokenizer, text) and not row.split_at_boundaries
     assert _decoded_runs(phi3_tokenizer, row) == ["4<|end|>"]
@@ -66,8 +66,8 @@ def test_end_token_that_strips_both_sides_keeps_hugging_face_ids(demo_tokenizer,
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False, lstrip=True, rstrip=True) for t in ("<|user|>", "<|assistant|>", "<|end|>")], special_tokens=True)
     builder = RowBuilder(PipelineConfig(template="phi3", train_on_eot=train_on_eot), tokenizer, resolve_template("phi3", None))
     example = Example("t:0", "t", (Turn("user", "Hi"), Turn("assistant", "Hello there  ", True)))
-    (row,) = builder.build([example])
-    assert row.input_ids == _hf_ids(tokenizer, builder._renderer.render(example).text)
+    row = build_one(builder, example)
+    assert row.input_ids == _hf_ids(tokenizer, builder.encoding._renderer.render(example).text)
     assert _decoded_runs(tokenizer, row) == ["Hello there<|end|>" if train_on_eot else "Hello there"]
 
 
@@ -95,10 +95,10 @@ def test_stripping_tokens_keep_hugging_face_ids_and_the_masking_invariant(phi3_t
     @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(_conversations())
     def check(example: Example) -> None:
-        (row,) = phi3_builder.build([example])
-        assert isinstance(row, TokenizedRow), row
+        row = build_one(phi3_builder, example)
+        assert isinstance(row, Row), row
         if not any(token in turn.content for turn in example.turns for token in special_tokens(phi3_tokenizer)):
-            assert row.input_ids == _hf_ids(phi3_tokenizer, phi3_builder._renderer.render(example).text) and not row.split_at_boundaries
+            assert row.input_ids == _hf_ids(phi3_tokenizer, phi3_builder.encoding._renderer.render(example).text) and not row.split_at_boundaries
         assert _decoded_runs(phi3_tokenizer, row) == [t.content.lstrip(WHITE_SPACE) + "<|end|>" for t in example.turns if t.role == "assistant"]
 
     check()

@@ -6,20 +6,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from conftest import Row, build_all
 from expected import normalized, supervised_runs
 from pipeline.config import PipelineConfig
-from pipeline.records import Dropped, Rejected, TokenizedRow
+from pipeline.records import Dropped, Rejected
 from pipeline.rows import RowBuilder
-from pipeline.shards import parquet_bytes
 from pipeline.sources import RawRecord
 from pipeline.templates import resolve_template
 from pipeline.tokenization import load_tokenizer
 from pipeline.translation import (
-    Seq2SeqRowBuilder,
     TranslationPair,
     check_pair,
     needs_languages,
@@ -175,9 +176,9 @@ def test_decoder_only_rows_supervise_exactly_the_target(tokenizer):
         _pair("你好，世界", "Hallo, Welt 🙂", 2),
     ]
     builder = RowBuilder(PipelineConfig(max_length=4096), tokenizer, resolve_template("chatml", None))
-    rows = builder.build([pair_to_example(p, translation_prompt(PROMPT, p.src, "English", "German")) for p in pairs])
+    rows = build_all(builder, [pair_to_example(p, translation_prompt(PROMPT, p.src, "English", "German")) for p in pairs])
     for pair, row in zip(pairs, rows):
-        assert isinstance(row, TokenizedRow), row
+        assert isinstance(row, Row), row
         runs = supervised_runs(row.input_ids, row.labels)
         decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs]
         assert decoded == [normalized(tokenizer, pair.tgt + "<|im_end|>")]
@@ -204,8 +205,8 @@ def t5_tokenizer() -> PreTrainedTokenizerFast:
     return _t5_style_tokenizer()
 
 
-def _seq2seq(tokenizer, pairs: list[TranslationPair], **settings) -> list[TokenizedRow | Rejected | Dropped]:
-    return Seq2SeqRowBuilder(PipelineConfig(**settings), tokenizer).build(pairs)
+def _seq2seq(tokenizer, pairs: list[TranslationPair], **settings) -> list[Row | Rejected | Dropped]:
+    return build_all(RowBuilder(PipelineConfig(model_type="seq2seq", **settings), tokenizer, None), pairs)
 
 
 def test_seq2seq_rows_are_source_with_eos_and_target_labels(t5_tokenizer):
@@ -240,6 +241,7 @@ def test_truncation_keeps_the_source_eos_and_cuts_the_target_eos(t5_tokenizer):
     (row,) = _seq2seq(t5_tokenizer, [_pair(long_src, long_tgt)], max_length=8)
     eos = t5_tokenizer.eos_token_id
     assert row.truncated and len(row.input_ids) == len(row.labels) == 8
+    assert row.tokens_before_truncation == len(t5_tokenizer(long_src)["input_ids"]) + len(t5_tokenizer(text_target=long_tgt)["input_ids"])
     assert row.input_ids == t5_tokenizer(long_src)["input_ids"][:7] + [eos]
     assert row.labels == t5_tokenizer(text_target=long_tgt)["input_ids"][:8] and eos not in row.labels
 
@@ -266,11 +268,10 @@ def test_seq2seq_shards_train_one_step_with_the_stock_trainer_and_collator(t5_to
     import torch
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration
 
-    rows = _seq2seq(t5_tokenizer, [_pair(src, tgt, n) for n, (src, tgt) in enumerate(CORPUS)])
-    shard = tmp_path / "train-00000-of-00001.parquet"
-    shard.write_bytes(parquet_bytes(rows, seed=0))
+    batch = RowBuilder(PipelineConfig(model_type="seq2seq"), t5_tokenizer, None).build([_pair(src, tgt, n) for n, (src, tgt) in enumerate(CORPUS)])
+    shard = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_batches([batch.rows]).select(["input_ids", "labels", "attention_mask"]), shard)
     dataset = datasets.load_dataset("parquet", data_files=str(shard), split="train", cache_dir=str(tmp_path / "cache"))
-    dataset = dataset.remove_columns(["example_id", "source"])
 
     tok = t5_tokenizer
     config = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
@@ -350,5 +351,5 @@ def test_seq2seq_rows_carry_the_source_and_target_language_codes(nllb_folder, nl
 def test_language_codes_the_tokenizer_lacks_are_refused_at_start(nllb_folder, langs, message):
     tokenizer = load_tokenizer(str(nllb_folder))
     with pytest.raises(ValueError) as raised:
-        Seq2SeqRowBuilder(PipelineConfig(model_type="seq2seq", source_lang=langs[0], target_lang=langs[1]), tokenizer)
+        RowBuilder(PipelineConfig(model_type="seq2seq", source_lang=langs[0], target_lang=langs[1]), tokenizer, None)
     assert str(raised.value) == message
