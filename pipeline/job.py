@@ -401,7 +401,7 @@ def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str,
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
     raise NoRowsWritten (after the report and record files are written) if no row was written."""
     job = plan(config)
-    pass  # H4-TEMP-REVERT without_timed_flush()
+    without_timed_flush()
     options = PipelineOptions(with_default_runner(beam_args or []))
     with beam.Pipeline(options=options) as pipe:
         build(pipe, job)
