@@ -218,7 +218,10 @@ def _run(config: PipelineConfig, beam_args: list[str]) -> int:
 
     try:
         report = run(config, beam_args)
-        print(report_text(report) + f"shards, report and manifest in {config.output}")
+        if report is None:
+            print("dry run: the job was built and translated for the runner; nothing ran and nothing was written")
+        else:
+            print(report_text(report) + f"shards, report and manifest in {config.output}")
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_CONFIG

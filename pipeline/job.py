@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import pipeline
@@ -397,16 +397,20 @@ def without_timed_flush() -> None:
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
-def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object]:
+def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object] | None:
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
-    raise NoRowsWritten (after the report and record files are written) if no row was written."""
+    raise NoRowsWritten (after the report and record files are written) if no row was written.
+    Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None."""
     job = plan(config)
     without_timed_flush()
     options = PipelineOptions(with_default_runner(beam_args or []))
+    dry_run = options.view_as(TestOptions).dry_run
     with beam.Pipeline(options=options) as pipe:
         build(pipe, job)
-        if config.overwrite:  # every check passed and the job is built: only now remove the earlier run
+        if config.overwrite and not dry_run:  # every check passed and the job is built: only now remove the earlier run
             clear_output(config.output)
+    if dry_run:
+        return None
     with FileSystems.open(FileSystems.join(config.output, REPORT_JSON)) as handle:
         report = json.loads(handle.read())
     if not report["rows_written"]:

@@ -90,3 +90,15 @@ def test_dataflow_dry_run_translates_the_whole_job(tmp_path):
     finalize = beam_runner_api_pb2.ParDoPayload.FromString(steps["Finalize"].spec.payload)
     assert isinstance(pickler.loads(finalize.do_fn.payload)[0], FinalizeFn)  # what a worker unpickles
     assert len(finalize.side_inputs) == 5  # shards, runs, record files, coverage, records read
+
+
+def test_a_dry_run_from_the_command_line_submits_and_writes_nothing(tmp_path, capsys):
+    """`masked-shards run ... --runner DataflowRunner --dry_run=True`: the start-up checks and the
+    translation run, and no report is read back from a job that never ran."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "a", "completion": "b"}\n', encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text("{}", encoding="utf-8")  # an earlier run's
+    assert main(["run", "--input", str(source), "--output", str(tmp_path / "out"), "--overwrite", *DATAFLOW_DRY_RUN]) == 0
+    assert "dry run" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["manifest.json"]  # not cleared, nothing written
