@@ -2,7 +2,7 @@
 
 import sys
 
-from pipeline.cli import main
+from masked_shards.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["run", *sys.argv[1:]]))

@@ -23,18 +23,18 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline.config import PipelineConfig
-from pipeline.formats import ParseOptions, to_example
-from pipeline.label_coverage import Coverage
-from pipeline.mixing import is_kept, keep_rates
-from pipeline.records import BATCH_SCHEMA, BlankLines, Dropped, Example, Rejected, RowBatch, SampledOut
-from pipeline.sources import InputFile, InputRange, Item, RawRecord, count_range, read_range, split_input
-from pipeline.rows import RowBuilder
-from pipeline.runs import RUNS, RunReader, ShardRange, keyed_runs, merge_shard, plan_shards, write_run
-from pipeline.shards import sha256, shard_count, shard_name
-from pipeline.templates import ChatTemplate
-from pipeline.tokenization import load_tokenizer
-from pipeline.translation import to_pair
+from masked_shards.config import PipelineConfig
+from masked_shards.formats import ParseOptions, to_example
+from masked_shards.label_coverage import Coverage
+from masked_shards.mixing import is_kept, keep_rates
+from masked_shards.records import BATCH_SCHEMA, BlankLines, Dropped, Example, Rejected, RowBatch, SampledOut
+from masked_shards.sources import InputFile, InputRange, Item, RawRecord, count_range, read_range, split_input
+from masked_shards.rows import RowBuilder
+from masked_shards.runs import RUNS, RunReader, ShardRange, keyed_runs, merge_shard, plan_shards, write_run
+from masked_shards.shards import sha256, shard_count, shard_name
+from masked_shards.templates import ChatTemplate
+from masked_shards.tokenization import load_tokenizer
+from masked_shards.translation import to_pair
 
 REJECTED, DROPPED = "rejected", "dropped"
 

@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 
-from pipeline.config import DEMO_INPUTS, DEMO_TOKENIZER, ConfigError, PipelineConfig
+from masked_shards.config import DEMO_INPUTS, DEMO_TOKENIZER, ConfigError, PipelineConfig
 
 EXIT_CONFIG, EXIT_FAILED = 2, 1
 
@@ -151,10 +151,10 @@ def show_templates(name: str | None, tokenizer_name: str | None) -> str:
     else the family's own from the template's first line (templates/__init__.py), else <s> and </s>
     for a template file that names none.
     """
-    import templates
-    from pipeline.records import Example, Turn
-    from pipeline.templates import TOKENIZER_TEMPLATE, Renderer, TemplateError, resolve_template
-    from pipeline.tokenization import TokenizerError, load_tokenizer, special_tokens
+    from masked_shards import bundled_templates as templates
+    from masked_shards.records import Example, Turn
+    from masked_shards.templates import TOKENIZER_TEMPLATE, Renderer, TemplateError, resolve_template
+    from masked_shards.tokenization import TokenizerError, load_tokenizer, special_tokens
 
     if name is None:
         described = templates.bundled()
@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config: PipelineConfig, beam_args: list[str]) -> int:
     """Run the job; a run that wrote no row failed (exit 1), after showing its report and the
     one sentence that says where the records went."""
-    from pipeline.job import NoRowsWritten, run
-    from pipeline.label_coverage import report_text
+    from masked_shards.job import NoRowsWritten, run
+    from masked_shards.label_coverage import report_text
 
     try:
         report = run(config, beam_args)

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config import PipelineConfig
-from pipeline.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, unusable_text
-from pipeline.sources import RawRecord
-from pipeline.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
+from masked_shards.config import PipelineConfig
+from masked_shards.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, unusable_text
+from masked_shards.sources import RawRecord
+from masked_shards.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
 
 DEFAULT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 _MESSAGE_KEYS = ("role", "content", "from", "value")

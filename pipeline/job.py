@@ -23,20 +23,20 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import pipeline
-from templates import template_path
-from pipeline.beam_transforms import DROPPED, REJECTED, MixSources, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards
-from pipeline.config import ConfigError, PipelineConfig
-from pipeline.hub import check_dataset
-from pipeline.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
-from pipeline.formats import ParseOptions, detect_format
-from pipeline.label_coverage import Coverage, reconcile, report_png, report_text
-from pipeline.masking import IGNORE_INDEX, describe_training
-from pipeline.rows import RowBuilder, check_template
-from pipeline.runs import RUNS
-from pipeline.shards import SPLITS, manifest_json, schema_description, sha256
-from pipeline.templates import ChatTemplate, TemplateError, resolve_template
-from pipeline.tokenization import TokenizerError, fingerprint, load_tokenizer
-from pipeline.translation import looks_language_keyed, needs_languages, translation_prompt
+from masked_shards.bundled_templates import template_path
+from masked_shards.beam_transforms import DROPPED, REJECTED, MixSources, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards
+from masked_shards.config import ConfigError, PipelineConfig
+from masked_shards.hub import check_dataset
+from masked_shards.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
+from masked_shards.formats import ParseOptions, detect_format
+from masked_shards.label_coverage import Coverage, reconcile, report_png, report_text
+from masked_shards.masking import IGNORE_INDEX, describe_training
+from masked_shards.rows import RowBuilder, check_template
+from masked_shards.runs import RUNS
+from masked_shards.shards import SPLITS, manifest_json, schema_description, sha256
+from masked_shards.templates import ChatTemplate, TemplateError, resolve_template
+from masked_shards.tokenization import TokenizerError, fingerprint, load_tokenizer
+from masked_shards.translation import looks_language_keyed, needs_languages, translation_prompt
 
 MANIFEST, REPORT_JSON, REPORT_TEXT, REPORT_PNG = "manifest.json", "coverage_report.json", "coverage_report.txt", "coverage_report.png"
 

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.masking import IGNORE_INDEX
-from pipeline.records import BlankLines, Dropped, Rejected, RowBatch, SampledOut
+from masked_shards.masking import IGNORE_INDEX
+from masked_shards.records import BlankLines, Dropped, Rejected, RowBatch, SampledOut
 
 BINS = 1000
 PLOT_BINS = 20

@@ -12,7 +12,7 @@ same data, weights and seed keep the same examples on any runner.
 
 from __future__ import annotations
 
-from pipeline.shards import stable_hash
+from masked_shards.shards import stable_hash
 
 
 def keep_rates(counts: dict[str, int], weights: dict[str, float]) -> dict[str, float]:

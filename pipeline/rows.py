@@ -23,13 +23,13 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import PipelineConfig
-from pipeline.masking import IGNORE_INDEX, build_labels, crossed_boundaries, select_spans, span_edges
-from pipeline.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn
-from pipeline.shards import split_for
-from pipeline.templates import ChatTemplate, Rendered, Renderer, TemplateError
-from pipeline.tokenization import EncodedBatch, Encoder, TokenizerError, special_tokens
-from pipeline.translation import TranslationPair
+from masked_shards.config import PipelineConfig
+from masked_shards.masking import IGNORE_INDEX, build_labels, crossed_boundaries, select_spans, span_edges
+from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn
+from masked_shards.shards import split_for
+from masked_shards.templates import ChatTemplate, Rendered, Renderer, TemplateError
+from masked_shards.tokenization import EncodedBatch, Encoder, TokenizerError, special_tokens
+from masked_shards.translation import TranslationPair
 
 _PROBE = Example(
     "probe:0",

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.shards import ROW_GROUP_ROWS, SCHEMA, stable_hash
+from masked_shards.shards import ROW_GROUP_ROWS, SCHEMA, stable_hash
 
 KEY = "key"
 RUNS = "_runs"  # the folder under the output that holds runs while a job writes its shards

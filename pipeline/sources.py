@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Literal
 
-from pipeline.records import BlankLines, Rejected
+from masked_shards.records import BlankLines, Rejected
 
 HF_PREFIX = "hf:"
 BOM = b"\xef\xbb\xbf"

@@ -33,8 +33,8 @@ from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-import templates as bundled_templates
-from pipeline.records import Example, Segment
+from masked_shards import bundled_templates
+from masked_shards.records import Example, Segment
 
 GEN_OPEN, GEN_CLOSE, PLAIN_MARK = "\ufdd0", "\ufdd1", "\ufdd2"
 TOKENIZER_TEMPLATE = "tokenizer"

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from pipeline.hub import hub_out_of_reach, looks_like_path, quiet
-from pipeline.masking import crossed_boundaries
+from masked_shards.hub import hub_out_of_reach, looks_like_path, quiet
+from masked_shards.masking import crossed_boundaries
 
 
 class TokenizerError(Exception):

@@ -37,8 +37,8 @@ from functools import lru_cache
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from pipeline.records import Example, Invalid, Rejected, Turn, unusable_text
-from pipeline.sources import RawRecord
+from masked_shards.records import Example, Invalid, Rejected, Turn, unusable_text
+from masked_shards.sources import RawRecord
 
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 

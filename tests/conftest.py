@@ -13,9 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pipeline.config import DEMO_TOKENIZER  # noqa: E402
-from pipeline.records import BATCH_SCHEMA, Dropped, Example, Rejected, RowBatch  # noqa: E402
-from pipeline.tokenization import load_tokenizer  # noqa: E402
+from masked_shards.config import DEMO_TOKENIZER  # noqa: E402
+from masked_shards.records import BATCH_SCHEMA, Dropped, Example, Rejected, RowBatch  # noqa: E402
+from masked_shards.tokenization import load_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
+from masked_shards.cli import main
 
 HOSTILE = ["\x00", "\ufdd0", "\ufdd2", "\ud800", "\udfff", "\uffff", "<|im_end|>", "<|im_start|>assistant\n", "\u2028", "\r\n", "x" * 20_000]
 text = st.text(st.characters(codec=None), max_size=12) | st.sampled_from(HOSTILE) | st.tuples(st.text(max_size=4), st.sampled_from(HOSTILE)).map("".join)

@@ -10,10 +10,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import Row, row_batch, rows_of, write_jsonl
-from pipeline.beam_transforms import ReadExamples, TokenizeExamples, WriteShards
-from pipeline.config import DEMO_TOKENIZER, PipelineConfig
-from pipeline.sources import InputFile
-from pipeline.templates import resolve_template
+from masked_shards.beam_transforms import ReadExamples, TokenizeExamples, WriteShards
+from masked_shards.config import DEMO_TOKENIZER, PipelineConfig
+from masked_shards.sources import InputFile
+from masked_shards.templates import resolve_template
 
 RECORDS = [
     {"prompt": "one", "completion": "1"},
@@ -42,7 +42,7 @@ def test_tokenize_examples_labels_only_answers(tmp_path):
     config = PipelineConfig(tokenizer=DEMO_TOKENIZER, batch_size=2)
 
     def answer_texts(batch) -> list[tuple[str, str]]:
-        from pipeline.tokenization import load_tokenizer
+        from masked_shards.tokenization import load_tokenizer
 
         tokenizer = load_tokenizer(DEMO_TOKENIZER)
         return [(row.example_id, tokenizer.decode([t for t, label in zip(row.input_ids, row.labels) if label != -100])) for row in rows_of(batch)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import PipelineConfig
-from pipeline.formats import ParseOptions, detect_format, to_example
-from pipeline.records import Example, Rejected, Turn
-from pipeline.sources import RawRecord
+from masked_shards.config import PipelineConfig
+from masked_shards.formats import ParseOptions, detect_format, to_example
+from masked_shards.records import Example, Rejected, Turn
+from masked_shards.sources import RawRecord
 
 
 def _example(value: object, fmt: str = "auto", **options) -> Example | Rejected:

@@ -10,13 +10,13 @@ PACKAGE = Path(__file__).parent.parent / "pipeline"
 
 
 def _imports(path: Path) -> set[str]:
-    """The `pipeline.*` modules a module imports anywhere, function bodies included."""
+    """The `masked_shards.*` modules a module imports anywhere, function bodies included."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline."):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("masked_shards."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("pipeline.")}
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("masked_shards.")}
     return found
 
 

@@ -15,9 +15,9 @@ import datasets
 import pytest
 
 from expected import SUPERVISED, supervised_runs
-from pipeline.cli import main
-from pipeline.label_coverage import Coverage
-from pipeline.records import BlankLines, Rejected
+from masked_shards.cli import main
+from masked_shards.label_coverage import Coverage
+from masked_shards.records import BlankLines, Rejected
 
 BOM = b"\xef\xbb\xbf"
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import write_jsonl
 from expected import supervised_runs
-from pipeline.cli import main
+from masked_shards.cli import main
 
 CHAT = {"messages": [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]}
 
@@ -154,7 +154,7 @@ def test_template_file_from_the_user(tmp_path, demo_tokenizer):
 
 
 def test_templates_command_lists_and_shows(capsys):
-    import templates
+    from masked_shards import bundled_templates as templates
 
     assert main(["templates"]) == 0
     listing = capsys.readouterr().out
@@ -234,8 +234,8 @@ def test_missing_tokenizers_and_datasets_fail_at_start_in_one_sentence(tmp_path,
 
 
 def test_max_length_above_the_models_is_refused_unless_allowed(tmp_path, capsys):
-    from pipeline.config import PipelineConfig
-    from pipeline.job import plan
+    from masked_shards.config import PipelineConfig
+    from masked_shards.job import plan
 
     write_jsonl(tmp_path / "chat.jsonl", [CHAT])
     args = ["--input", str(tmp_path / "chat.jsonl"), "--max-length", "100000", "--pad-to", "max_length", "--output", str(tmp_path / "o")]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from conftest import Row, row_batch
-from pipeline.label_coverage import Coverage, reconcile, report_text
-from pipeline.records import Dropped, Rejected
+from masked_shards.label_coverage import Coverage, reconcile, report_text
+from masked_shards.records import Dropped, Rejected
 
 
 def _row(supervised: int, total: int, split: str = "train") -> Row:

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from conftest import Row, build_one
 from expected import SUPERVISED, normalized, supervised_runs
-from pipeline.config import PipelineConfig
-from pipeline.masking import build_labels, crossed_boundaries, span_edges
-from pipeline.records import RESERVED_CHARS, Example, Turn
-from pipeline.rows import RowBuilder
-from pipeline.templates import resolve_template
+from masked_shards.config import PipelineConfig
+from masked_shards.masking import build_labels, crossed_boundaries, span_edges
+from masked_shards.records import RESERVED_CHARS, Example, Turn
+from masked_shards.rows import RowBuilder
+from masked_shards.templates import resolve_template
 
 _pieces = st.one_of(
     st.sampled_from([" ", "  ", "\n", "\n\n", "\t", "\r\n", "é", "e\u0301", "你好", "🙂", "👩‍💻", "ß", "'s", "<", "|", ">", "0", "Hello", " world"]),

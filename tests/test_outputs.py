@@ -19,8 +19,8 @@ import pytest
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes, FileMetadata, FileSystem
 
 from conftest import write_jsonl
-from pipeline.cli import main
-from pipeline.job import NoRowsWritten
+from masked_shards.cli import main
+from masked_shards.job import NoRowsWritten
 
 GOOD = [{"prompt": f"Question {n}?", "completion": f"Answer {n}."} for n in range(40)]
 NEEDS_FIELD = [{"question": f"Question {n}?", "answer": f"Answer {n}."} for n in range(3)]

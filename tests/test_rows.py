@@ -8,10 +8,10 @@ import pytest
 
 from conftest import Row, build_one
 from expected import supervised_runs
-from pipeline.config import ConfigError, PipelineConfig
-from pipeline.records import Dropped, Example, Rejected, Turn
-from pipeline.rows import RowBuilder
-from pipeline.templates import resolve_template
+from masked_shards.config import ConfigError, PipelineConfig
+from masked_shards.records import Dropped, Example, Rejected, Turn
+from masked_shards.rows import RowBuilder
+from masked_shards.templates import resolve_template
 
 
 def _build(tokenizer, example: Example, **settings) -> Row | Rejected | Dropped:

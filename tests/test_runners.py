@@ -23,9 +23,9 @@ from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipeline.cli import main
-from pipeline.config import ASSETS, PipelineConfig
-from pipeline.job import FinalizeFn, build, plan
+from masked_shards.cli import main
+from masked_shards.config import ASSETS, PipelineConfig
+from masked_shards.job import FinalizeFn, build, plan
 
 DEMO = ASSETS / "demo_data"
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "LOOPBACK"]

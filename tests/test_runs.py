@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.records import BATCH_SCHEMA
-from pipeline.runs import RunReader, keyed_runs, merge_shard, plan_shards, write_run
-from pipeline.shards import ROW_GROUP_ROWS, SCHEMA, shard_count, stable_hash
+from masked_shards.records import BATCH_SCHEMA
+from masked_shards.runs import RunReader, keyed_runs, merge_shard, plan_shards, write_run
+from masked_shards.shards import ROW_GROUP_ROWS, SCHEMA, shard_count, stable_hash
 
 
 def _batch(ids: list[str]) -> pa.RecordBatch:

@@ -22,10 +22,10 @@ from transformers import PreTrainedTokenizerFast
 
 from conftest import Row, build_one
 from expected import supervised_runs
-from pipeline.config import PipelineConfig
-from pipeline.records import Example, Turn
-from pipeline.rows import RowBuilder
-from pipeline.templates import resolve_template
+from masked_shards.config import PipelineConfig
+from masked_shards.records import Example, Turn
+from masked_shards.rows import RowBuilder
+from masked_shards.templates import resolve_template
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 WORDS = ["Hello", "world", "The", "answer", "is", "Yes", "No", "Sure", "Thanks", "because", "water", "Paris", "seven"]

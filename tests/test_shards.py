@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-from pipeline.shards import shard_count, shard_name, split_for, stable_hash
+from masked_shards.shards import shard_count, shard_name, split_for, stable_hash
 
 
 def test_stable_hash_is_the_same_in_another_process():
     """Python's own hash() is salted per process; ours must not be, or shards would move."""
-    code = "from pipeline.shards import stable_hash; print(stable_hash('split', 'f.jsonl:0'))"
+    code = "from masked_shards.shards import stable_hash; print(stable_hash('split', 'f.jsonl:0'))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert int(other.stdout) == stable_hash("split", "f.jsonl:0")

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.records import BlankLines, Rejected
-from pipeline.sources import (
+from masked_shards.records import BlankLines, Rejected
+from masked_shards.sources import (
     InputFile,
     RawRecord,
     count_lines,

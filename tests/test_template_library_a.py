@@ -29,12 +29,12 @@ from tokenizers import AddedToken
 
 from conftest import Row, build_one
 from expected import normalized, supervised_runs
-from pipeline.config import PipelineConfig
-from pipeline.records import RESERVED_CHARS, Example, Rejected, Turn
-from pipeline.rows import RowBuilder, check_template
-from pipeline.templates import Renderer, TemplateError, resolve_template
-from pipeline.tokenization import TokenizerError, special_tokens
-from templates import bundled, template_path
+from masked_shards.config import PipelineConfig
+from masked_shards.records import RESERVED_CHARS, Example, Rejected, Turn
+from masked_shards.rows import RowBuilder, check_template
+from masked_shards.templates import Renderer, TemplateError, resolve_template
+from masked_shards.tokenization import TokenizerError, special_tokens
+from masked_shards.bundled_templates import bundled, template_path
 
 NAMES = ("qwen2.5", "qwen3", "llama3.1", "llama2", "mistral", "phi3")
 QWEN_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"

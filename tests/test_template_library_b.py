@@ -39,12 +39,12 @@ from hypothesis import strategies as st
 
 from conftest import Row, build_one
 from expected import normalized, supervised_runs
-import pipeline.rows as rows_module
-from pipeline.config import PipelineConfig
-from pipeline.records import RESERVED_CHARS, Example, Rejected, Turn
-from pipeline.rows import RowBuilder, check_template
-from pipeline.templates import ChatTemplate, Renderer, TemplateError, resolve_template
-from pipeline.tokenization import Encoder, special_tokens
+import masked_shards.rows as rows_module
+from masked_shards.config import PipelineConfig
+from masked_shards.records import RESERVED_CHARS, Example, Rejected, Turn
+from masked_shards.rows import RowBuilder, check_template
+from masked_shards.templates import ChatTemplate, Renderer, TemplateError, resolve_template
+from masked_shards.tokenization import Encoder, special_tokens
 
 NAMES = ["gemma", "gemma3", "zephyr", "vicuna", "alpaca"]
 FAMILY = {"gemma": "gemma", "gemma3": "gemma", "zephyr": "llama", "vicuna": "llama", "alpaca": "llama"}
@@ -236,7 +236,7 @@ def _messages(turns: tuple[Turn, ...]) -> list[dict[str, str]]:
 
 
 def test_every_template_is_bundled_with_a_description():
-    from templates import bundled
+    from masked_shards.bundled_templates import bundled
 
     available = bundled()
     for name in NAMES:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import build_one
-from pipeline.config import PipelineConfig
-from pipeline.records import Example, Turn
-from pipeline.rows import RowBuilder, check_template
-from pipeline.templates import ChatTemplate, Renderer, TemplateError, resolve_template
-from pipeline.tokenization import TokenizerError, special_tokens
-from templates import bundled, family_tokens, template_path
+from masked_shards.config import PipelineConfig
+from masked_shards.records import Example, Turn
+from masked_shards.rows import RowBuilder, check_template
+from masked_shards.templates import ChatTemplate, Renderer, TemplateError, resolve_template
+from masked_shards.tokenization import TokenizerError, special_tokens
+from masked_shards.bundled_templates import bundled, family_tokens, template_path
 
 CONVERSATIONS = {
     "single": (Turn("user", "What is 2+2?"), Turn("assistant", "4", True)),
@@ -124,8 +124,8 @@ def test_raise_exception_in_a_template_rejects_the_record(qwen2_tokenizer):
 
 
 def test_templates_command_shows_the_tokenizers_own_chat_template(capsys):
-    from pipeline.cli import main
-    from pipeline.config import DEMO_TOKENIZER
+    from masked_shards.cli import main
+    from masked_shards.config import DEMO_TOKENIZER
 
     assert main(["templates", "tokenizer", "--tokenizer", DEMO_TOKENIZER]) == 0
     shown = capsys.readouterr().out
@@ -138,7 +138,7 @@ def test_templates_command_shows_the_tokenizers_own_chat_template(capsys):
     [("llama3", "<|begin_of_text|><|start_header_id|>system", "[[3 + 3 = 6.<|eot_id|>]]\n"), ("phi3", "<|system|>\n", "[[3 + 3 = 6.<|end|>]]\n<|endoftext|>\n")],
 )
 def test_templates_command_renders_with_the_familys_own_bos_and_eos(capsys, name, start, end):
-    from pipeline.cli import main
+    from masked_shards.cli import main
 
     assert main(["templates", name]) == 0
     rendering, note = capsys.readouterr().out.split("\n[[...]] marks the trained tokens; ")

@@ -4,7 +4,7 @@ Under `--direct_running_mode multi_threading` Beam flushed each data channel on 
 that shares no lock with the thread writing elements into it, so a chunk could end inside an
 element or lose the elements written while it was being sent: runs failed with None elements,
 "Unknown type tag", MemoryError, or counts that did not reconcile (benchmarks/repro_threads.py
-shows it without our code; `pipeline.job.without_timed_flush` is the workaround).
+shows it without our code; `masked_shards.job.without_timed_flush` is the workaround).
 
 It is a race, so the test repeats the run, on an input chosen to give the race many chances per
 second: rows cross Beam steps as a few large Arrow batches, but rejected records cross one by one,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from masked_shards.cli import main
 
 RUNS = 4
 FILES, RECORDS_PER_FILE = 2, 30_000

@@ -12,12 +12,12 @@ from tokenizers import AddedToken
 
 from conftest import Row, build_one
 from expected import supervised_runs
-from pipeline.config import PipelineConfig
-from pipeline.hub import looks_like_path
-from pipeline.records import RESERVED_CHARS, Example, Turn
-from pipeline.rows import RowBuilder
-from pipeline.templates import resolve_template
-from pipeline.tokenization import TokenizerError, load_tokenizer, special_tokens
+from masked_shards.config import PipelineConfig
+from masked_shards.hub import looks_like_path
+from masked_shards.records import RESERVED_CHARS, Example, Turn
+from masked_shards.rows import RowBuilder
+from masked_shards.templates import resolve_template
+from masked_shards.tokenization import TokenizerError, load_tokenizer, special_tokens
 
 # Unicode White_Space: what the `\s` of the tokenizers library's strip regex matches (Python's
 # str.strip also strips U+001C..U+001F, which tokenizers keeps).

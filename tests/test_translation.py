@@ -14,13 +14,13 @@ from transformers import PreTrainedTokenizerFast
 
 from conftest import Row, build_all
 from expected import normalized, supervised_runs
-from pipeline.config import PipelineConfig
-from pipeline.records import Dropped, Rejected
-from pipeline.rows import RowBuilder
-from pipeline.sources import RawRecord
-from pipeline.templates import resolve_template
-from pipeline.tokenization import load_tokenizer
-from pipeline.translation import (
+from masked_shards.config import PipelineConfig
+from masked_shards.records import Dropped, Rejected
+from masked_shards.rows import RowBuilder
+from masked_shards.sources import RawRecord
+from masked_shards.templates import resolve_template
+from masked_shards.tokenization import load_tokenizer
+from masked_shards.translation import (
     TranslationPair,
     check_pair,
     needs_languages,
@@ -28,7 +28,7 @@ from pipeline.translation import (
     pair_to_example,
     translation_prompt,
 )
-from templates import template_path
+from masked_shards.bundled_templates import template_path
 
 PROMPT = template_path("translate").read_text(encoding="utf-8")
 CORPUS = [
@@ -319,7 +319,7 @@ def nllb_rows(nllb_folder, tmp_path_factory) -> list[dict]:
     """One real seq2seq job over line-aligned files with the NLLB tokenizer, read back."""
     import datasets
 
-    from pipeline.cli import main
+    from masked_shards.cli import main
 
     folder = tmp_path_factory.mktemp("nllb_job")
     for suffix, side in ((".en", 0), (".de", 1)):

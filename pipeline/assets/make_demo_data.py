@@ -5,7 +5,7 @@ in every supported input format (alpaca, prompt/completion, OpenAI-style
 ``messages`` and ShareGPT ``conversations``) plus a file of deliberately
 malformed records, and they must work offline.  All text is produced here
 from hand-written templates and word lists with a fixed seed, so running
-``python -m pipeline.assets.make_demo_data`` rewrites the files
+``python -m masked_shards.assets.make_demo_data`` rewrites the files
 byte-identically.
 """
 

@@ -6,9 +6,9 @@ the pipeline targets: byte-level BPE (so any unicode text round-trips), the
 ChatML and Llama-3 style special tokens, and a plain ChatML chat template
 with no ``{% generation %}`` markers, so the pipeline has to find assistant
 spans itself.  It is trained on the demo data (run
-``python -m pipeline.assets.make_demo_data`` first) plus generated general
+``python -m masked_shards.assets.make_demo_data`` first) plus generated general
 English, single-threaded so that ``python -m
-pipeline.assets.make_demo_tokenizer`` reproduces the folder byte-identically.
+masked_shards.assets.make_demo_tokenizer`` reproduces the folder byte-identically.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def load_json_values(path: Path) -> Iterator[Any]:
 def training_corpus() -> list[str]:
     data_files = sorted(DATA_DIR.glob("*.json*"))
     if not data_files:
-        raise FileNotFoundError(f"No demo data in {DATA_DIR}; run pipeline.assets.make_demo_data first.")
+        raise FileNotFoundError(f"No demo data in {DATA_DIR}; run masked_shards.assets.make_demo_data first.")
     texts = [s for path in data_files for value in load_json_values(path) for s in iter_strings(value)]
     return texts + english_sentences(N_ENGLISH_SENTENCES)
 
