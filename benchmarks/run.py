@@ -7,6 +7,7 @@ Rows (benchmarks/README.md says exactly what each one times):
   limit       (a)  the bare fast tokenizer's encode_batch of the rendered strings (benchmarks/limit.py)
   ours        (b)  `masked-shards run` end to end on Beam's default runner, a whole process
   ours_2proc  (b2) the same with --direct_num_workers 2 --direct_running_mode multi_processing
+  ours_bfd    (b3) the same as (b) with --packing bfd
   trl         (c)  TRL's SFTTrainer preparation, assistant_only_loss (benchmarks/trl_prep.py)
   trl_bfd     (c2) the same with BFD packing
 
@@ -59,6 +60,7 @@ ROWS = {
         Row("limit", "(a) limit: bare tokenizer encode_batch", "limit"),
         Row("ours", "(b) masked-shards, default runner", "ours"),
         Row("ours_2proc", "(b2) masked-shards, 2 worker processes", "ours", tuple(TWO_WORKERS)),
+        Row("ours_bfd", "(b3) masked-shards, BFD packing", "ours", ("--packing", "bfd")),
         Row("trl", "(c) TRL SFTTrainer, assistant_only_loss", "trl"),
         Row("trl_bfd", "(c2) TRL SFTTrainer, assistant_only_loss + BFD packing", "trl", ("--packing",)),
     )
@@ -70,7 +72,7 @@ def command(row: Row, data: Path, tokenizer: Path, output: Path, max_length: int
     """The child's command line, run by this Python from the repository root."""
     program = {
         "limit": ["benchmarks/limit.py", "--data", str(data), "--tokenizer", str(tokenizer)],
-        "ours": ["run_pipeline.py", "--input", str(data), "--output", str(output), "--overwrite", "--tokenizer", str(tokenizer), "--template", "chatml", "--max-length", str(max_length)],
+        "ours": ["run_pipeline.py", "--input", str(data), "--output", str(output), "--overwrite", "--tokenizer", str(tokenizer), "--template", "chatml", "--max-length", str(max_length), "--smoke-test", "off"],
         "trl": ["benchmarks/trl_prep.py", "--data", str(data), "--tokenizer", str(tokenizer), "--max-length", str(max_length)],
     }[row.program]
     return [sys.executable, *program, *row.flags]

@@ -2,6 +2,8 @@
 
     ReadExamples      files -> ranges -> Example   (+ rejected, + count of records read, + blank lines)
     TokenizeExamples  Example batches -> RowBatch  (Arrow columns; + rejected, + dropped)
+    PackRows          RowBatch -> windows of examples by a seeded hash -> PackedBatch   (--packing)
+    StrideRows        RowBatch -> StridedBatch, each long row as overlapping windows   (--stride)
     WriteShards       RowBatch -> sorted runs -> shard info (deterministic Parquet files, runs.py)
     WriteJsonLines    Rejected/Dropped -> one sorted JSONL file
     ReportCoverage    everything -> Coverage
@@ -9,34 +11,79 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
+import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from masked_shards.collector import loaded
 from masked_shards.config import PipelineConfig
 from masked_shards.formats import ParseOptions, to_example
 from masked_shards.label_coverage import Coverage
 from masked_shards.mixing import is_kept, keep_rates
+from masked_shards.packing import PackedBatch, pack_rows
+from masked_shards.progress import tally
 from masked_shards.records import BATCH_SCHEMA, BlankLines, Dropped, Example, Rejected, RowBatch, SampledOut
 from masked_shards.sources import InputFile, InputRange, Item, RawRecord, count_range, read_range, split_input
 from masked_shards.rows import RowBuilder
 from masked_shards.runs import RUNS, RunReader, ShardRange, keyed_runs, merge_shard, plan_shards, write_run
-from masked_shards.shards import sha256, shard_count, shard_name
+from masked_shards.shards import output_schema, sha256, shard_count, shard_name, stable_hash
+from masked_shards.striding import StridedBatch, stride_rows
 from masked_shards.templates import ChatTemplate
-from masked_shards.tokenization import load_tokenizer
+from masked_shards.tokenization import TokenizerError, load_tokenizer
 from masked_shards.translation import to_pair
 
 REJECTED, DROPPED = "rejected", "dropped"
+
+
+def tokenizer_for(name: str):  # -> transformers.PreTrainedTokenizerBase
+    """`load_tokenizer`, also for a folder in an object store (gs://BUCKET/PATH, or any scheme Beam
+    reads): its files are copied once per machine and folder state to a local folder, as Hugging
+    Face loads only local folders and hub ids. This is how Dataflow's workers get a tokenizer that
+    is no hub id: they cannot see a folder on the machine that submitted the job."""
+    if "://" not in name:
+        return load_tokenizer(name)
+    try:
+        local = _local_copy(name)
+    except TokenizerError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a store's errors are many types; each is one sentence
+        raise TokenizerError(f"cannot read tokenizer folder {name} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    return load_tokenizer(local)
+
+
+def _local_copy(folder: str) -> str:
+    found = FileSystems.match([folder.rstrip("/") + "/*"])[0].metadata_list
+    if not found:
+        raise TokenizerError(f"tokenizer folder {folder} holds no files")
+    state = hashlib.sha256(repr(sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found)).encode()).hexdigest()[:16]
+    local = Path(tempfile.gettempdir()) / "masked-shards-tokenizers" / state
+    if not local.is_dir():
+        partial = local.with_name(f"{state}.{uuid.uuid4().hex}.partial")
+        partial.mkdir(parents=True)
+        for m in found:
+            with FileSystems.open(m.path) as source:
+                (partial / posixpath.basename(m.path)).write_bytes(source.read())
+        try:
+            partial.rename(local)  # whole or not at all; another process may have won the race
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+    return str(local)
 
 
 class FailFast(Exception):
@@ -48,13 +95,13 @@ def _fail_fast(item: Rejected) -> None:
     raise FailFast(f"record {where} is bad ({item.reason}: {item.detail}); stopping because of --fail-fast")
 
 
-def _ranges(unit: InputFile) -> list[InputRange]:
+def _ranges(unit: InputFile, limit: int | None = None) -> list[InputRange]:
     """The pieces one input is read in (sources.split_input): byte ranges of line files, runs of
-    Parquet row groups, the whole of anything else."""
+    Parquet row groups, the whole of anything else; under --limit, the unit as one capped range."""
     try:
-        return split_input(unit, FileSystems.open, _size)
+        return split_input(unit, FileSystems.open, _size, limit=limit)
     except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
-        return [InputRange(unit, 0, None, "whole")]
+        return [InputRange(unit, 0, None, "whole", limit)]
 
 
 def _size(path: str) -> int:
@@ -120,8 +167,9 @@ class ReadExamples(beam.PTransform):
         self._units, self._options, self._fail_fast = units, options, fail_fast
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-        ranges = pbegin | "ListFiles" >> beam.Create(self._units) | "SplitFiles" >> beam.FlatMap(_ranges) | "SpreadRanges" >> beam.Reshuffle()
-        counts = beam.pvalue.AsDict(ranges | "CountLines" >> beam.Map(_count))
+        ranges = pbegin | "ListFiles" >> beam.Create(self._units) | "SplitFiles" >> beam.FlatMap(_ranges, self._options.config.limit) | "SpreadRanges" >> beam.Reshuffle()
+        counted = ranges | "CountLines" >> beam.Map(_count)
+        counts = beam.pvalue.AsDict(counted)
         raw, blank_lines = (
             ranges
             | "ReadRanges" >> beam.FlatMap(_read_range, counts=counts)
@@ -129,7 +177,39 @@ class ReadExamples(beam.PTransform):
         )
         parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._options, self._fail_fast)).with_outputs(REJECTED, main="examples")
         read = raw | "CountRead" >> beam.combiners.Count.Globally()
-        return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read, "blank_lines": blank_lines}
+        return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read, "blank_lines": blank_lines, "ranges": ranges, "counted": counted}
+
+
+class TallyFn(beam.DoFn):
+    """Adds what `count` says of each element to this process's progress tally (progress.py)
+    and outputs nothing: a tap beside the job, which it leaves as it is."""
+
+    def __init__(self, folder: str, count: Callable[[object], dict[str, int]]) -> None:
+        self._folder, self._count = folder, count
+
+    def process(self, element: object) -> Iterator[object]:
+        tally(self._folder).add(**self._count(element))
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        tally(self._folder).flush()
+
+
+def range_tally(r: InputRange) -> dict[str, int]:
+    """Ranges read whole (JSON arrays, CSV, --limit) are not counted, so the total stays unknown."""
+    return {"ranges": 1, "uncounted": int(r.kind == "whole" or r.limit is not None)}
+
+
+def count_tally(counted: tuple[tuple[str, int], int]) -> dict[str, int]:
+    return {"total": counted[1]}
+
+
+def rows_tally(batch: RowBatch) -> dict[str, int]:
+    return {"records": batch.rows.num_rows, "tokens": len(batch.rows.column("input_ids").values)}
+
+
+def record_tally(_: object) -> dict[str, int]:
+    return {"records": 1}
 
 
 class MixSources(beam.PTransform):
@@ -170,7 +250,8 @@ class TokenizeFn(beam.DoFn):
         self._tokens = Metrics.counter("masked_shards", "tokens")
 
     def setup(self) -> None:
-        self._builder = RowBuilder(self._config, load_tokenizer(self._config.tokenizer), self._template)
+        self._builder = RowBuilder(self._config, tokenizer_for(self._config.tokenizer), self._template)
+        loaded()
 
     def process(self, batch: list[object]) -> Iterator[object]:
         built = self._build(batch)
@@ -211,12 +292,140 @@ class TokenizeExamples(beam.PTransform):
         self._config, self._template = config, template
 
     def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
+        # Rows that packing or striding remakes are padded once made, not as examples.
+        config = replace(self._config, pad_to=None) if self._config.reshapes_rows else self._config
         tokenized = (
             examples
-            | "Batch" >> beam.BatchElements(min_batch_size=self._config.batch_size, max_batch_size=self._config.batch_size)
-            | "Tokenize" >> beam.ParDo(TokenizeFn(self._config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
+            | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
+            | "Tokenize" >> beam.ParDo(TokenizeFn(config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
         )
         return {"rows": tokenized.rows, "rejected": tokenized[REJECTED], "dropped": tokenized[DROPPED]}
+
+
+def _pad_id(config: PipelineConfig) -> int | None:
+    """The tokenizer's pad id when rows are padded (--pad-to; plan() has checked it has one)."""
+    return tokenizer_for(config.tokenizer).pad_token_id if config.pad_to else None
+
+
+def _windows(batch: RowBatch, examples: int, config: PipelineConfig) -> Iterator[tuple[tuple[str, int], pa.RecordBatch]]:
+    """((split, window), rows) for the rows of a batch: window = the range of 2^64 / W that the
+    seeded hash of the example id falls in, W = ceil(examples / --pack-window), so each window
+    holds about --pack-window examples of one split, whichever worker made them."""
+    rows = batch.rows
+    if not rows.num_rows:
+        return
+    count = max(1, -(-examples // config.pack_window))
+    ids, splits = rows.column("example_id").to_pylist(), rows.column("split").to_pylist()
+    members: dict[tuple[str, int], list[int]] = {}
+    for n, (example_id, split) in enumerate(zip(ids, splits)):
+        members.setdefault((split, (stable_hash(config.seed, "pack", example_id) * count) >> 64), []).append(n)
+    for key, indices in sorted(members.items()):
+        yield key, rows.take(pa.array(indices, pa.int64()))
+
+
+class SpillWindowsFn(beam.DoFn):
+    """Row batches -> their rows per packing window, spilled to files under `<output>/_runs/`
+    every `spill_bytes` and at the end of each bundle; yields ((split, window), path) per file.
+
+    Only these references are grouped. Beam's local runner keeps every grouped element in
+    memory, so grouping the rows themselves made the packing step's memory grow with the input;
+    this way a worker holds at most `spill_bytes` of rows plus the one window it packs. The
+    files go where the shards' sorted runs go, and are deleted with them at the end."""
+
+    def __init__(self, config: PipelineConfig, spill_bytes: int = 32 << 20) -> None:
+        self._config, self._spill_bytes = config, spill_bytes
+        self._pending: dict[tuple[str, int], list[pa.RecordBatch]] = {}
+        self._size = 0
+
+    def start_bundle(self) -> None:
+        self._pending, self._size = {}, 0
+
+    def process(self, batch: RowBatch, examples: int) -> Iterator[tuple[tuple[str, int], str]]:
+        for key, rows in _windows(batch, examples, self._config):
+            self._pending.setdefault(key, []).append(rows)
+            self._size += rows.nbytes
+        if self._size >= self._spill_bytes:
+            yield from self._spill()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for spilled in self._spill():
+            yield WindowedValue(spilled, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _spill(self) -> Iterator[tuple[tuple[str, int], str]]:
+        pending, self._pending, self._size = self._pending, {}, 0
+        for (split, window), batches in sorted(pending.items()):
+            path = FileSystems.join(self._config.output, RUNS, f"window-{split}-{window}-{uuid.uuid4().hex}.parquet")
+            with FileSystems.create(path) as handle:
+                write_run(pa.Table.from_batches(batches), handle)
+            yield (split, window), path
+
+
+class PackWindowFn(beam.DoFn):
+    """(split, window), the files of its example rows -> one PackedBatch (packing.pack_rows)."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self._pad_id: int | None = None
+
+    def setup(self) -> None:
+        self._pad_id = _pad_id(self._config)
+
+    def process(self, window: tuple[tuple[str, int], Iterable[str]]) -> Iterator[PackedBatch]:
+        config = self._config
+        pad_length = config.pad_length if config.pad_to else None
+        tables = []
+        for path in sorted(window[1]):
+            with FileSystems.open(path) as handle:
+                tables.append(pq.read_table(handle))
+        yield pack_rows(pa.concat_tables(tables), config.max_length, config.packing, pad_length, self._pad_id)
+
+
+class PackRows(beam.PTransform):
+    """Example rows -> packed rows (PackedBatch), best-fit or wrapped within windows of examples.
+
+    Beam does the grouping: every row is keyed by (split, window) and each window is packed on
+    its own worker, so packing scales out and a worker holds one window, not the input. Which
+    window a row joins depends only on its id, the seed and the number of examples, and each
+    window is packed from its rows sorted by id: the packed rows do not depend on the runner."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        examples = batches | "CountExamples" >> beam.Map(lambda b: b.rows.num_rows) | "Total" >> beam.CombineGlobally(sum)
+        return (
+            batches
+            | "SpillWindows" >> beam.ParDo(SpillWindowsFn(self._config), examples=beam.pvalue.AsSingleton(examples))
+            | "GroupWindows" >> beam.GroupByKey()
+            | "PackWindows" >> beam.ParDo(PackWindowFn(self._config))
+        )
+
+
+class StrideFn(beam.DoFn):
+    """RowBatch -> StridedBatch (striding.stride_rows), padded once windowed (--pad-to)."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self._pad_id: int | None = None
+
+    def setup(self) -> None:
+        self._pad_id = _pad_id(self._config)
+
+    def process(self, batch: RowBatch) -> Iterator[StridedBatch]:
+        config = self._config
+        yield stride_rows(batch.rows, config.max_length, config.stride, config.pad_length if config.pad_to else None, self._pad_id)
+
+
+class StrideRows(beam.PTransform):
+    """Example rows -> windows every --stride tokens over rows longer than --max-length."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return batches | "Stride" >> beam.ParDo(StrideFn(self._config))
 
 
 class SpillRunsFn(beam.DoFn):
@@ -232,7 +441,7 @@ class SpillRunsFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending, self._size = [], 0
 
-    def process(self, batch: RowBatch) -> Iterator[dict[str, object]]:
+    def process(self, batch: RowBatch | PackedBatch | StridedBatch) -> Iterator[dict[str, object]]:
         if batch.rows.num_rows:
             self._pending.append(batch.rows)
             self._size += batch.rows.nbytes
@@ -268,14 +477,14 @@ def _reader(run: dict[str, object]) -> RunReader:
 class MergeShardFn(beam.DoFn):
     """ShardRange -> its Parquet file, merged from its slice of every run of the split."""
 
-    def __init__(self, output: str) -> None:
-        self._output = output
+    def __init__(self, output: str, schema: pa.Schema) -> None:
+        self._output, self._schema = output, schema
 
     def process(self, shard: ShardRange, runs: list[dict[str, object]]) -> Iterator[dict[str, object]]:
         readers = [_reader(run) for run in sorted(runs, key=lambda r: r["path"]) if run["split"] == shard.split]
         name = shard_name(shard.split, shard.index, shard.count)
         with FileSystems.create(FileSystems.join(self._output, "data", name)) as handle:
-            info = merge_shard(shard, readers, handle)
+            info = merge_shard(shard, readers, handle, self._schema)
         yield {"path": posixpath.join("data", name), "split": shard.split, "index": shard.index, **info}
 
 
@@ -295,7 +504,7 @@ class WriteShards(beam.PTransform):
             | "Once" >> beam.Create([None])
             | "PlanShards" >> beam.FlatMap(_plan_shards, runs=runs, config=self._config)
             | "SpreadShards" >> beam.Reshuffle()
-            | "MergeShard" >> beam.ParDo(MergeShardFn(self._output), runs=runs)
+            | "MergeShard" >> beam.ParDo(MergeShardFn(self._output, output_schema(self._config.packing, self._config.stride)), runs=runs)
         )
         return {"shards": shards, "runs": spilled}
 
@@ -353,6 +562,10 @@ class CoverageFn(beam.CombineFn):
     def add_input(self, coverage: Coverage, item: object) -> Coverage:
         if isinstance(item, RowBatch):
             coverage.add_batch(item)
+        elif isinstance(item, PackedBatch):
+            coverage.reshaped.add_packed(item)
+        elif isinstance(item, StridedBatch):
+            coverage.reshaped.add_strided(item)
         else:
             coverage.add(item)
         return coverage

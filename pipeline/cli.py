@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 
@@ -47,17 +48,26 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--max-length-ratio", type=float, default=None, help="reject translation pairs whose lengths differ by more than this ratio (default: off)")
     add("--max-length", type=int, default=defaults.max_length, help="longest row in tokens (default: %(default)s)")
     add("--allow-max-length-above-model", action="store_true", help="allow a --max-length above the tokenizer's model_max_length (refused by default)")
-    add("--overlong", default=defaults.overlong, help="truncate or drop examples over --max-length (default: %(default)s)")
+    add("--overlong", default=defaults.overlong, help="truncate or drop examples over --max-length, or split them into pieces that are each packed (with --packing) (default: %(default)s)")
+    add("--packing", default=defaults.packing, help="none (one example a row), bfd (best-fit decreasing into rows of --max-length) or wrap (documents end to end, cut every --max-length tokens) (default: %(default)s)")
+    add("--pack-window", type=int, default=defaults.pack_window, help="examples packed together; larger fills rows better and holds more in memory (default: %(default)s)")
+    add("--stride", type=int, default=None, help="windows of --max-length tokens every STRIDE tokens over longer documents, each token scored once (default: off)")
     add("--pad-to", default=None, help="pad rows to max_length or multiple:K (default: unpadded)")
     add("--validation-fraction", type=float, default=defaults.validation_fraction, help="share of examples for the validation split (default: %(default)s)")
     add("--special-text", default=defaults.special_text, help="user text spelling a special token: reject the record or keep it as plain text (default: %(default)s)")
     add("--fail-fast", action="store_true", help="stop at the first bad record instead of writing it to rejected/")
     add("--overwrite", action="store_true", help="replace the outputs of an earlier run in --output")
+    add("--quiet", action="store_true", help="no live progress line (the report is still printed at the end)")
     add("--seed", type=int, default=defaults.seed, help="salts row order within shards (default: %(default)s)")
     add("--num-shards", type=int, default=defaults.num_shards, help="at most this many shards per split (never more than its rows; no shard is empty); 0 = ceil(rows / --rows-per-shard) (default: %(default)s)")
     add("--rows-per-shard", type=int, default=defaults.rows_per_shard, help="target rows per shard when --num-shards is 0 (default: %(default)s)")
     add("--verbose", action="store_true", help="show Beam's progress logs")
     add("--batch-size", type=int, default=defaults.batch_size, help="examples per tokenizer call (default: %(default)s)")
+    add("--limit", type=int, default=None, metavar="N", help="only the first N records of each input file, for a quick look; the manifest and report say so (default: all)")
+    add("--min-supervised-fraction", type=float, default=None, metavar="F", help="quality gate: exit 1 (after writing shards and report) when fewer than F of the tokens are supervised (default: off)")
+    add("--max-rejected-fraction", type=float, default=None, metavar="F", help="quality gate: exit 1 when more than F of the records read are rejected (default: off)")
+    add("--max-truncated-fraction", type=float, default=None, metavar="F", help="quality gate: exit 1 when more than F of the examples are truncated (default: off)")
+    add("--smoke-test", default="auto", choices=("auto", "cuda", "cpu", "off"), help="last stage: train a tiny random model on the shards and check the loss is the masked loss, on a GPU (cuda), the CPU (cpu), a GPU when there is one (auto), or skip it (off) (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("templates", help="list the bundled chat templates, or show one rendered")
     listing.add_argument("name", nargs="?", help="show this template (a bundled name or PATH.jinja) rendered on a sample conversation")
     listing.add_argument("--tokenizer", default=None, help="take bos/eos from this tokenizer, whose own chat template NAME tokenizer shows (default: the template family's own bos/eos)")
+    _directory_parsers(commands)
+    smoke = commands.add_parser("smoke-test", help="train a tiny random model on a finished run's shards and check its loss is the masked loss (writes DIR/smoke_test.json; exit 1 on a failed check)")
+    smoke.add_argument("directory", metavar="DIR", help="a --output folder of masked-shards")
+    smoke.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="cuda, cpu, or a GPU when torch sees one (default: %(default)s)")
     return parser
+
+
+def _directory_parsers(commands: argparse._SubParsersAction) -> None:
+    """`validate DIR` and `inspect DIR`: commands on a shard directory already written."""
+    validate = commands.add_parser("validate", help="check a shard directory: columns, lengths, labels, packing, manifest row counts and sha256 (exit 1 on any violation)")
+    validate.add_argument("directory", metavar="DIR", help="a --output folder of masked-shards, or any folder of Parquet shards with input_ids and labels")
+    inspect = commands.add_parser("inspect", help="show rows token by token: supervised, masked and pad tokens, and the decoded supervised text per turn")
+    inspect.add_argument("directory", metavar="DIR", help="a --output folder of masked-shards (its manifest names the tokenizer)")
+    inspect.add_argument("--rows", type=int, default=3, help="show the first N rows (default: %(default)s)")
+    inspect.add_argument("--example-id", default=None, metavar="ID", help="show the row holding this example id (e.g. alpaca.jsonl:17)")
+    inspect.add_argument("--ids", action="store_true", help="one line per token with its id and label")
+    inspect.add_argument("--tokenizer", default=None, help="decode with this tokenizer instead of the one the manifest names")
+    mode = inspect.add_mutually_exclusive_group()
+    mode.add_argument("--plain", action="store_true", help="markers instead of colours: [[...]] around supervised runs, {pad} for padding (default when stdout is not a terminal)")
+    mode.add_argument("--color", action="store_true", help="ANSI colours even when stdout is not a terminal")
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -92,15 +121,23 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         max_length=args.max_length,
         allow_max_length_above_model=args.allow_max_length_above_model,
         overlong=args.overlong,
+        packing=args.packing,
+        pack_window=args.pack_window,
+        stride=args.stride,
         pad_to=args.pad_to,
         validation_fraction=args.validation_fraction,
         special_text=args.special_text,
         fail_fast=args.fail_fast,
         overwrite=args.overwrite,
+        quiet=args.quiet,
         seed=args.seed,
         num_shards=args.num_shards,
         rows_per_shard=args.rows_per_shard,
         batch_size=args.batch_size,
+        min_supervised_fraction=args.min_supervised_fraction,
+        max_rejected_fraction=args.max_rejected_fraction,
+        max_truncated_fraction=args.max_truncated_fraction,
+        limit=args.limit,
     )
 
 
@@ -188,6 +225,38 @@ def show_templates(name: str | None, tokenizer_name: str | None) -> str:
     return f"{note}{shown}\n\n[[...]] marks the trained tokens; bos {bos or 'none'}, eos {eos or 'none'} ({whose})."
 
 
+def _on_directory(args: argparse.Namespace) -> int:
+    """Run validate (exit 1 on any violation) or inspect (colours only on a terminal, unless asked)."""
+    if args.command == "validate":
+        from masked_shards.validation import validate_directory, validation_text
+
+        if not os.path.isdir(args.directory):
+            raise ConfigError(f"{args.directory} is not a folder")
+        result = validate_directory(args.directory)
+        print(validation_text(result), end="")
+        return 0 if result.ok else EXIT_FAILED
+    from masked_shards.inspection import inspect_directory
+
+    if args.rows < 1:
+        raise ConfigError(f"--rows must be positive, not {args.rows}")
+    color = args.color or (not args.plain and sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb")
+    print(inspect_directory(args.directory, args.rows, args.example_id, args.tokenizer, color, args.ids), end="")
+    return 0
+
+
+def run_smoke_test(output: str, device: str) -> int:
+    """The smoke-test stage on a finished run (smoke_test.py): print its summary line, or its one
+    failing sentence and exit 1; the shards stay either way."""
+    from masked_shards.smoke_test import SmokeTestFailed, run_stage, summary_line
+
+    try:
+        print(summary_line(run_stage(output, device)))
+    except SmokeTestFailed as err:
+        print(f"masked-shards: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # Beam and its optional GCP imports log warnings about extras a local run does not need;
     # only errors reach the user unless they ask for --verbose.
@@ -202,26 +271,47 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"Unexpected argument {extra[0]!r}.")
             print(show_templates(args.name, args.tokenizer))
             return 0
+        if args.command in ("validate", "inspect"):
+            if extra:
+                raise ConfigError(f"Unexpected argument {extra[0]!r}.")
+            return _on_directory(args)
+        if args.command == "smoke-test":
+            if extra:
+                raise ConfigError(f"Unexpected argument {extra[0]!r}.")
+            return run_smoke_test(args.directory, args.device)
+        if args.smoke_test == "cuda":  # refused now, before any data flows, not after the job
+            from masked_shards.smoke_test import device_for
+
+            device_for("cuda")
         config = config_from_args(args)
         beam_args = check_beam_args(extra)
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    return _run(config, beam_args)
+    return _run(config, beam_args, args.smoke_test)
 
 
-def _run(config: PipelineConfig, beam_args: list[str]) -> int:
+def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off") -> int:
     """Run the job; a run that wrote no row failed (exit 1), after showing its report and the
-    one sentence that says where the records went."""
-    from masked_shards.job import NoRowsWritten, run
-    from masked_shards.label_coverage import report_text
+    one sentence that says where the records went. A run that passed its gates ends with the
+    smoke-test stage (`auto`: not for an output in an object store, which it would have to read
+    back over the network; `cpu`/`cuda` run it anyway)."""
+    from masked_shards.collector import job_scope
 
+    with job_scope():  # no collections while Beam and transformers import (collector.py); run() has its own
+        from masked_shards.job import NoRowsWritten, run
+        from masked_shards.label_coverage import gate_failure, report_text
     try:
         report = run(config, beam_args)
         if report is None:
             print("dry run: the job was built and translated for the runner; nothing ran and nothing was written")
         else:
             print(report_text(report) + f"shards, report and manifest in {config.output}")
+            if failed := gate_failure(report):  # the gates judge a finished run: its shards and report stay
+                print(f"masked-shards: {failed}", file=sys.stderr)
+                return EXIT_FAILED
+            if smoke_test != "off" and not (smoke_test == "auto" and "://" in config.output):
+                return run_smoke_test(config.output, smoke_test)
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_CONFIG

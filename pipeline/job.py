@@ -12,33 +12,42 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import posixpath
 import re
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions, WorkerOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-import pipeline
+import masked_shards
 from masked_shards.bundled_templates import template_path
-from masked_shards.beam_transforms import DROPPED, REJECTED, MixSources, ReadExamples, ReportCoverage, TokenizeExamples, WriteJsonLines, WriteShards
+from masked_shards.beam_transforms import DROPPED, REJECTED, MixSources, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.collector import data_flows, job_scope
 from masked_shards.config import ConfigError, PipelineConfig
-from masked_shards.hub import check_dataset
+from masked_shards.hub import check_dataset, looks_like_path
 from masked_shards.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
 from masked_shards.formats import ParseOptions, detect_format
-from masked_shards.label_coverage import Coverage, reconcile, report_png, report_text
+from masked_shards.label_coverage import REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
+from masked_shards.report_html import example_views
 from masked_shards.masking import IGNORE_INDEX, describe_training
+from masked_shards.progress import ProgressLine
 from masked_shards.rows import RowBuilder, check_template
 from masked_shards.runs import RUNS
-from masked_shards.shards import SPLITS, manifest_json, schema_description, sha256
+from masked_shards.shards import SMOKE_TEST_JSON, SPLITS, manifest_json, output_schema, schema_description, sha256
 from masked_shards.templates import ChatTemplate, TemplateError, resolve_template
-from masked_shards.tokenization import TokenizerError, fingerprint, load_tokenizer
+from masked_shards.tokenization import TokenizerError, fingerprint
 from masked_shards.translation import looks_language_keyed, needs_languages, translation_prompt
 
-MANIFEST, REPORT_JSON, REPORT_TEXT, REPORT_PNG = "manifest.json", "coverage_report.json", "coverage_report.txt", "coverage_report.png"
+MANIFEST = "manifest.json"
+OLD_REPORTS = ("coverage_report.txt", "coverage_report.png")  # what earlier versions wrote: still ours to --overwrite
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class JobPlan:
     template: ChatTemplate
     tokenizer: dict[str, object]
     parse_options: ParseOptions
+    progress: str | None = None  # the scratch folder of the progress line (progress.py), local runs only
 
 
 def plan(config: PipelineConfig) -> JobPlan:
@@ -63,7 +73,7 @@ def plan(config: PipelineConfig) -> JobPlan:
     check_mix(files, config.mix)
     check_output(config.output, config.overwrite)
     try:
-        tokenizer = load_tokenizer(config.tokenizer)
+        tokenizer = tokenizer_for(config.tokenizer)
         template = resolve_template(config.template, getattr(tokenizer, "chat_template", None))
         if config.format != "text" and config.model_type == "decoder":
             check_template(template, tokenizer, config.tokenizer)
@@ -246,8 +256,9 @@ def _prefix(output: str) -> str:
 
 _OUR_NAMES = re.compile(
     "|".join(
-        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_TEXT, REPORT_PNG)]
+        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML, *OLD_REPORTS)]
         + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
+        + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
         + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
     )
 )
@@ -294,25 +305,35 @@ class FinalizeFn(beam.DoFn):
 
     def process(self, _: object, shards: list[dict], runs: list[dict], record_files: list[dict], coverage: Coverage, read: int) -> Iterator[dict]:
         config, output = self._plan.config, self._plan.config.output
-        if runs:  # every shard is written: the sorted runs they were merged from are spent
-            FileSystems.delete([run["path"] for run in runs])
+        # Every shard is written: the sorted runs they were merged from, and the packing windows'
+        # spilled rows (both under _runs/), are spent.
+        spent = {run["path"] for run in runs} | {m.path for m in FileSystems.match([FileSystems.join(output, RUNS, "*")])[0].metadata_list}
+        if spent:
+            FileSystems.delete(sorted(spent))
         if FileSystems.exists(FileSystems.join(output, RUNS)):  # a local folder (object stores have none)
             FileSystems.delete([FileSystems.join(output, RUNS)])
-        report = coverage.report(read, sum(s["rows"] for s in shards))
-        _write(output, REPORT_JSON, manifest_json(report))
-        _write(output, REPORT_TEXT, report_text(report))
-        _write(output, REPORT_PNG, report_png(report))
+        identity = {
+            "config": config.recorded(),
+            "tokenizer": self._plan.tokenizer,
+            "template": {"name": self._plan.template.name, "sha256": sha256(self._plan.template.source.encode("utf-8"))},
+        }
+        splits = SPLITS if config.validation_fraction else SPLITS[:1]
+        sources = {unit.name: unit.source for unit in self._plan.files}
+        report = coverage.report(read, sum(s["rows"] for s in shards), sources=sources, splits=splits, run=identity, gates=gate_limits(config))
+        if config.limit is not None:  # a quick look (--limit): say so wherever the counts are read
+            report["limit"] = config.limit
         problem = reconcile(report)
+        reports = report_files(report, [] if problem else _first_rows(output, shards, config))
+        for name, content in reports.items():
+            _write(output, name, content)
         if problem:
             raise RuntimeError(problem)
         if not report["rows_written"]:
             yield report
             return
         manifest = {
-            "masked_shards_version": pipeline.__version__,
-            "config": config.recorded(),
-            "tokenizer": self._plan.tokenizer,
-            "template": {"name": self._plan.template.name, "sha256": sha256(self._plan.template.source.encode("utf-8"))},
+            "masked_shards_version": masked_shards.__version__,
+            **identity,
             "labels": {
                 "ignore_index": IGNORE_INDEX,
                 "shifted": False,
@@ -320,15 +341,27 @@ class FinalizeFn(beam.DoFn):
                 "train_on_eot": config.train_on_eot,
                 "trained_on": describe_training(train_on=config.train_on, train_on_eot=config.train_on_eot, model_type=config.model_type, record_format=config.format),
             },
-            "schema": schema_description(),
+            "schema": schema_description(output_schema(config.packing, config.stride)),
             "shards": sorted(shards, key=lambda s: s["path"]),
             "record_files": sorted(record_files, key=lambda s: s["path"]),
+            "report_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(reports.items())],
             "counts": report,
         }
         temporary = FileSystems.join(output, MANIFEST + ".partial")
         _write(output, MANIFEST + ".partial", manifest_json(manifest))
         FileSystems.rename([temporary], [FileSystems.join(output, MANIFEST)])
         yield report
+
+
+def _first_rows(output: str, shards: list[dict], config: PipelineConfig) -> list[tuple[str, str]]:
+    """The first rows of the first shard, token by token, for the HTML report (decoder rows only:
+    a seq2seq row's labels are another sequence than its input_ids)."""
+    if not shards or config.model_type != "decoder":
+        return []
+    first = min(shards, key=lambda s: (s["split"] != "train", s["path"]))
+    with FileSystems.open(FileSystems.join(output, first["path"])) as handle:
+        rows = pq.ParquetFile(handle).read_row_group(0)
+    return example_views(rows, tokenizer_for(config.tokenizer))
 
 
 def _write(output: str, name: str, content: str | bytes) -> None:
@@ -346,12 +379,21 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
         examples, sampled_out = mixed["examples"], [mixed["sampled_out"]]
     tokenized = examples | "TokenizeExamples" >> TokenizeExamples(config, plan.template)
     rejected = (read["rejected"], tokenized["rejected"]) | "AllRejected" >> beam.Flatten()
-    written = tokenized["rows"] | "WriteShards" >> WriteShards(config.output, config)
+    rows, reshaped = tokenized["rows"], []
+    if config.packing != "none":
+        rows = rows | "PackRows" >> PackRows(config)
+        reshaped = [rows]
+    elif config.stride is not None:
+        rows = rows | "StrideRows" >> StrideRows(config)
+        reshaped = [rows]
+    written = rows | "WriteShards" >> WriteShards(config.output, config)
+    if plan.progress:
+        _tap_progress(plan.progress, read, tokenized["rows"], rejected, tokenized["dropped"])
     record_files = (
         (rejected | "WriteRejected" >> WriteJsonLines(config.output, "rejected"), tokenized["dropped"] | "WriteDropped" >> WriteJsonLines(config.output, DROPPED))
         | "RecordFiles" >> beam.Flatten()
     )
-    coverage = (tokenized["rows"], rejected, tokenized["dropped"], read["blank_lines"], *sampled_out) | "ReportCoverage" >> ReportCoverage()
+    coverage = (tokenized["rows"], rejected, tokenized["dropped"], read["blank_lines"], *sampled_out, *reshaped) | "ReportCoverage" >> ReportCoverage()
     return (
         pipe
         | "Once" >> beam.Create([None])
@@ -365,6 +407,46 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
             read=beam.pvalue.AsSingleton(read["read"]),
         )
     )
+
+
+def _tap_progress(folder: str, read: dict[str, beam.PCollection], rows: beam.PCollection, rejected: beam.PCollection, dropped: beam.PCollection) -> None:
+    """Count into the progress tally beside the job (progress.py), changing none of its steps."""
+    taps = (("Ranges", read["ranges"], range_tally), ("Total", read["counted"], count_tally), ("Rows", rows, rows_tally), ("Rejected", rejected, record_tally), ("Dropped", dropped, record_tally))
+    for name, collection, count in taps:
+        collection | f"Progress{name}" >> beam.ParDo(TallyFn(folder, count))
+
+
+def _shows_progress(options: PipelineOptions, quiet: bool) -> bool:
+    """A live line for runs whose workers share this machine: the default runner and the portable
+    one (Flink's and Spark's too, when their job server is local; a remote worker's writes go
+    nowhere, which is harmless). Not under --quiet, a dry run, or Dataflow."""
+    runner = str(options.view_as(StandardOptions).runner or "")
+    return not quiet and not options.view_as(TestOptions).dry_run and "Dataflow" not in runner
+
+
+def for_remote_workers(config: PipelineConfig, beam_args: list[str]) -> list[str]:
+    """On Dataflow the workers are other machines. They read the inputs, the tokenizer and the
+    output themselves, so none may be a path on this machine (refused in one sentence, before
+    anything is loaded); and they need this package, which the job stages from the checkout's
+    pyproject.toml (Beam builds an sdist of it; workers pip-install it) unless the flags already
+    bring it (--setup_file, --extra_package, or --sdk_container_image with it installed)."""
+    options = PipelineOptions(beam_args)
+    if "Dataflow" not in str(options.view_as(StandardOptions).runner or ""):
+        return beam_args
+    paths = [("--input", p) for p in config.inputs if not p.startswith(HF_PREFIX)] + [("--input-pair", p) for pair in config.input_pairs for p in pair] + [("--output", config.output)]
+    if os.path.isdir(config.tokenizer) or looks_like_path(config.tokenizer):
+        paths.append(("--tokenizer", config.tokenizer))
+    for flag, path in paths:
+        if "://" not in path:
+            extra = ", or a hub id" if flag == "--tokenizer" else ""
+            raise ConfigError(f"{flag} {path} is on this machine, where Dataflow's workers cannot read it; copy it to a gs:// bucket and pass that path{extra}")
+    setup = options.view_as(SetupOptions)
+    if setup.setup_file or setup.extra_packages or options.view_as(WorkerOptions).sdk_container_image:
+        return beam_args
+    project = Path(masked_shards.__file__).resolve().parent.parent / "pyproject.toml"
+    if not project.is_file():  # installed from a wheel: no source tree to build from
+        raise ConfigError("Dataflow's workers need masked-shards installed: pass --extra_package with a wheel or sdist of it, --setup_file with a checkout's pyproject.toml, or --sdk_container_image with an image that has it")
+    return [*beam_args, f"--setup_file={project}"]
 
 
 def with_default_runner(beam_args: list[str]) -> list[str]:
@@ -401,14 +483,19 @@ def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str,
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
     raise NoRowsWritten (after the report and record files are written) if no row was written.
     Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None."""
-    job = plan(config)
-    without_timed_flush()
-    options = PipelineOptions(with_default_runner(beam_args or []))
-    dry_run = options.view_as(TestOptions).dry_run
-    with beam.Pipeline(options=options) as pipe:
-        build(pipe, job)
-        if config.overwrite and not dry_run:  # every check passed and the job is built: only now remove the earlier run
-            clear_output(config.output)
+    with job_scope(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
+        beam_args = for_remote_workers(config, with_default_runner(beam_args or []))
+        job = plan(config)
+        data_flows()
+        without_timed_flush()
+        options = PipelineOptions(beam_args)
+        dry_run = options.view_as(TestOptions).dry_run
+        if _shows_progress(options, config.quiet):
+            job = replace(job, progress=scratch)
+        with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
+            build(pipe, job)
+            if config.overwrite and not dry_run:  # every check passed and the job is built: only now remove the earlier run
+                clear_output(config.output)
     if dry_run:
         return None
     with FileSystems.open(FileSystems.join(config.output, REPORT_JSON)) as handle:

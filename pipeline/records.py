@@ -137,8 +137,20 @@ BATCH_SCHEMA = pa.schema(
         ("truncated", pa.bool_()),
         ("split_at_boundaries", pa.bool_()),
         ("tokens_before_truncation", pa.int32()),  # decoder: the whole encoding; seq2seq: source + target
+        # What each message of the row became, for the coverage report only (shards.SCHEMA, the
+        # written columns, leaves them out): per message in order, its role (an index into
+        # TURN_ROLES), its tokens and supervised tokens left after truncation, and its end-of-turn
+        # token (TURN_EOT). Tokens outside every message (headers, BOS, a template's default
+        # system prompt) are the row's tokens minus the sum of `turn_tokens`.
+        ("turn_roles", pa.list_(pa.int8())),
+        ("turn_tokens", pa.list_(pa.int32())),
+        ("turn_supervised", pa.list_(pa.int32())),
+        ("turn_eot", pa.list_(pa.int8())),
     ]
 )
+TURN_ROLES = ("system", "user", "assistant", "tool", TEXT_ROLE)  # `turn_roles` codes; seq2seq: source user, target assistant
+MARKUP = "markup"  # the report's name for tokens outside every message: role headers, BOS, separators, default system prompts
+TURN_EOT = ("none", "unsupervised", "supervised", "cut")  # `turn_eot` codes: no end-of-turn token, or it was masked, trained, or cut by truncation
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from masked_shards.shards import split_for
 from masked_shards.templates import ChatTemplate, Rendered, Renderer, TemplateError
 from masked_shards.tokenization import EncodedBatch, Encoder, TokenizerError, special_tokens
 from masked_shards.translation import TranslationPair
+from masked_shards.turn_counts import EndOfTurn, MessageCounts, MessageSpans, MessageTokens, count_rows, locate, message_spans, pair_counts
 
 _PROBE = Example(
     "probe:0",
@@ -51,6 +52,7 @@ class Tokens:
     labels: np.ndarray
     split_at_boundaries: bool = False
     keep_last: bool = False
+    messages: MessageTokens | None = None  # decoder: each token's message, for the coverage report
 
 
 class Encoding(Protocol):
@@ -121,11 +123,21 @@ class RowBuilder:
         overlong = [f"{side} has {length} tokens" for side, length in sides if length > max_length]
         if overlong and self.config.overlong == "drop":
             return Dropped(item.example_id, item.source, "overlong", f"{' and '.join(overlong)}, more than --max-length {max_length}")
+        if self.config.keeps_overlong:  # kept whole: packing or striding cuts it into rows later
+            max_length, overlong = len(tokens.input_ids), []
         ids, labels = _truncate(tokens.input_ids, max_length, tokens.keep_last), tokens.labels[:max_length]
         if not (labels != IGNORE_INDEX).any():
             reason = "no_supervised_tokens_after_truncation" if overlong else "no_supervised_tokens"
             return Dropped(item.example_id, item.source, reason, f"no supervised token in the first {len(labels)} tokens")
-        return _Fitted(item, ids, labels, bool(overlong), tokens.split_at_boundaries, sum(length for _, length in sides))
+        return _Fitted(item, ids, labels, bool(overlong), tokens.split_at_boundaries, sum(length for _, length in sides), tokens.messages, len(tokens.labels) > max_length)
+
+    def _count_messages(self, fitted: list[_Fitted]) -> MessageCounts:
+        """What each message of the rows became (turn_counts.py): for decoder rows from their
+        tokens' messages; an encoder-decoder row is a source message and a target message."""
+        if self.encoding.aligned:
+            return count_rows([f.messages for f in fitted], [f.labels for f in fitted])
+        lengths = np.array([[len(f.input_ids), len(f.labels)] for f in fitted], dtype=np.int64).reshape(-1, 2)
+        return pair_counts(lengths[:, 0], lengths[:, 1], np.array([f.target_cut for f in fitted], dtype=bool))
 
     def _gather(self, fitted: list[_Fitted]) -> pa.RecordBatch:
         """The rows as BATCH_SCHEMA columns, each list column built from one flat array and its
@@ -147,6 +159,7 @@ class RowBuilder:
             pa.array([f.truncated for f in fitted], pa.bool_()),
             pa.array([f.split_at_boundaries for f in fitted], pa.bool_()),
             pa.array([f.tokens_before_truncation for f in fitted], pa.int32()),
+            *_message_columns(self._count_messages(fitted)),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=BATCH_SCHEMA)
 
@@ -161,6 +174,16 @@ class _Fitted:
     truncated: bool
     split_at_boundaries: bool
     tokens_before_truncation: int
+    messages: MessageTokens | None  # decoder rows: each token's message (turn_counts.py)
+    target_cut: bool  # seq2seq rows: truncation cut the target (and its EOS)
+
+
+def _message_columns(counts: MessageCounts) -> list[pa.ListArray]:
+    """The report-only columns `turn_roles`, `turn_tokens`, `turn_supervised`, `turn_eot`
+    (records.BATCH_SCHEMA), one list per row with one value per message."""
+    offsets = _offsets(counts.lengths)
+    fields = ((counts.roles, pa.int8()), (counts.tokens, pa.int32()), (counts.supervised, pa.int32()), (counts.eot, pa.int8()))
+    return [pa.ListArray.from_arrays(offsets, values.astype(value_type.to_pandas_dtype(), copy=False), type=pa.list_(value_type)) for values, value_type in fields]
 
 
 def _truncate(ids: np.ndarray, max_length: int, keep_last: bool) -> np.ndarray:
@@ -206,6 +229,7 @@ class DecoderEncoding:
         self._renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=self._specials)
         self._encoder = Encoder(tokenizer)
         self._eos = tokenizer.eos_token or ""
+        self._end_of_turn = EndOfTurn(specials)
 
     def texts(self, example: Example) -> Iterator[tuple[str, str]]:
         for n, turn in enumerate(example.turns):
@@ -223,17 +247,20 @@ class DecoderEncoding:
             for n, r in enumerate(results)
             if isinstance(r, Rendered)
         }
+        messages = {n: message_spans(results[n], examples[n].turns, self._end_of_turn) for n in spans}
         whole = {n: k for k, n in enumerate(n for n in spans if not results[n].plain_spans)}  # example -> place in batch
         batch = self._encoder.encode_batch([results[n].text for n in whole])
         labels, crossing = _labels_together(batch, [results[n].text for n in whole], [spans[n] for n in whole])
+        located = _messages_together(batch, [results[n].text for n in whole], [messages[n] for n in whole])
         for n, k in whole.items():
             if k not in crossing:
                 start, end = batch.bounds[k], batch.bounds[k + 1]
-                results[n] = Tokens(batch.ids[start:end], labels[start:end])
+                results[n] = Tokens(batch.ids[start:end], labels[start:end], messages=located[k])
         for n, rendered in enumerate(results):
             if isinstance(rendered, Rendered):
                 encoded = self._encoder.encode(rendered.text, span_edges(spans[n]), rendered.plain_spans, batch[whole[n]] if n in whole else None)
-                results[n] = Tokens(encoded.ids, build_labels(encoded.ids, encoded.offsets, spans[n]), encoded.split_at_boundaries)
+                alone = _messages_alone(encoded.offsets, messages[n])
+                results[n] = Tokens(encoded.ids, build_labels(encoded.ids, encoded.offsets, spans[n]), encoded.split_at_boundaries, messages=alone)
         return results
 
     def _render(self, example: Example, plain: bool) -> Rendered | Rejected:
@@ -262,6 +289,34 @@ def _labels_together(batch: EncodedBatch, texts: list[str], spans: list[list[tup
     moved = np.array([(a + start, b + start) for start, row in zip(starts.tolist(), spans) for a, b in row], dtype=np.int64).reshape(-1, 2)
     crossed = crossed_boundaries(offsets, span_edges(moved))
     return build_labels(batch.ids, offsets, moved), set((np.searchsorted(starts, crossed, side="right") - 1).tolist())
+
+
+def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[MessageSpans]) -> list[MessageTokens]:
+    """Each string's `MessageTokens` from one `locate` over the whole batch, its strings laid end
+    to end as in `_labels_together`; message and token indices are then made each string's own."""
+    if not texts:
+        return []
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
+    counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(counts)])
+    moved = np.repeat(starts, counts)
+    spans = np.array([span for m in messages for span in m.spans], dtype=np.int64).reshape(-1, 2) + moved[:, None]
+    eot = np.array([e for m in messages for e in m.eot], dtype=np.int64)
+    eot = np.where(eot >= 0, eot + moved, -1)
+    roles = np.array([r for m in messages for r in m.roles], dtype=np.int8)
+    token_starts = batch.offsets[:, 0] + np.repeat(starts, np.diff(batch.bounds))
+    owner, eot_token = locate(token_starts, spans, eot)
+    owner = np.where(owner >= 0, owner - np.repeat(first[:-1], np.diff(batch.bounds)), -1)
+    eot_token = np.where(eot_token >= 0, eot_token - np.repeat(batch.bounds[:-1], counts), -1)
+    return [MessageTokens(owner[batch.bounds[k] : batch.bounds[k + 1]], roles[first[k] : first[k + 1]], eot_token[first[k] : first[k + 1]]) for k in range(len(messages))]
+
+
+def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageTokens:
+    """One string's `MessageTokens` (a string encoded alone, in pieces)."""
+    spans = np.array(messages.spans, dtype=np.int64).reshape(-1, 2)
+    owner, eot_token = locate(offsets[:, 0].astype(np.int64), spans, np.array(messages.eot, dtype=np.int64))
+    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token)
 
 
 class Seq2SeqEncoding:

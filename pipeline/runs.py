@@ -33,14 +33,22 @@ import pyarrow.parquet as pq
 from masked_shards.shards import ROW_GROUP_ROWS, SCHEMA, stable_hash
 
 KEY = "key"
+TIEBREAK = "window_start"
 RUNS = "_runs"  # the folder under the output that holds runs while a job writes its shards
 _RUN_GROUP_ROWS = 1024
 _SPACE = 1 << 64
 
 
+def _order(table: pa.Table) -> list[tuple[str, str]]:
+    """Rows sort by (key, example_id), then by `window_start` where rows carry one: the windows
+    of a strided document, or packed rows whose first pieces are pieces of one example, share an
+    id and are told apart by where they begin in it."""
+    return [(KEY, "ascending"), ("example_id", "ascending")] + ([(TIEBREAK, "ascending")] if TIEBREAK in table.column_names else [])
+
+
 def keyed_runs(batches: list[pa.RecordBatch], seed: int) -> dict[str, pa.Table]:
     """Rows of `batches` (with `example_id` and `split` columns) per split, each sorted by
-    (key, example_id) with the key added as a uint64 column."""
+    (key, example_id[, window_start]) with the key added as a uint64 column."""
     table = pa.Table.from_batches(batches)
     ids = table.column("example_id").to_pylist()
     keys = pa.array(np.fromiter((stable_hash(seed, i) for i in ids), dtype=np.uint64, count=len(ids)))
@@ -48,7 +56,7 @@ def keyed_runs(batches: list[pa.RecordBatch], seed: int) -> dict[str, pa.Table]:
     runs = {}
     for split in pc.unique(table.column("split")).to_pylist():
         part = table.filter(pc.equal(table.column("split"), split))
-        runs[split] = part.sort_by([(KEY, "ascending"), ("example_id", "ascending")])
+        runs[split] = part.sort_by(_order(part))
     return runs
 
 
@@ -109,16 +117,17 @@ def _count_in(keys: np.ndarray, low: int, high: int | None) -> int:
     return int(last - first)
 
 
-def merge_shard(shard: ShardRange, runs: list[RunReader], sink: IO[bytes]) -> dict[str, object]:
-    """Write one shard's Parquet bytes to `sink`, row group by row group; returns rows, bytes, sha256."""
+def merge_shard(shard: ShardRange, runs: list[RunReader], sink: IO[bytes], schema: pa.Schema = SCHEMA) -> dict[str, object]:
+    """Write one shard's Parquet bytes to `sink`, row group by row group, in the columns of
+    `schema` (shards.output_schema); returns rows, bytes, sha256."""
     keys = np.sort(np.concatenate([r.keys[(r.keys >= np.uint64(shard.low)) & (_below(r.keys, shard.high))] for r in runs]))
     cuts = [int(k) for k in keys[::ROW_GROUP_ROWS]] + [shard.high]
     hashing = _HashingSink(sink)
-    with pq.ParquetWriter(hashing, SCHEMA, compression="zstd", write_statistics=False) as writer:
+    with pq.ParquetWriter(hashing, schema, compression="zstd", write_statistics=False) as writer:
         for low, high in zip(cuts, cuts[1:]):
             pieces = [piece for piece in (r.slice(low, high) for r in runs) if piece is not None]
-            group = pa.concat_tables(pieces).sort_by([(KEY, "ascending"), ("example_id", "ascending")])
-            writer.write_table(group.select(SCHEMA.names).cast(SCHEMA), row_group_size=ROW_GROUP_ROWS)
+            group = pa.concat_tables(pieces)
+            writer.write_table(group.sort_by(_order(group)).select(schema.names).cast(schema), row_group_size=ROW_GROUP_ROWS)
     return {"rows": len(keys), "bytes": hashing.size, "sha256": hashing.digest()}
 
 

@@ -40,8 +40,23 @@ SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
     ]
 )
+# Packed runs (--packing bfd|wrap, packing.py): several examples a row, each a sequence of its own.
+PACKED_SCHEMA = pa.schema(
+    [
+        pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("labels", pa.list_(pa.int32()), nullable=False),
+        pa.field("attention_mask", pa.list_(pa.int8()), nullable=False),
+        pa.field("position_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("seq_lengths", pa.list_(pa.int32()), nullable=False),
+        pa.field("example_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("sources", pa.list_(pa.string()), nullable=False),
+    ]
+)
+# Strided runs (--stride, striding.py): one window a row; window_start is its offset in the document.
+STRIDED_SCHEMA = pa.schema([*SCHEMA, pa.field("window_start", pa.int32(), nullable=False)])
 SPLITS = ("train", "validation")
 ROW_GROUP_ROWS = 2048
+SMOKE_TEST_JSON = "smoke_test.json"  # the smoke-test stage's results (smoke_test.py), beside the shards
 
 
 def stable_hash(*parts: object) -> int:
@@ -68,8 +83,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def schema_description() -> list[dict[str, str]]:
-    return [{"name": f.name, "type": str(f.type)} for f in SCHEMA]
+def output_schema(packing: str, stride: int | None) -> pa.Schema:
+    """The columns of the shards a run writes: unpacked rows keep SCHEMA, byte for byte."""
+    if packing != "none":
+        return PACKED_SCHEMA
+    return SCHEMA if stride is None else STRIDED_SCHEMA
+
+
+def schema_description(schema: pa.Schema = SCHEMA) -> list[dict[str, str]]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
 def manifest_json(manifest: dict[str, object]) -> str:

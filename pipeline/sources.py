@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -99,12 +100,14 @@ class InputFile:
 class InputRange:
     """The part of one input unit that one worker reads (`split_input` makes them, `read_range`
     reads one). `start` and `end` (exclusive; None: to the end) are byte offsets for `lines`, row
-    group indices for `row_groups`, and 0 and None for `whole`."""
+    group indices for `row_groups`, and 0 and None for `whole`. `limit` (--limit) stops reading
+    after that many records; a limited range is always its unit's only range."""
 
     unit: InputFile
     start: int
     end: int | None
     kind: RangeKind
+    limit: int | None = None
 
 
 def split_name(spec: str) -> tuple[str | None, str]:
@@ -240,7 +243,7 @@ def _shown(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
-def split_input(unit: InputFile, opener: Opener, sizer: Callable[[str], int], target_bytes: int = 64 << 20) -> list[InputRange]:
+def split_input(unit: InputFile, opener: Opener, sizer: Callable[[str], int], target_bytes: int = 64 << 20, limit: int | None = None) -> list[InputRange]:
     """The ranges workers read a unit in, in file order: byte ranges of `target_bytes` for JSONL,
     JSON Lines in a `.json` and `.txt` (`sizer` gives a file's size); runs of Parquet row groups
     holding about `target_bytes` of the file each (a row group is the smallest piece Parquet reads).
@@ -248,8 +251,14 @@ def split_input(unit: InputFile, opener: Opener, sizer: Callable[[str], int], ta
     an array's elements cannot be found from the middle of it without a streaming JSON parser;
     a CSV range could start inside a quoted cell holding a newline, with no way to tell from there;
     a line pair's target line for a source byte offset is only known by reading the target up to
-    it; and `datasets` shard their own reading."""
+    it; and `datasets` shard their own reading.
+
+    With `limit` (--limit N) the unit is one range that stops after N records: the first N are
+    only known by reading from the start, and a reader that stops early costs what it read, not
+    the file (counting a line file's lines for later ranges' ids would read all of it)."""
     whole = _unit_range(unit, opener)
+    if limit is not None:
+        return [InputRange(unit, whole.start, whole.end, whole.kind, limit)]
     if whole.kind == "lines":
         starts = [0, *range(target_bytes, sizer(unit.path), target_bytes)]
         return [InputRange(unit, start, end, "lines") for start, end in zip(starts, [*starts[1:], None])]
@@ -307,7 +316,9 @@ def count_range(r: InputRange, opener: Opener, chunk_size: int = CHUNK_BYTES) ->
     """How many ids a range spans, which the ranges after it in its unit add to their `first_line`:
     the lines whose first byte lies in it (blank and rejected ones too), read in chunks; the rows of
     its row groups, from the Parquet footer. A `whole` range is its unit's only range, so no range's
-    ids depend on it and it counts 0 without reading the unit."""
+    ids depend on it and it counts 0 without reading the unit; so does a limited range."""
+    if r.limit is not None:
+        return 0
     if r.kind == "lines":
         with opener(r.unit.path) as stream:
             return _count_range_lines(stream, r.start, r.end, chunk_size)
@@ -327,22 +338,24 @@ def _row_groups(r: InputRange, count: int) -> range:
 def read_range(r: InputRange, opener: Opener, first_line: int, chunk_size: int = CHUNK_BYTES) -> Iterator[Item]:
     """The items of one range, in order, ids numbered from `first_line` (the sum of `count_range`
     over the ranges before it; 0 for the first, and for a `whole` range, which is always first),
-    then the range's `BlankLines` when it has any: the report sums them over ranges."""
-    unit = r.unit
+    then the range's `BlankLines` when it has any: the report sums them over ranges. With
+    `r.limit`, reading stops after that many records (read or rejected); the blank lines counted
+    are those before the last record read."""
+    unit, limit = r.unit, r.limit
     if unit.kind in ("hf_disk", "hf_hub"):
-        yield from _read_dataset(unit)
+        yield from itertools.islice(_read_dataset(unit), limit)
     elif unit.kind == "line_pair":
-        yield from _read_line_pair(unit, opener, chunk_size)
+        yield from itertools.islice(_read_line_pair(unit, opener, chunk_size), limit)
     else:
         with opener(unit.path) as stream:
             if r.kind == "lines":
-                yield from _line_records(unit, _range_lines(stream, r.start, r.end, first_line, chunk_size), _LINE_VALUES[unit.kind])
+                yield from _line_records(unit, _range_lines(stream, r.start, r.end, first_line, chunk_size), _LINE_VALUES[unit.kind], limit)
             elif r.kind == "row_groups":
-                yield from _read_row_groups(r, stream, first_line)
+                yield from itertools.islice(_read_row_groups(r, stream, first_line), limit)
             elif unit.kind == "csv":
-                yield from _read_csv(unit, stream)
+                yield from _read_csv(unit, stream, limit)
             else:
-                yield from _read_json_array(unit, stream)
+                yield from itertools.islice(_read_json_array(unit, stream), limit)
 
 
 def read_records(unit: InputFile, opener: Opener, chunk_size: int = CHUNK_BYTES) -> Iterator[Item]:
@@ -361,19 +374,24 @@ def _json_value(text: str) -> object:
         raise json.JSONDecodeError("nested deeper than the parser can read", text, 0) from None
 
 
-def _line_records(unit: InputFile, lines: Iterator[_Line], parse: Callable[[str], object]) -> Iterator[Item]:
-    """One record per non-blank line, indexed by line number; `parse` turns the line's text into the
-    record's value (a JSONDecodeError from it rejects the line as `invalid_json`)."""
-    blank = 0
+def _line_records(unit: InputFile, lines: Iterator[_Line], parse: Callable[[str], object], limit: int | None = None) -> Iterator[Item]:
+    """One record per non-blank line, indexed by line number, the first `limit` (None: all); `parse`
+    turns the line's text into the record's value (a JSONDecodeError from it rejects the line as
+    `invalid_json`)."""
+    blank = records = 0
     for line in lines:
+        if records == limit:
+            break
         try:
             text = _decode(line.data, "line", line.offset)
         except _NotUtf8 as err:
+            records += 1
             yield Rejected(unit.name, line.number, "invalid_utf8", f"line is not valid UTF-8 ({err})", _shown(line.data))
             continue
         if not text.strip():
             blank += 1
             continue
+        records += 1
         try:
             value = parse(text)
         except json.JSONDecodeError as err:
@@ -427,7 +445,7 @@ def _read_row_groups(r: InputRange, stream: IO[bytes], first_line: int) -> Itera
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
-def _read_csv(unit: InputFile, stream: IO[bytes]) -> Iterator[Item]:
+def _read_csv(unit: InputFile, stream: IO[bytes], limit: int | None = None) -> Iterator[Item]:
     """CSV cells are strings; a messages/conversations/translation cell must hold JSON text.
 
     The file is decoded as it is read (one range, in bounded chunks: see `split_input`), with
@@ -438,7 +456,7 @@ def _read_csv(unit: InputFile, stream: IO[bytes]) -> Iterator[Item]:
     line number is given instead). A header that is not UTF-8 rejects the file, as no row's columns
     could be named. A row with more cells than the header is rejected (`csv_extra_cells`;
     csv.DictReader would file the extra cells under a None key); a row with fewer has None for the
-    missing columns.
+    missing columns. With `limit`, the first `limit` data rows only.
     """
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(text)
@@ -451,6 +469,8 @@ def _read_csv(unit: InputFile, stream: IO[bytes]) -> Iterator[Item]:
         return
     index = blank = 0
     for cells in reader:
+        if index == limit:
+            break
         if not cells:
             blank += 1
             continue

@@ -8,6 +8,7 @@ tokenizer hands out Python lists, which are turned into arrays once, right here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -68,7 +69,23 @@ class EncodedBatch:
 def load_tokenizer(name_or_path: str):  # -> transformers.PreTrainedTokenizerBase
     """`AutoTokenizer.from_pretrained`, refusing slow tokenizers (no offsets); every failure is one
     sentence, quickly. A name that can only be a path must be a folder; a hub id is looked up on
-    the hub when it answers, else in the local cache only (see hub.py: no retries, no log lines)."""
+    the hub when it answers, else in the local cache only (see hub.py: no retries, no log lines).
+
+    Loaded once per process for each state of a folder (its files' sizes and times): the start-up
+    checks and the in-process workers of a local run share one tokenizer, since a 151k vocabulary
+    takes over a second to load. Callers do not change it, except a seq2seq row builder setting
+    the language codes its own configuration names, which every such builder does first."""
+    return _load(name_or_path, _folder_state(name_or_path))
+
+
+def _folder_state(name_or_path: str) -> tuple[tuple[str, int, int], ...]:
+    if not os.path.isdir(name_or_path):
+        return ()
+    return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(name_or_path) if e.is_file()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name_or_path: str, _state: tuple[tuple[str, int, int], ...]):
     from transformers import AutoTokenizer
 
     out_of_reach = None
@@ -169,6 +186,10 @@ class Encoder:
 
     def __init__(self, tokenizer) -> None:
         self._backend = _patched(tokenizer.backend_tokenizer, _untrim)
+        # The tokenizer may be shared (load_tokenizer's cache), and transformers leaves this flag
+        # set after a call with split_special_tokens=True (the seq2seq rows'): a template's own
+        # special tokens must be encoded as themselves here, so say so.
+        self._backend.encode_special_tokens = False
         self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
         self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
         self._later_backend: Tokenizer | None = None

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from masked_shards.config import DEMO_TOKENIZER  # noqa: E402
 from masked_shards.records import BATCH_SCHEMA, Dropped, Example, Rejected, RowBatch  # noqa: E402
 from masked_shards.tokenization import load_tokenizer  # noqa: E402
+from finished_runs import shard_run  # noqa: E402,F401  (one finished run per row layout, for the training tests)
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +62,11 @@ class Row:
     split_at_boundaries: bool = False
     aligned: bool = True
     tokens_before_truncation: int | None = None
+    # per message (records.BATCH_SCHEMA's report-only columns); None in a row made by hand: no messages
+    turn_roles: list[int] | None = None
+    turn_tokens: list[int] | None = None
+    turn_supervised: list[int] | None = None
+    turn_eot: list[int] | None = None
 
 
 def rows_of(batch: RowBatch) -> list[Row]:

@@ -55,7 +55,7 @@ def test_any_records_leave_a_finished_job_that_accounts_for_each(tmp_path: Path,
     source = tmp_path / "records.jsonl"
     source.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     output = tmp_path / "out"
-    code = main(["run", "--input", str(source), "--output", str(output), "--overwrite", "--template", template, "--max-length", "256"])
+    code = main(["run", "--smoke-test", "off", "--input", str(source), "--output", str(output), "--overwrite", "--template", template, "--max-length", "256"])
     report = json.loads((output / "coverage_report.json").read_text(encoding="utf-8"))
     assert code == 0 or (code == 1 and report["rows_written"] == 0)
     assert report["records_read"] == len(lines)
@@ -80,7 +80,7 @@ def test_an_exception_on_one_example_rejects_only_that_example(tmp_path: Path) -
     short_chat = {"messages": long_chat["messages"][:2]}
     source = tmp_path / "chats.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in (long_chat, short_chat, long_chat)), encoding="utf-8")
-    args = ["run", "--input", str(source), "--template", str(template), "--overwrite"]
+    args = ["run", "--smoke-test", "off", "--input", str(source), "--template", str(template), "--overwrite"]
     assert main([*args, "--output", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "coverage_report.json").read_text())
     assert (report["rows_written"], report["rejected_by_reason"]) == (2, {"internal_error": 1})

@@ -65,7 +65,7 @@ def run(tmp_path_factory) -> Path:
     for name, data in INPUTS.items():
         (folder / name).write_bytes(data)
     output = tmp_path_factory.mktemp("run") / "out"
-    args = ["run", "--output", str(output), "--max-length", "256"]
+    args = ["run", "--smoke-test", "off", "--output", str(output), "--max-length", "256"]
     for name in ("lines.jsonl", "array.json", "table.csv", "odd.csv", "notes.txt", "seed_tasks.jsonl"):
         args += ["--input", str(folder / name)]
     args += ["--input-pair", str(folder / "src.txt"), str(folder / "tgt.txt")]
@@ -116,7 +116,7 @@ def test_a_byte_order_mark_is_read_transparently_in_every_text_format(rows, demo
 def test_blank_lines_keep_ids_on_line_numbers_and_are_counted(rows, report, run):
     assert {"lines.jsonl:4", "notes.txt:2"} <= set(rows) and "lines.jsonl:2" not in rows and "notes.txt:1" not in rows
     assert report["blank_lines"] == 2 + 1 + 1  # lines.jsonl, table.csv, notes.txt
-    assert "blank lines" in (run / "coverage_report.txt").read_text(encoding="utf-8")
+    assert "blank lines" in (run / "coverage_report.md").read_text(encoding="utf-8")
 
 
 def test_every_record_is_accounted_for(report):

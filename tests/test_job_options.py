@@ -19,7 +19,7 @@ CHAT = {"messages": [{"role": "user", "content": "Q1"}, {"role": "assistant", "c
 
 def _run(tmp_path: Path, *args: str) -> Path:
     output = tmp_path / "out"
-    assert main(["run", "--output", str(output), "--overwrite", *args]) == 0
+    assert main(["run", "--smoke-test", "off", "--output", str(output), "--overwrite", *args]) == 0
     return output
 
 
@@ -73,7 +73,7 @@ def test_mix_down_samples_to_the_weights_deterministically(tmp_path, demo_tokeni
 
 def test_mix_must_weigh_every_source(tmp_path, capsys):
     write_jsonl(tmp_path / "a.jsonl", [{"prompt": "p", "completion": "c"}])
-    code = main(["run", "--input", f"a={tmp_path / 'a.jsonl'}", "--mix", "a=1,b=1", "--output", str(tmp_path / "o")])
+    code = main(["run", "--smoke-test", "off", "--input", f"a={tmp_path / 'a.jsonl'}", "--mix", "a=1,b=1", "--output", str(tmp_path / "o")])
     assert code == 2 and "--mix must give a weight to every source" in capsys.readouterr().err
 
 
@@ -139,7 +139,7 @@ def test_seq2seq_rows_from_line_aligned_files(tmp_path, demo_tokenizer):
 def test_line_files_of_different_lengths_fail_at_start(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("one\ntwo\n")
     (tmp_path / "b.txt").write_text("eins\n")
-    code = main(["run", "--input-pair", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--output", str(tmp_path / "o")])
+    code = main(["run", "--smoke-test", "off", "--input-pair", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"masked-shards: --input-pair {tmp_path / 'a.txt'} has 2 lines but {tmp_path / 'b.txt'} has 1"
 
@@ -167,7 +167,7 @@ def test_templates_command_lists_and_shows(capsys):
 def test_broken_translation_prompt_fails_at_start(tmp_path, capsys):
     write_jsonl(tmp_path / "pairs.jsonl", [{"src": "a", "tgt": "b"}])
     (tmp_path / "bad.jinja").write_text("Translate {{ source_txt }}")
-    code = main(["run", "--input", str(tmp_path / "pairs.jsonl"), "--translate-template", str(tmp_path / "bad.jinja"), "--output", str(tmp_path / "o")])
+    code = main(["run", "--smoke-test", "off", "--input", str(tmp_path / "pairs.jsonl"), "--translate-template", str(tmp_path / "bad.jinja"), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "source_txt" in err[0]
 
@@ -200,7 +200,7 @@ def test_manifest_records_what_was_trained(tmp_path, mode, policy, words):
 @pytest.mark.parametrize("extra", [[], ["--model-type", "seq2seq"], ["--format", "translation"]])
 def test_language_keyed_pairs_without_languages_fail_at_start(tmp_path, capsys, extra):
     write_jsonl(tmp_path / "wmt.jsonl", [{"en": "Hello.", "de": "Hallo."}, {"en": "Yes.", "de": "Ja."}])
-    code = main(["run", "--input", str(tmp_path / "wmt.jsonl"), "--output", str(tmp_path / "o"), *extra])
+    code = main(["run", "--smoke-test", "off", "--input", str(tmp_path / "wmt.jsonl"), "--output", str(tmp_path / "o"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and "keyed by language (de, en)" in err and "--source-lang" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
@@ -228,7 +228,7 @@ def test_missing_tokenizers_and_datasets_fail_at_start_in_one_sentence(tmp_path,
     """Hub ids too, with or without a network: offline, one request tells that the hub is out of
     reach (no retries for half a minute, none of their 45 log lines)."""
     write_jsonl(tmp_path / "hub" / "train.jsonl", [{"prompt": "p", "completion": "c"}])
-    code = main(["run", *(a.format(tmp=tmp_path) for a in args), "--output", str(tmp_path / "o")])
+    code = main(["run", "--smoke-test", "off", *(a.format(tmp=tmp_path) for a in args), "--output", str(tmp_path / "o")])
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("masked-shards: " + sentence.format(tmp=tmp_path)), err
 
@@ -239,7 +239,7 @@ def test_max_length_above_the_models_is_refused_unless_allowed(tmp_path, capsys)
 
     write_jsonl(tmp_path / "chat.jsonl", [CHAT])
     args = ["--input", str(tmp_path / "chat.jsonl"), "--max-length", "100000", "--pad-to", "max_length", "--output", str(tmp_path / "o")]
-    assert main(["run", *args]) == 2
+    assert main(["run", "--smoke-test", "off", *args]) == 2
     assert capsys.readouterr().err == (
         "masked-shards: --max-length 100000 is above the tokenizer's model_max_length of 4096;"
         " use at most 4096, or pass --allow-max-length-above-model if the model takes longer rows\n"

@@ -89,7 +89,7 @@ def test_padding_uses_pad_id_ignored_labels_and_zero_attention(demo_tokenizer, p
         ({"pad_to": "multiple:7", "max_length": 64}, "must be a multiple of K"),
         ({"pad_to": "longest"}, "--pad-to must be max_length or multiple:K"),
         ({"max_length": 0}, "--max-length must be at least 2"),
-        ({"overlong": "cut"}, "--overlong must be truncate or drop"),
+        ({"overlong": "cut"}, "--overlong must be truncate, drop or split"),
         ({"format": "csv"}, "--format must be one of"),
         ({"validation_fraction": 1.5}, "--validation-fraction"),
     ],
@@ -122,5 +122,6 @@ def test_a_batch_keeps_example_order_and_pickles_as_its_token_bytes(demo_tokeniz
     assert [(type(o), o.reason) for o in batch.others] == [(Rejected, "special_token_in_text"), (Dropped, "overlong")]
     assert batch.others[0].index == 5 and batch.others[1].example_id == "f.jsonl:9"
     tokens, data = len(batch.rows.column("input_ids").values), pickle.dumps(batch)
-    assert len(data) < 9 * tokens + 2_000 + 64 * batch.rows.num_rows
+    messages = len(batch.rows.column("turn_roles").values)  # the report's counts: 1 + 4 + 4 + 1 bytes a message, 4 buffers a column
+    assert len(data) < 9 * tokens + 10 * messages + 3_000 + 64 * batch.rows.num_rows
     assert pickle.loads(data).rows.equals(batch.rows)

@@ -16,18 +16,27 @@ portable proto with a Docker environment, pre-optimisation and graph validation 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import apache_beam as beam
+import pytest
 from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.portability.stager import Stager
+from memory_fs import MemoryFileSystem
+
+import masked_shards
+from masked_shards import bundled_templates
 
 from masked_shards.cli import main
-from masked_shards.config import ASSETS, PipelineConfig
-from masked_shards.job import FinalizeFn, build, plan
+from masked_shards.config import ASSETS, DEMO_TOKENIZER as DEMO_TOKENIZER_PATH, PipelineConfig
+from masked_shards.job import FinalizeFn, build, for_remote_workers, plan
 
 DEMO = ASSETS / "demo_data"
+DEMO_TOKENIZER = Path(DEMO_TOKENIZER_PATH)
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "LOOPBACK"]
 DATAFLOW_DRY_RUN = ["--runner=DataflowRunner", "--dry_run=True", "--project=dummy-project", "--region=us-central1", "--temp_location=gs://dummy-bucket/tmp"]
 GCS_OUTPUT = "gs://dummy-bucket/out"
@@ -49,7 +58,7 @@ def _files(output: Path) -> dict[str, bytes]:
 
 def test_portable_runner_writes_the_same_bytes_as_the_default_runner(tmp_path):
     inputs = _inputs(tmp_path / "in")
-    args = ["run", "--input", str(inputs / "*.jsonl"), "--max-length", "96", "--overlong", "drop", "--num-shards", "2", "--validation-fraction", "0.25"]
+    args = ["run", "--smoke-test", "off", "--input", str(inputs / "*.jsonl"), "--max-length", "96", "--overlong", "drop", "--num-shards", "2", "--validation-fraction", "0.25"]
     assert main([*args, "--output", str(tmp_path / "default")]) == 0
     assert main([*args, "--output", str(tmp_path / "portable"), *PORTABLE]) == 0
     default, portable = _files(tmp_path / "default"), _files(tmp_path / "portable")
@@ -92,13 +101,52 @@ def test_dataflow_dry_run_translates_the_whole_job(tmp_path):
     assert len(finalize.side_inputs) == 5  # shards, runs, record files, coverage, records read
 
 
-def test_a_dry_run_from_the_command_line_submits_and_writes_nothing(tmp_path, capsys):
-    """`masked-shards run ... --runner DataflowRunner --dry_run=True`: the start-up checks and the
-    translation run, and no report is read back from a job that never ran."""
-    source = tmp_path / "in.jsonl"
-    source.write_text('{"prompt": "a", "completion": "b"}\n', encoding="utf-8")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "manifest.json").write_text("{}", encoding="utf-8")  # an earlier run's
-    assert main(["run", "--input", str(source), "--output", str(tmp_path / "out"), "--overwrite", *DATAFLOW_DRY_RUN]) == 0
+def test_a_dry_run_from_the_command_line_reads_the_tokenizer_from_the_store_and_writes_nothing(capsys):
+    """`masked-shards run ... --runner DataflowRunner --dry_run=True` with input, output and
+    tokenizer in an object store (`memtest://`, shaped like GCS): the start-up checks run against
+    the store, the tokenizer is loaded from a local copy of its files (as a worker's setup does),
+    the job is translated, and nothing is written or cleared."""
+    MemoryFileSystem.objects.clear()
+    MemoryFileSystem.objects["memtest://bucket/in.jsonl"] = b'{"prompt": "a", "completion": "b"}\n'
+    MemoryFileSystem.objects["memtest://bucket/out/manifest.json"] = b"{}"  # an earlier run's
+    for file in DEMO_TOKENIZER.iterdir():
+        MemoryFileSystem.objects[f"memtest://bucket/tokenizer/{file.name}"] = file.read_bytes()
+    before = dict(MemoryFileSystem.objects)
+    flags = ["--input", "memtest://bucket/in.jsonl", "--output", "memtest://bucket/out", "--tokenizer", "memtest://bucket/tokenizer", "--overwrite"]
+    assert main(["run", "--smoke-test", "off", *flags, *DATAFLOW_DRY_RUN]) == 0
     assert "dry run" in capsys.readouterr().out
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["manifest.json"]  # not cleared, nothing written
+    assert MemoryFileSystem.objects == before  # not cleared, nothing written
+
+
+@pytest.mark.parametrize("flag", ["--input", "--output", "--tokenizer"])
+def test_paths_on_this_machine_are_refused_for_dataflow_in_one_sentence(flag, tmp_path, capsys):
+    """Dataflow's workers are other machines: a local input, output or tokenizer folder would be
+    missing there, so the job refuses at start, naming the flag, before loading anything."""
+    MemoryFileSystem.objects.clear()
+    MemoryFileSystem.objects["memtest://bucket/in.jsonl"] = b'{"prompt": "a", "completion": "b"}\n'
+    remote = {"--input": "memtest://bucket/in.jsonl", "--output": "memtest://bucket/out", "--tokenizer": "memtest://bucket/tokenizer"}
+    local = {"--input": str(tmp_path / "in.jsonl"), "--output": str(tmp_path / "out"), "--tokenizer": str(DEMO_TOKENIZER)}
+    flags = [item for name, path in {**remote, flag: local[flag]}.items() for item in (name, path)]
+    assert main(["run", "--smoke-test", "off", *flags, *DATAFLOW_DRY_RUN]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"masked-shards: {flag} {local[flag]} is on this machine") and err.count("\n") == 0
+
+
+def test_the_package_dataflow_stages_installs_and_imports_under_its_own_names(tmp_path):
+    """What a Dataflow job with no packaging flags stages (`--setup_file` the checkout's
+    pyproject.toml): Beam's own stager builds the sdist, a worker pip-installs it, and the code,
+    templates and demo assets import as `masked_shards` (the repository's `pipeline/` folder is no
+    import name of the package, so nothing on a worker image can shadow it)."""
+    project = Path(masked_shards.__file__).resolve().parent.parent / "pyproject.toml"
+    assert for_remote_workers(PipelineConfig(inputs=("gs://b/in.jsonl",), output="gs://b/out", tokenizer="gs://b/tok"), DATAFLOW_DRY_RUN)[-1] == f"--setup_file={project}"
+    sdist = Stager._build_setup_package(str(project), str(tmp_path), None)
+    target = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), sdist], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    probe = "import masked_shards.job, masked_shards.bundled_templates as t, masked_shards.config as c; print(len(list(t.TEMPLATE_DIR.glob('*.jinja'))), (c.ASSETS / 'demo_tokenizer' / 'tokenizer.json').is_file(), masked_shards.job.__file__)"
+    imported = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"], cwd=tmp_path, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    shown = imported.stdout.split()
+    assert int(shown[0]) == len(list(Path(bundled_templates.TEMPLATE_DIR).glob("*.jinja"))) > 0
+    assert shown[1] == "True" and shown[2].startswith(str(target))
+    assert not (target / "pipeline").exists() and not (target / "templates").exists()

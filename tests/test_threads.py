@@ -49,7 +49,7 @@ def job(tmp_path_factory) -> tuple[list[str], dict[str, bytes]]:
     for part in range(FILES):
         numbers = range(part * RECORDS_PER_FILE, (part + 1) * RECORDS_PER_FILE)
         (folder / f"part{part}.jsonl").write_text("".join(json.dumps(_record(n)) + "\n" for n in numbers), encoding="utf-8")
-    args = ["run", "--input", str(folder / "*.jsonl")]
+    args = ["run", "--smoke-test", "off", "--input", str(folder / "*.jsonl")]
     assert main([*args, "--output", str(folder / "reference")]) == 0
     return args, _files(folder / "reference")
 

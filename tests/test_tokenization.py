@@ -114,3 +114,20 @@ def test_a_missing_tokenizer_folder_is_named_as_such(name):
 @pytest.mark.parametrize(("name", "path"), [("./tok", True), ("/abs", True), ("a/b/c", True), ("C:\\tok", True), ("gpt2", False), ("Qwen/Qwen2-0.5B", False), ("org/model.v1_x", False)])
 def test_paths_are_told_from_hub_ids(name, path):
     assert looks_like_path(name) is path
+
+
+def test_a_seq2seq_builder_on_the_shared_tokenizer_leaves_decoder_special_tokens_whole():
+    """load_tokenizer hands every caller in a process the same tokenizer, and transformers leaves
+    `encode_special_tokens` on after a seq2seq builder's `split_special_tokens=True` call; a decoder
+    builder made afterwards must still encode the template's own special tokens as single ids."""
+    from masked_shards.config import DEMO_TOKENIZER
+    from masked_shards.translation import TranslationPair
+
+    tokenizer = load_tokenizer(DEMO_TOKENIZER)
+    seq2seq = RowBuilder(PipelineConfig(model_type="seq2seq"), tokenizer, None)
+    seq2seq.build([TranslationPair("pairs:0", "pairs", "Hello there.", "Hallo.")])
+    assert load_tokenizer(DEMO_TOKENIZER) is tokenizer  # shared: the case this test is about
+    decoder = RowBuilder(PipelineConfig(), tokenizer, resolve_template("chatml", None))
+    row = build_one(decoder, Example("chat:0", "chat", (Turn("user", "Hi", False), Turn("assistant", "Yo", True))))
+    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert isinstance(row, Row) and row.input_ids.count(start) == 2

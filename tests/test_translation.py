@@ -325,7 +325,7 @@ def nllb_rows(nllb_folder, tmp_path_factory) -> list[dict]:
     for suffix, side in ((".en", 0), (".de", 1)):
         (folder / f"train{suffix}").write_text("".join(pair[side] + "\n" for pair in CORPUS), encoding="utf-8")
     args = ["--input-pair", str(folder / "train.en"), str(folder / "train.de"), "--model-type", "seq2seq", "--tokenizer", str(nllb_folder)]
-    assert main(["run", *args, "--source-lang", "eng_Latn", "--target-lang", "deu_Latn", "--output", str(folder / "out")]) == 0
+    assert main(["run", "--smoke-test", "off", *args, "--source-lang", "eng_Latn", "--target-lang", "deu_Latn", "--output", str(folder / "out")]) == 0
     rows = datasets.load_dataset("parquet", data_dir=str(folder / "out" / "data"), cache_dir=str(folder / "cache"))["train"]
     return sorted(rows, key=lambda r: int(r["example_id"].rsplit(":", 1)[1]))
 

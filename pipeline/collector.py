@@ -1,0 +1,44 @@
+"""Python's cyclic garbage collector, set for a job that loads a lot once and then streams.
+
+A full collection walks every live container object. Start-up makes several hundred thousand that
+live as long as the process (Beam, transformers and their modules, a 151k-entry vocabulary as
+Python dicts), and with the default thresholds the ten or so full collections of a 20,000-example
+run each walked all of them: measured with `gc.callbacks` on Qwen2's vocabulary, 3.8 s of 11 full
+collections in 22 s of process CPU, against 0.1 s in 3 once start-up is frozen.
+
+So start-up runs with the collector off, and what it built is frozen (moved where collections do
+not look) before data flows; a worker process freezes again after loading its tokenizer. Frozen
+objects are still freed by reference counting; only cycles among them wait. At the end of a job
+everything is unfrozen and the collector restored, so a long-lived caller (the tests, a notebook)
+gets cyclic garbage collected again.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def job_scope() -> Iterator[None]:
+    """The collector off for start-up (until `data_flows`), and as it was after the job."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def data_flows() -> None:
+    """Start-up is done: freeze what it made and collect as usual from here on."""
+    gc.freeze()
+    gc.enable()
+
+
+def loaded() -> None:
+    """A worker loaded its heavy objects (the tokenizer): keep collections from walking them."""
+    gc.freeze()
