@@ -247,13 +247,17 @@ def _on_directory(args: argparse.Namespace) -> int:
 def run_smoke_test(output: str, device: str) -> int:
     """The smoke-test stage on a finished run (smoke_test.py): print its summary line, or its one
     failing sentence and exit 1; the shards stay either way."""
+    from masked_shards.job import record_smoke_test
     from masked_shards.smoke_test import SmokeTestFailed, run_stage, summary_line
 
     try:
-        print(summary_line(run_stage(output, device)))
+        result = run_stage(output, device)
     except SmokeTestFailed as err:
+        record_smoke_test(output)
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_FAILED
+    record_smoke_test(output)
+    print(summary_line(result))
     return 0
 
 

@@ -36,7 +36,8 @@ from masked_shards.hub import check_dataset, looks_like_path
 from masked_shards.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
 from masked_shards.formats import ParseOptions, detect_format
 from masked_shards.label_coverage import REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
-from masked_shards.report_html import example_views
+from masked_shards.report_html import example_views, with_smoke_test
+from masked_shards.report_tables import report_markdown
 from masked_shards.masking import IGNORE_INDEX, describe_training
 from masked_shards.progress import ProgressLine
 from masked_shards.rows import RowBuilder, check_template
@@ -362,6 +363,29 @@ def _first_rows(output: str, shards: list[dict], config: PipelineConfig) -> list
     with FileSystems.open(FileSystems.join(output, first["path"])) as handle:
         rows = pq.ParquetFile(handle).read_row_group(0)
     return example_views(rows, tokenizer_for(config.tokenizer))
+
+
+def record_smoke_test(output: str) -> None:
+    """The smoke-test stage's result (smoke_test.json, written by smoke_test.py after the job,
+    passed or not) into the run's report: `smoke_test` in coverage_report.json, a table in the .md
+    and at the end of the .html; then the manifest, rewritten last through `.partial` as at the
+    end of the job, lists the report files as they now are and the stage's outcome."""
+
+    def read(name: str) -> str:
+        with FileSystems.open(FileSystems.join(output, name)) as handle:
+            return handle.read().decode("utf-8")
+
+    result = json.loads(read(SMOKE_TEST_JSON))
+    report = {**json.loads(read(REPORT_JSON)), "smoke_test": result}
+    files = {REPORT_JSON: manifest_json(report), REPORT_MARKDOWN: report_markdown(report), REPORT_HTML: with_smoke_test(read(REPORT_HTML), report)}
+    for name, content in files.items():
+        _write(output, name, content)
+    manifest = json.loads(read(MANIFEST))
+    contents = {name: content.encode("utf-8") for name, content in files.items()}
+    manifest["report_files"] = [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(contents.items())]
+    manifest["smoke_test"] = {"passed": result["passed"], "device": result.get("device"), "file": SMOKE_TEST_JSON}
+    _write(output, MANIFEST + ".partial", manifest_json(manifest))
+    FileSystems.rename([FileSystems.join(output, MANIFEST + ".partial")], [FileSystems.join(output, MANIFEST)])
 
 
 def _write(output: str, name: str, content: str | bytes) -> None:

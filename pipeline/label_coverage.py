@@ -62,6 +62,7 @@ class Reshaped:
     padding: int = 0
     supervised: int = 0
     examples_per_row: Counter = field(default_factory=Counter)  # pieces in a row -> rows
+    tokens_per_row: Counter = field(default_factory=Counter)  # real tokens in a packed row -> rows (fill per row)
     examples_split: int = 0  # --overlong split / wrap: examples whose pieces went to several rows
     windows_per_document: Counter = field(default_factory=Counter)  # windows -> documents
     scored_per_window: Counter = field(default_factory=Counter)  # supervised tokens in a window -> windows
@@ -73,6 +74,7 @@ class Reshaped:
         self._add_rows(rows, real)
         self.capacity += rows.num_rows * batch.capacity
         self.examples_per_row.update(pc.list_value_length(rows.column("example_ids")).to_numpy(zero_copy_only=False).tolist())
+        self.tokens_per_row.update(_per_row(rows.column("attention_mask"), lambda mask: mask != 0).tolist())
         self.examples_split += batch.examples_split
 
     def add_strided(self, batch: StridedBatch) -> None:
@@ -94,7 +96,7 @@ class Reshaped:
 
     def merge(self, other: Reshaped) -> Reshaped:
         self.kind = self.kind or other.kind
-        for name in ("rows", "examples_per_row", "windows_per_document", "scored_per_window"):
+        for name in ("rows", "examples_per_row", "tokens_per_row", "windows_per_document", "scored_per_window"):
             getattr(self, name).update(getattr(other, name))
         self.tokens += other.tokens
         self.capacity += other.capacity
@@ -108,12 +110,30 @@ class Reshaped:
         shared = {"examples": examples, "rows": sum(self.rows.values()), "tokens": self.tokens, "tokens_padding": self.padding, "tokens_supervised": self.supervised}
         if self.kind == "packing":
             fill = round(self.tokens / self.capacity, 6) if self.capacity else None
-            return shared | {"fill": fill, "examples_per_row": _spread(self.examples_per_row), "pieces": sum(n * c for n, c in self.examples_per_row.items()), "examples_split": self.examples_split}
+            per_row = self.capacity // max(sum(self.rows.values()), 1)  # --max-length
+            return shared | {
+                "fill": fill,
+                "examples_per_row": _spread(self.examples_per_row),
+                "pieces": sum(n * c for n, c in self.examples_per_row.items()),
+                "examples_split": self.examples_split,
+                "distributions": {"examples_per_row": _distribution(self.examples_per_row), "fill_per_row": _distribution(self.tokens_per_row, 1 / per_row if per_row else 1.0)},
+            }
         return shared | {
             "documents_windowed": sum(c for n, c in self.windows_per_document.items() if n > 1),
             "windows_per_document": _spread(self.windows_per_document),
             "tokens_scored_per_window": _spread(self.scored_per_window),
         }
+
+
+def _distribution(counts: Counter, scale: float = 1.0) -> dict[str, object]:
+    """{value: count} (exact, small) in the shape of a histogram summary (count, min, max, p10,
+    p50, p90, bins), each value times `scale`, for the report's tables and plots."""
+    values = sorted(counts)
+    if not values:
+        return {"count": 0, "min": None, "max": None, "p10": None, "p50": None, "p90": None, "bins": []}
+    cumulative = np.cumsum([counts[v] for v in values])
+    at = lambda q: round(values[int(np.searchsorted(cumulative, q * cumulative[-1]))] * scale, 6)  # noqa: E731
+    return {"count": int(cumulative[-1]), "min": round(values[0] * scale, 6), "max": round(values[-1] * scale, 6), "p10": at(0.1), "p50": at(0.5), "p90": at(0.9), "bins": [[round(v * scale, 6), counts[v]] for v in values]}
 
 
 def _spread(counts: Counter) -> dict[str, int | None]:

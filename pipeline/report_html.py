@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from masked_shards.inspection import ROW_CSS, row_html, token_texts
 from masked_shards.report_plots import report_plots
-from masked_shards.report_tables import Table, cell, report_tables
+from masked_shards.report_tables import Table, cell, report_tables, smoke_test_table
 
 EXAMPLE_ROWS = 3  # rows shown token by token
 EXAMPLE_TOKENS = 400  # tokens shown of each
@@ -69,6 +69,17 @@ def report_html(report: Mapping[str, object], examples: Sequence[tuple[str, str]
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Label-coverage report</title><style>{CSS}{ROW_CSS}</style></head>\n<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n"
     )
+
+
+def with_smoke_test(page: str, report: Mapping[str, object]) -> str:
+    """A written page with the smoke-test table added at its end (the stage runs after the page
+    is written, and the page's first rows cannot be rebuilt from the report alone)."""
+    table = smoke_test_table(report)
+    end, earlier = "\n</main></body></html>\n", '\n<h2 id="smoke-test">'
+    if table is None or not page.endswith(end):
+        return page
+    body = page[: page.index(earlier)] if earlier in page else page[: -len(end)]  # a rerun replaces its table
+    return body + "\n" + _table(table) + end
 
 
 def _banner(report: Mapping[str, object]) -> str:

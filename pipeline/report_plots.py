@@ -27,7 +27,16 @@ def report_plots(report: Mapping[str, object]) -> list[tuple[str, bytes]]:
     if report["tokens_total"]:
         plots.append(("Supervised fraction by role and by turn index", _shares(report)))
         plots.append(("Distributions per example (row); dotted lines p10 and p90, dashed the median", _distributions(report)))
+    if report.get("packing", {}).get("rows"):
+        plots.append(("Packed rows: examples per row and fill per row (real tokens / --max-length)", _packing(report["packing"]["distributions"])))
     return plots
+
+
+def _packing(found: Mapping[str, Mapping[str, object]]) -> bytes:
+    figure, panels = _figure(8, 3.4, columns=2, left=0.08, bottom=0.14)
+    _histogram(panels[0], [(found["examples_per_row"], "examples per row", PURPLE)], "examples per packed row")
+    _histogram(panels[1], [(found["fill_per_row"], "fill", BLUE)], "fill per packed row", (0.0, 1.0))
+    return _png(figure)
 
 
 def _figure(width: float, height: float, columns: int = 1, rows: int = 1, left: float = 0.07, bottom: float = 0.12):

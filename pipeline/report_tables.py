@@ -48,7 +48,7 @@ def cell(value: Cell) -> str:
 
 def report_tables(report: Mapping[str, object]) -> list[Table]:
     """Every table of the report, in reading order (tables with nothing to show are left out)."""
-    tables = [_summary(report), _gates(report), _sources(report), *_outcomes(report), *_shares(report), _end_of_turn(report), _distributions(report), *_reshaped(report), _files(report), *_run(report)]
+    tables = [_summary(report), _gates(report), _sources(report), *_outcomes(report), *_shares(report), _end_of_turn(report), _distributions(report), *_reshaped(report), smoke_test_table(report), _files(report), *_run(report)]
     return [table for table in tables if table is not None and table.rows]
 
 
@@ -150,12 +150,32 @@ def _distributions(report: Mapping[str, object]) -> Table:
 
 
 def _reshaped(report: Mapping[str, object]) -> list[Table]:
-    """The packing or striding block (packing.py, striding.py), key by key."""
-    return [
-        Table(kind, kind.capitalize(), f"Rows made from the example rows by --{'packing' if kind == 'packing' else 'stride'}.", ("", "value"), tuple((key, _flat(value)) for key, value in report[kind].items()), code=True)
-        for kind in ("packing", "striding")
-        if kind in report
-    ]
+    """The packing or striding block (packing.py, striding.py), key by key; a distribution by
+    its quantiles (its bins are plotted)."""
+    tables = []
+    for kind in ("packing", "striding"):
+        if kind not in report:
+            continue
+        block = report[kind]
+        rows = [(key, _flat(value)) for key, value in block.items() if key != "distributions"]
+        for name, found in block.get("distributions", {}).items():
+            rows.append((name, ", ".join(f"{q} {_flat(found[q])}" for q in ("min", "p10", "p50", "p90", "max"))))
+        tables.append(Table(kind, kind.capitalize(), f"Rows made from the example rows by --{'packing' if kind == 'packing' else 'stride'}.", ("", "value"), tuple(rows), code=True))
+    return tables
+
+
+def smoke_test_table(report: Mapping[str, object]) -> Table | None:
+    """The smoke-test stage's checks (smoke_test.py), once it has run: it runs after the job, so
+    the report gains this table afterwards (job.record_smoke_test)."""
+    result = report.get("smoke_test")
+    if not result:
+        return None
+    rows = []
+    for name, check in result["checks"].items():
+        numbers = ", ".join(f"{key} {_flat(value)}" for key, value in sorted(check.items()) if key not in ("passed", "losses", "problem"))
+        rows.append((name, "passed" if check["passed"] else "FAILED", check.get("problem", numbers)))
+    note = f"A tiny random model trained on rows read back from the shards, on {result.get('device', '?')} in {result.get('seconds', '?')} s; every number is in smoke_test.json."
+    return Table("smoke-test", "Smoke test", note, ("check", "result", "numbers"), tuple(rows))
 
 
 def _files(report: Mapping[str, object]) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -41,6 +42,8 @@ def test_packed_rows_load_with_datasets_keep_examples_apart_and_fill_rows(packed
     assert set(dataset) == {"train", "validation"}
     seen: dict[str, int] = {}
     real = capacity = 0
+    per_row_examples: Counter = Counter()
+    per_row_tokens: Counter = Counter()
     for split in dataset.values():
         assert split.column_names == PACKED_SCHEMA.names
         for row in split:
@@ -51,11 +54,18 @@ def test_packed_rows_load_with_datasets_keep_examples_apart_and_fill_rows(packed
                 seen[example_id] = seen.get(example_id, 0) + 1
                 start += length
             real, capacity = real + len(row["input_ids"]), capacity + 256
+            per_row_examples[len(row["example_ids"])] += 1
+            per_row_tokens[round(len(row["input_ids"]) / 256, 6)] += 1
     packing = report["packing"]
     assert len(seen) == packing["examples"] == report["records_read"] - report["rejected"] - report["dropped"] == 400
     assert packing["examples_split"] == sum(1 for count in seen.values() if count > 1) > 0  # overlong examples, in pieces
     assert packing["fill"] == round(real / capacity, 6) and packing["fill"] >= 0.95  # 5 windows of ~100 examples: README has the fill of large windows
     assert report["rows_written"] == sum(len(split) for split in dataset.values()) == packing["rows"]
+    # The report's distributions per packed row, recounted from the files, and plotted.
+    found = packing["distributions"]
+    assert {v: c for v, c in found["examples_per_row"]["bins"]} == per_row_examples
+    assert {v: c for v, c in found["fill_per_row"]["bins"]} == per_row_tokens
+    assert (output / "coverage_report.html").read_text().count("data:image/png;base64,") == 4  # outcomes, shares, distributions, packing
     manifest = json.loads((output / "manifest.json").read_text())
     assert [f["name"] for f in manifest["schema"]] == PACKED_SCHEMA.names
 

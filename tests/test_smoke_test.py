@@ -3,6 +3,7 @@ numbers recorded, and each check fails, in one sentence, on a model or shards th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -141,4 +142,18 @@ def test_a_run_ends_with_the_smoke_test_stage(tmp_path, capsys):
     output = tmp_path / "out"
     assert main(["run", "--input", str(write_inputs(tmp_path, "decoder")), "--output", str(output), "--smoke-test", "cpu"]) == 0
     assert "smoke test passed on cpu in " in capsys.readouterr().out
-    assert json.loads((output / "smoke_test.json").read_text())["passed"]
+    result = json.loads((output / "smoke_test.json").read_text())
+    assert result["passed"]
+    # ... and its checks are in the coverage report, whose files the manifest lists as they now are.
+    assert json.loads((output / "coverage_report.json").read_text())["smoke_test"] == result
+    for page in ("coverage_report.md", "coverage_report.html"):
+        text = (output / page).read_text()
+        assert "Smoke test" in text and all(name in text for name in result["checks"])
+    assert (output / "coverage_report.html").read_text().count('id="smoke-test"') == 1
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["smoke_test"]["passed"] is True
+    for entry in manifest["report_files"]:
+        data = (output / entry["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+    assert main(["smoke-test", str(output), "--device", "cpu"]) == 0  # again: its table replaced, not repeated
+    assert (output / "coverage_report.html").read_text().count('id="smoke-test"') == 1
