@@ -36,6 +36,7 @@ KEY = "key"
 TIEBREAK = "window_start"
 RUNS = "_runs"  # the folder under the output that holds runs while a job writes its shards
 _RUN_GROUP_ROWS = 1024
+_RUN_GROUP_BYTES = 1 << 20
 _SPACE = 1 << 64
 
 
@@ -61,8 +62,13 @@ def keyed_runs(batches: list[pa.RecordBatch], seed: int) -> dict[str, pa.Table]:
 
 
 def write_run(table: pa.Table, sink: IO[bytes]) -> None:
-    """A run file: fast compression, small row groups so a shard reads little beyond its slice."""
-    pq.write_table(table, sink, compression="lz4", row_group_size=_RUN_GROUP_ROWS, write_statistics=False)
+    """A run file: fast compression, small row groups so a shard reads little beyond its slice.
+
+    A merge holds one row group of every run at once, and the number of runs grows with the
+    input, so a group is kept near 1 MB of rows (at most 1,024 rows): 1,024 packed rows of 2,048
+    tokens would be 27 MB a run, which made a packed run's memory grow with its input."""
+    rows = max(1, min(_RUN_GROUP_ROWS, _RUN_GROUP_BYTES * table.num_rows // max(table.nbytes, 1)))
+    pq.write_table(table, sink, compression="lz4", row_group_size=rows, write_statistics=False)
 
 
 class RunReader:
