@@ -70,29 +70,28 @@ class Reshaped:
     def add_packed(self, batch: PackedBatch) -> None:
         rows = batch.rows
         self.kind = "packing"
-        real = int(pc.sum(pc.list_flatten(rows.column("attention_mask")).cast(pa.int64())).as_py() or 0)
-        self._add_rows(rows, real)
-        self.capacity += rows.num_rows * batch.capacity
+        self.tokens_per_row.update(self._add_rows(rows, batch.capacity).tolist())
         self.examples_per_row.update(pc.list_value_length(rows.column("example_ids")).to_numpy(zero_copy_only=False).tolist())
-        self.tokens_per_row.update(_per_row(rows.column("attention_mask"), lambda mask: mask != 0).tolist())
         self.examples_split += batch.examples_split
 
     def add_strided(self, batch: StridedBatch) -> None:
         rows = batch.rows
         self.kind = "striding"
-        real = int(pc.sum(pc.list_flatten(rows.column("attention_mask")).cast(pa.int64())).as_py() or 0)
-        self._add_rows(rows, real)
-        self.capacity += rows.num_rows * batch.max_length
+        self._add_rows(rows, batch.max_length)
         windows = pc.value_counts(rows.column("example_id")).field("counts").to_numpy(zero_copy_only=False)
         self.windows_per_document.update(windows.tolist())
         self.scored_per_window.update(_per_row(rows.column("labels"), lambda labels: labels != IGNORE_INDEX).tolist())
 
-    def _add_rows(self, rows: pa.RecordBatch, real: int) -> None:
+    def _add_rows(self, rows: pa.RecordBatch, row_capacity: int) -> np.ndarray:
+        """The counts packed rows and windows share; returns each row's real (unpadded) tokens."""
+        real = _per_row(rows.column("attention_mask"), lambda mask: mask != 0)
         length = int(pc.sum(pc.list_value_length(rows.column("input_ids"))).as_py() or 0)
         self.rows.update(_sums(rows.column("split"), np.ones(rows.num_rows, dtype=np.int64)))
-        self.tokens += real
-        self.padding += length - real
+        self.tokens += int(real.sum())
+        self.padding += length - int(real.sum())
+        self.capacity += rows.num_rows * row_capacity
         self.supervised += int(_per_row(rows.column("labels"), lambda labels: labels != IGNORE_INDEX).sum())
+        return real
 
     def merge(self, other: Reshaped) -> Reshaped:
         self.kind = self.kind or other.kind
