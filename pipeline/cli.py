@@ -159,25 +159,6 @@ def _weight(value: str) -> float:
         raise ConfigError(f"--mix weight {value!r} is not a number") from None
 
 
-def check_beam_args(extra: list[str]) -> list[str]:
-    """Every leftover flag must be a Beam option; a typo of ours must not vanish into Beam."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    known = set(PipelineOptions([]).get_all_options(retain_unknown_options=False))
-    expects_value = False
-    for arg in extra:
-        if arg.startswith("--"):
-            name = arg.split("=", 1)[0]
-            if name[2:] not in known:
-                raise ConfigError(f"Unknown flag {name}; see masked-shards run --help.")
-            expects_value = "=" not in arg
-        elif expects_value:
-            expects_value = False
-        else:
-            raise ConfigError(f"Unexpected argument {arg!r}.")
-    return extra
-
-
 SAMPLE = (("system", "You are a helpful assistant."), ("user", "What is 2+2?"), ("assistant", "2 + 2 = 4."), ("user", "And 3+3?"), ("assistant", "3 + 3 = 6."))
 
 
@@ -190,8 +171,8 @@ def show_templates(name: str | None, tokenizer_name: str | None) -> str:
     """
     from masked_shards import bundled_templates as templates
     from masked_shards.records import Example, Turn
-    from masked_shards.templates import TOKENIZER_TEMPLATE, Renderer, TemplateError, resolve_template
-    from masked_shards.tokenization import TokenizerError, load_tokenizer, special_tokens
+    from masked_shards.build.templates import TOKENIZER_TEMPLATE, Renderer, TemplateError, resolve_template
+    from masked_shards.build.tokenization import TokenizerError, load_tokenizer, special_tokens
 
     if name is None:
         described = templates.bundled()
@@ -228,14 +209,14 @@ def show_templates(name: str | None, tokenizer_name: str | None) -> str:
 def _on_directory(args: argparse.Namespace) -> int:
     """Run validate (exit 1 on any violation) or inspect (colours only on a terminal, unless asked)."""
     if args.command == "validate":
-        from masked_shards.validation import validate_directory, validation_text
+        from masked_shards.check.validation import validate_directory, validation_text
 
         if not os.path.isdir(args.directory):
             raise ConfigError(f"{args.directory} is not a folder")
         result = validate_directory(args.directory)
         print(validation_text(result), end="")
         return 0 if result.ok else EXIT_FAILED
-    from masked_shards.inspection import inspect_directory
+    from masked_shards.check.inspection import inspect_directory
 
     if args.rows < 1:
         raise ConfigError(f"--rows must be positive, not {args.rows}")
@@ -247,8 +228,8 @@ def _on_directory(args: argparse.Namespace) -> int:
 def run_smoke_test(output: str, device: str) -> int:
     """The smoke-test stage on a finished run (smoke_test.py): print its summary line, or its one
     failing sentence and exit 1; the shards stay either way."""
-    from masked_shards.job import record_smoke_test
-    from masked_shards.smoke_test import SmokeTestFailed, run_stage, summary_line
+    from masked_shards.beam.job import record_smoke_test
+    from masked_shards.check.smoke_test import SmokeTestFailed, run_stage, summary_line
 
     try:
         result = run_stage(output, device)
@@ -284,10 +265,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"Unexpected argument {extra[0]!r}.")
             return run_smoke_test(args.directory, args.device)
         if args.smoke_test == "cuda":  # refused now, before any data flows, not after the job
-            from masked_shards.smoke_test import device_for
+            from masked_shards.check.smoke_test import device_for
 
             device_for("cuda")
         config = config_from_args(args)
+        from masked_shards.beam.options import check_beam_args
+
         beam_args = check_beam_args(extra)
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
@@ -300,11 +283,11 @@ def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off") 
     one sentence that says where the records went. A run that passed its gates ends with the
     smoke-test stage (`auto`: not for an output in an object store, which it would have to read
     back over the network; `cpu`/`cuda` run it anyway)."""
-    from masked_shards.collector import job_scope
+    from masked_shards.beam.collector import job_scope
 
     with job_scope():  # no collections while Beam and transformers import (collector.py); run() has its own
-        from masked_shards.job import NoRowsWritten, run
-        from masked_shards.label_coverage import gate_failure, report_text
+        from masked_shards.beam.job import NoRowsWritten, run
+        from masked_shards.report.label_coverage import gate_failure, report_text
     try:
         report = run(config, beam_args)
         if report is None:

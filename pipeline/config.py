@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from masked_shards.masking import TRAIN_ON
+from masked_shards.build.masking import TRAIN_ON
 
 ASSETS = Path(__file__).parent / "assets"
 DEMO_INPUTS = (str(ASSETS / "demo_data" / "*.json"), str(ASSETS / "demo_data" / "*.jsonl"))

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from masked_shards.config import DEMO_TOKENIZER  # noqa: E402
 from masked_shards.records import BATCH_SCHEMA, Dropped, Example, Rejected, RowBatch  # noqa: E402
-from masked_shards.tokenization import load_tokenizer  # noqa: E402
+from masked_shards.build.tokenization import load_tokenizer  # noqa: E402
 from finished_runs import shard_run  # noqa: E402,F401  (one finished run per row layout, for the training tests)
 
 

@@ -160,8 +160,8 @@ def test_tokenizer_template_runs_end_to_end(inputs, tmp_path, demo_tokenizer):
 def test_counts_that_do_not_reconcile_fail_the_run_and_leave_no_manifest(inputs, tmp_path):
     """A runner that lost a row (the shards hold fewer rows than were produced) must fail."""
     from masked_shards.config import PipelineConfig
-    from masked_shards.job import FinalizeFn, plan
-    from masked_shards.label_coverage import Coverage
+    from masked_shards.beam.job import FinalizeFn, plan
+    from masked_shards.report.label_coverage import Coverage
     from conftest import Row, row_batch
 
     config = PipelineConfig(inputs=(str(inputs / "good.jsonl"),), output=str(tmp_path / "out"))

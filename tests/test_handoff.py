@@ -13,8 +13,8 @@ import torch
 from transformers import DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorWithFlattening, DataCollatorWithPadding, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
-from masked_shards.loader import flattened_batch, read_rows, shard_files
-from masked_shards.smoke_test import tiny_model
+from masked_shards.check.loader import flattened_batch, read_rows, shard_files
+from masked_shards.check.smoke_test import tiny_model
 
 CPU = torch.device("cpu")
 ONE_STEP = {"max_steps": 1, "report_to": [], "use_cpu": True, "save_strategy": "no", "per_device_train_batch_size": 4}

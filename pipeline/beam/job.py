@@ -1,0 +1,529 @@
+"""The job: check everything at start (`plan`), wire the composites (`build`), run (`run`).
+
+`build(pipeline, plan)` takes any Beam pipeline, so tests hand it a `TestPipeline` and the command
+line hands it one made from the user's runner flags. The last step, `FinalizeFn`, runs once after
+every shard is written: it writes the report, checks that the counts reconcile end to end
+(records read = rows in shard files + rejected + dropped), and only then writes `manifest.json`.
+A run that fails anywhere before that leaves no manifest, and so does a run that wrote no row:
+`run` then raises `NoRowsWritten`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import posixpath
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions, WorkerOptions
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+import masked_shards
+from masked_shards.bundled_templates import template_path
+from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.beam.collector import data_flows, job_scope
+from masked_shards.config import ConfigError, PipelineConfig
+from masked_shards.read.hub import check_dataset, looks_like_path
+from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
+from masked_shards.read.formats import ParseOptions, detect_format
+from masked_shards.report.label_coverage import REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
+from masked_shards.report.html import example_views, with_smoke_test
+from masked_shards.report.tables import report_markdown
+from masked_shards.build.masking import IGNORE_INDEX, describe_training
+from masked_shards.beam.progress import ProgressLine
+from masked_shards.build.rows import RowBuilder, check_template
+from masked_shards.write.runs import RUNS
+from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_json, output_schema, schema_description, sha256
+from masked_shards.build.templates import ChatTemplate, TemplateError, resolve_template
+from masked_shards.build.tokenization import TokenizerError, fingerprint
+from masked_shards.read.translation import looks_language_keyed, needs_languages, translation_prompt
+
+MANIFEST = "manifest.json"
+OLD_REPORTS = ("coverage_report.txt", "coverage_report.png")  # what earlier versions wrote: still ours to --overwrite
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What the driver settled before any data flows."""
+
+    config: PipelineConfig
+    files: list[InputFile]
+    template: ChatTemplate
+    tokenizer: dict[str, object]
+    parse_options: ParseOptions
+    progress: str | None = None  # the scratch folder of the progress line (progress.py), local runs only
+
+
+def plan(config: PipelineConfig) -> JobPlan:
+    """Resolve inputs, output folder, tokenizer and template; raise ConfigError on any problem."""
+    files = expand_inputs(config.inputs, config.input_pairs)
+    for unit in (u for u in files if u.kind == "hf_hub"):  # resolve now, not in a worker half a minute in
+        try:
+            check_dataset(*parse_hf_spec(unit.path))
+        except ValueError as err:
+            raise ConfigError(f"--input {unit.path}: {err}") from None
+    check_mix(files, config.mix)
+    check_output(config.output, config.overwrite)
+    try:
+        tokenizer = tokenizer_for(config.tokenizer)
+        template = resolve_template(config.template, getattr(tokenizer, "chat_template", None))
+        if config.format != "text" and config.model_type == "decoder":
+            check_template(template, tokenizer, config.tokenizer)
+        if config.model_type == "seq2seq":
+            RowBuilder(config, tokenizer, template)  # refuses a tokenizer without EOS (or pad, when padding)
+    except (TokenizerError, TemplateError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    limit = tokenizer.model_max_length  # Hugging Face's "unset" is 1e30, above any --max-length
+    if config.max_length > limit and not config.allow_max_length_above_model:
+        raise ConfigError(f"--max-length {config.max_length} is above the tokenizer's model_max_length of {limit}; use at most {limit}, or pass --allow-max-length-above-model if the model takes longer rows")
+    if (config.source_lang is None) != (config.target_lang is None):
+        raise ConfigError("--source-lang and --target-lang must be given together")
+    if config.source_lang is None:
+        check_languages_not_needed(files, config)
+    if config.pad_to and tokenizer.pad_token_id is None:
+        raise ConfigError(f"--pad-to needs a pad token but tokenizer {config.tokenizer!r} has none")
+    options = ParseOptions(config, _translation_prompt(config.translate_template))
+    return JobPlan(config, files, template, fingerprint(tokenizer, config.tokenizer), options)
+
+
+def _translation_prompt(path: str | None) -> str:
+    """The decoder-only translation prompt template: the user's file or the bundled one."""
+    try:
+        with FileSystems.open(path or str(template_path("translate"))) as handle:
+            source = handle.read().decode("utf-8")
+    except (OSError, beam.io.filesystem.BeamIOError) as err:
+        raise ConfigError(f"cannot read --translate-template {path} ({err})") from None
+    try:  # a template that cannot render would fail every pair: find out now
+        translation_prompt(source, "Hello.", "English", "German")
+    except ValueError as err:
+        raise ConfigError(f"--translate-template {path}: {err}") from None
+    return source
+
+
+def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = ()) -> list[InputFile]:
+    """Every readable unit the inputs name, each with its source name and its id name.
+
+    File names in ids are paths below the common folder of all matched files, so ids stay short
+    and stable wherever the data lives.
+    """
+    found: list[tuple[str | None, str, str, str | None]] = []  # (source name, path, kind, split)
+    for spec in specs:
+        name, target = split_name(spec)
+        if target.startswith(HF_PREFIX):
+            found.append((name, target, "hf_hub", None))
+            continue
+        splits = _saved_dataset_splits(target)
+        if splits is not None:
+            found += [(name, target, "hf_disk", split) for split in splits]
+            continue
+        matched = sorted(m.path for result in FileSystems.match([target]) for m in result.metadata_list)
+        if not matched:
+            raise ConfigError(f"--input {target} matches no file")
+        for path in matched:
+            kind = file_kind(path)
+            if kind is None:
+                raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file, nor a save_to_disk folder")
+            found.append((name, path, kind, None))
+    short = _short_names(found)
+    units = [_named_unit(name, path, kind, split, short) for name, path, kind, split in found]
+    for source_path, target_path in pairs:
+        source_lines, target_lines = count_lines(source_path, FileSystems.open), count_lines(target_path, FileSystems.open)
+        if source_lines != target_lines:
+            raise ConfigError(f"--input-pair {source_path} has {source_lines} lines but {target_path} has {target_lines}")
+        short = posixpath.basename(source_path)
+        units.append(InputFile(short, short, source_path, "line_pair", target_path=target_path))
+    ids = [(u.name, u.split) for u in units]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("two inputs name the same file; list each file once")
+    return units
+
+
+def _short_names(found: list[tuple[str | None, str, str, str | None]]) -> dict[str, str]:
+    files = sorted({path for _, path, kind, _ in found if kind not in ("hf_hub",)})
+    if not files:
+        return {}
+    common = posixpath.dirname(files[0]) if len(files) == 1 else posixpath.commonpath(files)
+    return {path: posixpath.relpath(path, common) if common and path != common else posixpath.basename(path) for path in files}
+
+
+def _named_unit(name: str | None, path: str, kind: str, split: str | None, short: dict[str, str]) -> InputFile:
+    if kind == "hf_hub":
+        dataset, config, hf_split = parse_hf_spec(path)
+        id_name = "/".join(part for part in (dataset, config, hf_split) if part)
+    else:
+        id_name = short[path] + (f"/{split}" if split else "")
+    return InputFile(name or id_name, id_name, path, kind, split)
+
+
+def _saved_dataset_splits(path: str) -> list[str | None] | None:
+    """The splits of a `save_to_disk` folder ([None] for a single Dataset), or None if it is not one."""
+    if FileSystems.exists(FileSystems.join(path, "dataset_dict.json")):
+        with FileSystems.open(FileSystems.join(path, "dataset_dict.json")) as handle:
+            return list(json.loads(handle.read())["splits"])
+    if FileSystems.exists(FileSystems.join(path, "state.json")):
+        return [None]
+    return None
+
+
+def check_languages_not_needed(units: list[InputFile], config: PipelineConfig) -> None:
+    """Without --source-lang/--target-lang, translation records keyed by language could only be
+    rejected one by one; refuse at start instead, judging each file by its first readable record
+    (files are read lazily, so this costs one record per file, not the file)."""
+    for unit in units:
+        if unit.kind in ("hf_hub", "line_pair"):
+            continue
+        first = _first_record(unit)
+        if first is None or not isinstance(first.value, dict) or config.field_map:
+            continue
+        chosen = config.format if config.format != "auto" else detect_format(first.value)
+        wants_pair = config.model_type == "seq2seq" or chosen == "translation"
+        if (wants_pair and needs_languages(first.value)) or (chosen is None and looks_language_keyed(first.value)):
+            keys = ", ".join(sorted(map(str, first.value))[:4])
+            raise ConfigError(f"records in {unit.name} are translation pairs keyed by language ({keys}), so --source-lang and --target-lang must say which side is which")
+
+
+def _first_record(unit: InputFile) -> RawRecord | None:
+    """The first record of a unit that parsed, looking at no more than a few records."""
+    records = read_records(unit, FileSystems.open)
+    try:
+        return next((r for r in itertools.islice(records, 16) if isinstance(r, RawRecord)), None)
+    except Exception:  # an unreadable file is reported by the job itself, record by record
+        return None
+    finally:
+        records.close()
+
+
+def check_mix(units: list[InputFile], mix: tuple[tuple[str, float], ...]) -> None:
+    """--mix must weigh exactly the named sources, so no source is silently left at weight 0."""
+    if not mix:
+        return
+    sources, weighted = {u.source for u in units}, {name for name, _ in mix}
+    if sources != weighted:
+        raise ConfigError(f"--mix must give a weight to every source and only to them: sources are {sorted(sources)}, --mix names {sorted(weighted)}")
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Refuse an output that holds anything, unless --overwrite and all of it is ours; delete nothing.
+
+    The output is a prefix on every filesystem: an object store such as gs:// has objects and no
+    folders, so `exists(output)` is false there however many objects lie under `output/`; we list
+    them instead. Deleting waits for `clear_output`, which `run` calls once every start-up check has
+    passed: a refused run leaves the earlier one exactly as it was. A file we did not write is
+    refused even with --overwrite, because we never delete what is not ours and, left beside a new
+    run, a stray file under data/ would load as part of the dataset.
+    """
+    found = output_files(output)
+    if found and not overwrite:
+        raise ConfigError(f"--output {output} is not empty; pass --overwrite to replace it")
+    foreign = [name for name in found if not _is_ours(name)]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ConfigError(f"--output {output} holds {foreign[0]}{more}, which masked-shards did not write and --overwrite does not delete; move it or choose another --output")
+
+
+def clear_output(output: str) -> None:
+    """Delete an earlier run's outputs under the prefix: shards of any count, record files, reports.
+
+    The manifest goes first, so an interrupted delete never leaves a manifest naming deleted shards.
+    """
+    ours = [name for name in output_files(output) if _is_ours(name)]
+    for batch in ([n for n in ours if n.startswith(MANIFEST)], [n for n in ours if not n.startswith(MANIFEST)]):
+        if batch:
+            FileSystems.delete([_prefix(output) + name for name in batch])
+
+
+def output_files(output: str) -> list[str]:
+    """Every file under `output/`, named relative to it (`data/train-00000-of-00001.parquet`).
+
+    `**` crosses "/" in Beam's patterns; Beam's local filesystem walks the folder and an object store
+    lists the prefix, so one pattern works on both, and `output2/` is never mistaken for `output/`.
+    """
+    prefix = _prefix(output)
+    return sorted(m.path[len(prefix):] for result in FileSystems.match([prefix + "**"]) for m in result.metadata_list)
+
+
+def _prefix(output: str) -> str:
+    return FileSystems.join(output, "")
+
+
+_OUR_NAMES = re.compile(
+    "|".join(
+        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML, *OLD_REPORTS)]
+        + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
+        + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
+        + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
+    )
+)
+
+
+def _is_ours(name: str) -> bool:
+    """Whether a path below the output is one this job writes (any shard count, any split)."""
+    return _OUR_NAMES.fullmatch(name) is not None
+
+
+class NoRowsWritten(Exception):
+    """A run that wrote no row failed, though its report and record files are written; the
+    message is one sentence naming where the records went, and `report` holds the counts."""
+
+    def __init__(self, report: dict[str, object]) -> None:
+        super().__init__(_no_rows_sentence(report))
+        self.report = report
+
+
+def _no_rows_sentence(report: dict[str, object]) -> str:
+    """'no rows written: 500 records rejected (missing_field 500), 0 dropped'."""
+    if not report["records_read"]:
+        return "no rows written: the inputs hold no records"
+    records = "record" if report["rejected"] == 1 else "records"
+    parts = [_outcome(report["rejected"], f"{records} rejected", report["rejected_by_reason"]), _outcome(report["dropped"], "dropped", report["dropped_by_reason"])]
+    if report["sampled_out"]:
+        parts.append(f"{report['sampled_out']} sampled out by --mix")
+    return "no rows written: " + ", ".join(parts)
+
+
+def _outcome(count: int, what: str, by_reason: dict[str, int]) -> str:
+    """'3 dropped (overlong 2, no_supervised_tokens 1)': the three commonest reasons, then how many more."""
+    top = sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))
+    named = [f"{reason} {n}" for reason, n in top[:3]] + ([f"{len(top) - 3} other reasons"] if len(top) > 3 else [])
+    return f"{count} {what}" + (f" ({', '.join(named)})" if named else "")
+
+
+class FinalizeFn(beam.DoFn):
+    """Runs once at the end: report, reconciliation, then the manifest, last (none if no row was
+    written: a zero-row run is a failed run, and a manifest would present it as a dataset)."""
+
+    def __init__(self, plan: JobPlan) -> None:
+        self._plan = plan
+
+    def process(self, _: object, shards: list[dict], runs: list[dict], record_files: list[dict], coverage: Coverage, read: int) -> Iterator[dict]:
+        config, output = self._plan.config, self._plan.config.output
+        # Every shard is written: the sorted runs they were merged from, and the packing windows'
+        # spilled rows (both under _runs/), are spent.
+        spent = {run["path"] for run in runs} | {m.path for m in FileSystems.match([FileSystems.join(output, RUNS, "*")])[0].metadata_list}
+        if spent:
+            FileSystems.delete(sorted(spent))
+        if FileSystems.exists(FileSystems.join(output, RUNS)):  # a local folder (object stores have none)
+            FileSystems.delete([FileSystems.join(output, RUNS)])
+        identity = {
+            "config": config.recorded(),
+            "tokenizer": self._plan.tokenizer,
+            "template": {"name": self._plan.template.name, "sha256": sha256(self._plan.template.source.encode("utf-8"))},
+        }
+        splits = SPLITS if config.validation_fraction else SPLITS[:1]
+        sources = {unit.name: unit.source for unit in self._plan.files}
+        report = coverage.report(read, sum(s["rows"] for s in shards), sources=sources, splits=splits, run=identity, gates=gate_limits(config))
+        if config.limit is not None:  # a quick look (--limit): say so wherever the counts are read
+            report["limit"] = config.limit
+        problem = reconcile(report)
+        reports = report_files(report, [] if problem else _first_rows(output, shards, config))
+        for name, content in reports.items():
+            _write(output, name, content)
+        if problem:
+            raise RuntimeError(problem)
+        if not report["rows_written"]:
+            yield report
+            return
+        manifest = {
+            "masked_shards_version": masked_shards.__version__,
+            **identity,
+            "labels": {
+                "ignore_index": IGNORE_INDEX,
+                "shifted": False,
+                "train_on": config.train_on,
+                "train_on_eot": config.train_on_eot,
+                "trained_on": describe_training(train_on=config.train_on, train_on_eot=config.train_on_eot, model_type=config.model_type, record_format=config.format),
+            },
+            "schema": schema_description(output_schema(config.packing, config.stride)),
+            "shards": sorted(shards, key=lambda s: s["path"]),
+            "record_files": sorted(record_files, key=lambda s: s["path"]),
+            "report_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(reports.items())],
+            "counts": report,
+        }
+        temporary = FileSystems.join(output, MANIFEST + ".partial")
+        _write(output, MANIFEST + ".partial", manifest_json(manifest))
+        FileSystems.rename([temporary], [FileSystems.join(output, MANIFEST)])
+        yield report
+
+
+def _first_rows(output: str, shards: list[dict], config: PipelineConfig) -> list[tuple[str, str]]:
+    """The first rows of the first shard, token by token, for the HTML report (decoder rows only:
+    a seq2seq row's labels are another sequence than its input_ids)."""
+    if not shards or config.model_type != "decoder":
+        return []
+    first = min(shards, key=lambda s: (s["split"] != "train", s["path"]))
+    with FileSystems.open(FileSystems.join(output, first["path"])) as handle:
+        rows = pq.ParquetFile(handle).read_row_group(0)
+    return example_views(rows, tokenizer_for(config.tokenizer))
+
+
+def record_smoke_test(output: str) -> None:
+    """The smoke-test stage's result (smoke_test.json, written by smoke_test.py after the job,
+    passed or not) into the run's report: `smoke_test` in coverage_report.json, a table in the .md
+    and at the end of the .html; then the manifest, rewritten last through `.partial` as at the
+    end of the job, lists the report files as they now are and the stage's outcome."""
+
+    def read(name: str) -> str:
+        with FileSystems.open(FileSystems.join(output, name)) as handle:
+            return handle.read().decode("utf-8")
+
+    result = json.loads(read(SMOKE_TEST_JSON))
+    report = {**json.loads(read(REPORT_JSON)), "smoke_test": result}
+    files = {REPORT_JSON: manifest_json(report), REPORT_MARKDOWN: report_markdown(report), REPORT_HTML: with_smoke_test(read(REPORT_HTML), report)}
+    for name, content in files.items():
+        _write(output, name, content)
+    manifest = json.loads(read(MANIFEST))
+    contents = {name: content.encode("utf-8") for name, content in files.items()}
+    manifest["report_files"] = [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(contents.items())]
+    manifest["smoke_test"] = {"passed": result["passed"], "device": result.get("device"), "file": SMOKE_TEST_JSON}
+    _write(output, MANIFEST + ".partial", manifest_json(manifest))
+    FileSystems.rename([FileSystems.join(output, MANIFEST + ".partial")], [FileSystems.join(output, MANIFEST)])
+
+
+def _write(output: str, name: str, content: str | bytes) -> None:
+    with FileSystems.create(FileSystems.join(output, name)) as handle:
+        handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+
+
+def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
+    """Wire the whole job onto `pipe`; returns the PCollection holding the final report."""
+    config = plan.config
+    read = pipe | "ReadExamples" >> ReadExamples(plan.files, plan.parse_options, config.fail_fast)
+    examples, sampled_out = read["examples"], []
+    if config.mix:
+        mixed = examples | "MixSources" >> MixSources(dict(config.mix), config.seed)
+        examples, sampled_out = mixed["examples"], [mixed["sampled_out"]]
+    tokenized = examples | "TokenizeExamples" >> TokenizeExamples(config, plan.template)
+    rejected = (read["rejected"], tokenized["rejected"]) | "AllRejected" >> beam.Flatten()
+    rows, reshaped = tokenized["rows"], []
+    if config.packing != "none":
+        rows = rows | "PackRows" >> PackRows(config)
+        reshaped = [rows]
+    elif config.stride is not None:
+        rows = rows | "StrideRows" >> StrideRows(config)
+        reshaped = [rows]
+    written = rows | "WriteShards" >> WriteShards(config.output, config)
+    if plan.progress:
+        _tap_progress(plan.progress, read, tokenized["rows"], rejected, tokenized["dropped"])
+    record_files = (
+        (rejected | "WriteRejected" >> WriteJsonLines(config.output, "rejected"), tokenized["dropped"] | "WriteDropped" >> WriteJsonLines(config.output, DROPPED))
+        | "RecordFiles" >> beam.Flatten()
+    )
+    coverage = (tokenized["rows"], rejected, tokenized["dropped"], read["blank_lines"], *sampled_out, *reshaped) | "ReportCoverage" >> ReportCoverage()
+    return (
+        pipe
+        | "Once" >> beam.Create([None])
+        | "Finalize"
+        >> beam.ParDo(
+            FinalizeFn(plan),
+            shards=beam.pvalue.AsList(written["shards"]),
+            runs=beam.pvalue.AsList(written["runs"]),
+            record_files=beam.pvalue.AsList(record_files),
+            coverage=beam.pvalue.AsSingleton(coverage),
+            read=beam.pvalue.AsSingleton(read["read"]),
+        )
+    )
+
+
+def _tap_progress(folder: str, read: dict[str, beam.PCollection], rows: beam.PCollection, rejected: beam.PCollection, dropped: beam.PCollection) -> None:
+    """Count into the progress tally beside the job (progress.py), changing none of its steps."""
+    taps = (("Ranges", read["ranges"], range_tally), ("Total", read["counted"], count_tally), ("Rows", rows, rows_tally), ("Rejected", rejected, record_tally), ("Dropped", dropped, record_tally))
+    for name, collection, count in taps:
+        collection | f"Progress{name}" >> beam.ParDo(TallyFn(folder, count))
+
+
+def _shows_progress(options: PipelineOptions, quiet: bool) -> bool:
+    """A live line for runs whose workers share this machine: the default runner and the portable
+    one (Flink's and Spark's too, when their job server is local; a remote worker's writes go
+    nowhere, which is harmless). Not under --quiet, a dry run, or Dataflow."""
+    runner = str(options.view_as(StandardOptions).runner or "")
+    return not quiet and not options.view_as(TestOptions).dry_run and "Dataflow" not in runner
+
+
+def for_remote_workers(config: PipelineConfig, beam_args: list[str]) -> list[str]:
+    """On Dataflow the workers are other machines. They read the inputs, the tokenizer and the
+    output themselves, so none may be a path on this machine (refused in one sentence, before
+    anything is loaded); and they need this package, which the job stages from the checkout's
+    pyproject.toml (Beam builds an sdist of it; workers pip-install it) unless the flags already
+    bring it (--setup_file, --extra_package, or --sdk_container_image with it installed)."""
+    options = PipelineOptions(beam_args)
+    if "Dataflow" not in str(options.view_as(StandardOptions).runner or ""):
+        return beam_args
+    paths = [("--input", p) for p in config.inputs if not p.startswith(HF_PREFIX)] + [("--input-pair", p) for pair in config.input_pairs for p in pair] + [("--output", config.output)]
+    if os.path.isdir(config.tokenizer) or looks_like_path(config.tokenizer):
+        paths.append(("--tokenizer", config.tokenizer))
+    for flag, path in paths:
+        if "://" not in path:
+            extra = ", or a hub id" if flag == "--tokenizer" else ""
+            raise ConfigError(f"{flag} {path} is on this machine, where Dataflow's workers cannot read it; copy it to a gs:// bucket and pass that path{extra}")
+    setup = options.view_as(SetupOptions)
+    if setup.setup_file or setup.extra_packages or options.view_as(WorkerOptions).sdk_container_image:
+        return beam_args
+    project = Path(masked_shards.__file__).resolve().parent.parent / "pyproject.toml"
+    if not project.is_file():  # installed from a wheel: no source tree to build from
+        raise ConfigError("Dataflow's workers need masked-shards installed: pass --extra_package with a wheel or sdist of it, --setup_file with a checkout's pyproject.toml, or --sdk_container_image with an image that has it")
+    return [*beam_args, f"--setup_file={project}"]
+
+
+def with_default_runner(beam_args: list[str]) -> list[str]:
+    """Without --runner we run on FnApiRunner, the local engine of Beam's DirectRunner.
+
+    The DirectRunner itself first tries to download the Prism runner from the internet and falls
+    back to FnApiRunner when that fails; going straight there keeps a local run offline, quick
+    to start, and on the same runner the tests use. It honours --direct_num_workers and
+    --direct_running_mode. Any --runner the user gives (DirectRunner, DataflowRunner, ...) wins.
+    """
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return beam_args
+    return ["--runner=FnApiRunner", *beam_args]
+
+
+def without_timed_flush() -> None:
+    """Work around a Beam defect that corrupts and loses elements under `--direct_running_mode
+    multi_threading` (benchmarks/repro_threads.py reproduces it without our code).
+
+    In that mode FnApiRunner's SDK workers are threads of this process that exchange elements with
+    the runner over loopback gRPC, and every data channel's output buffer is also flushed each
+    `DATA_BUFFER_TIME_LIMIT_MS` (1000) by a timer thread that shares no lock with the thread
+    writing elements into it. A flushed chunk can then end inside an element, and the runner,
+    which decodes chunks one by one or deals them out to workers, hands the next step garbage
+    (None elements, "Unknown type tag", MemoryError); bytes written between the timer's copy of
+    the buffer and its clear are dropped (rows go missing). 0 is Beam's own "no timed flush", the
+    SDK worker's default on Dataflow: buffers then go out by size, between elements, and when a
+    bundle ends. Setting it touches only the local runner's worker handlers.
+    """
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+
+
+def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object] | None:
+    """Plan, run to completion on the runner the Beam flags name, return the coverage report;
+    raise NoRowsWritten (after the report and record files are written) if no row was written.
+    Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None."""
+    with job_scope(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
+        beam_args = for_remote_workers(config, with_default_runner(beam_args or []))
+        job = plan(config)
+        data_flows()
+        without_timed_flush()
+        options = PipelineOptions(beam_args)
+        dry_run = options.view_as(TestOptions).dry_run
+        if _shows_progress(options, config.quiet):
+            job = replace(job, progress=scratch)
+        with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
+            build(pipe, job)
+            if config.overwrite and not dry_run:  # every check passed and the job is built: only now remove the earlier run
+                clear_output(config.output)
+    if dry_run:
+        return None
+    with FileSystems.open(FileSystems.join(config.output, REPORT_JSON)) as handle:
+        report = json.loads(handle.read())
+    if not report["rows_written"]:
+        raise NoRowsWritten(report)
+    return report

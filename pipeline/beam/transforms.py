@@ -1,0 +1,553 @@
+"""Thin Beam composites over the Beam-free core; bad records leave on tagged outputs.
+
+    ReadExamples      files -> ranges -> Example   (+ rejected, + count of records read, + blank lines)
+    TokenizeExamples  Example batches -> RowBatch  (Arrow columns; + rejected, + dropped)
+    PackRows          RowBatch -> windows of examples by a seeded hash -> PackedBatch   (--packing)
+    StrideRows        RowBatch -> StridedBatch, each long row as overlapping windows   (--stride)
+    WriteShards       RowBatch -> sorted runs -> shard info (deterministic Parquet files, runs.py)
+    WriteJsonLines    Rejected/Dropped -> one sorted JSONL file
+    ReportCoverage    everything -> Coverage
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from masked_shards.beam.collector import loaded
+from masked_shards.config import PipelineConfig
+from masked_shards.read.formats import ParseOptions, to_example
+from masked_shards.report.label_coverage import Coverage
+from masked_shards.read.mixing import is_kept, keep_rates
+from masked_shards.shape.packing import PackedBatch, pack_rows
+from masked_shards.beam.progress import tally
+from masked_shards.records import BATCH_SCHEMA, BlankLines, Dropped, Example, Rejected, RowBatch, SampledOut
+from masked_shards.read.sources import InputFile, InputRange, Item, RawRecord, count_range, read_range, split_input
+from masked_shards.build.rows import RowBuilder
+from masked_shards.write.runs import KEY, RUNS, RunReader, ShardRange, keyed_runs, merge_shard, plan_shards, write_run
+from masked_shards.write.shards import output_schema, sha256, shard_count, shard_name
+from masked_shards.shape.striding import StridedBatch, stride_rows
+from masked_shards.build.templates import ChatTemplate
+from masked_shards.build.tokenization import TokenizerError, load_tokenizer
+from masked_shards.read.translation import to_pair
+
+REJECTED, DROPPED = "rejected", "dropped"
+
+
+def tokenizer_for(name: str):  # -> transformers.PreTrainedTokenizerBase
+    """`load_tokenizer`, also for a folder in an object store (gs://BUCKET/PATH, or any scheme Beam
+    reads): its files are copied once per machine and folder state to a local folder, as Hugging
+    Face loads only local folders and hub ids. This is how Dataflow's workers get a tokenizer that
+    is no hub id: they cannot see a folder on the machine that submitted the job."""
+    if "://" not in name:
+        return load_tokenizer(name)
+    try:
+        local = _local_copy(name)
+    except TokenizerError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a store's errors are many types; each is one sentence
+        raise TokenizerError(f"cannot read tokenizer folder {name} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    return load_tokenizer(local)
+
+
+def _local_copy(folder: str) -> str:
+    found = FileSystems.match([folder.rstrip("/") + "/*"])[0].metadata_list
+    if not found:
+        raise TokenizerError(f"tokenizer folder {folder} holds no files")
+    state = hashlib.sha256(repr(sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found)).encode()).hexdigest()[:16]
+    local = Path(tempfile.gettempdir()) / "masked-shards-tokenizers" / state
+    if not local.is_dir():
+        partial = local.with_name(f"{state}.{uuid.uuid4().hex}.partial")
+        partial.mkdir(parents=True)
+        for m in found:
+            with FileSystems.open(m.path) as source:
+                (partial / posixpath.basename(m.path)).write_bytes(source.read())
+        try:
+            partial.rename(local)  # whole or not at all; another process may have won the race
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+    return str(local)
+
+
+class FailFast(Exception):
+    """Raised under --fail-fast at the first rejected record; the message names its location."""
+
+
+def _fail_fast(item: Rejected) -> None:
+    where = f"{item.source}:{item.index}" if item.index is not None else item.source
+    raise FailFast(f"record {where} is bad ({item.reason}: {item.detail}); stopping because of --fail-fast")
+
+
+def _ranges(unit: InputFile, limit: int | None = None) -> list[InputRange]:
+    """The pieces one input is read in (sources.split_input): byte ranges of line files, runs of
+    Parquet row groups, the whole of anything else; under --limit, the unit as one capped range."""
+    try:
+        return split_input(unit, FileSystems.open, _size, limit=limit)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
+        return [InputRange(unit, 0, None, "whole", limit)]
+
+
+def _size(path: str) -> int:
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def _count(r: InputRange) -> tuple[tuple[str, int], int]:
+    """(unit path, range start) -> records numbered in the range, for line numbers of later ranges."""
+    try:
+        return (r.unit.path, r.start), count_range(r, FileSystems.open)
+    except Exception:  # noqa: BLE001
+        return (r.unit.path, r.start), 0
+
+
+def _read_range(r: InputRange, counts: dict[tuple[str, int], int]) -> Iterator[Item]:
+    """The records of one range, numbered after the lines of the unit's earlier ranges; a failure of
+    the file itself after `n` records becomes one rejected entry (index None) saying so."""
+    first = sum(n for (path, start), n in counts.items() if path == r.unit.path and start < r.start)
+    read = 0
+    try:
+        for item in read_range(r, FileSystems.open, first):
+            read += 1
+            yield item
+    except Exception as err:  # noqa: BLE001 - any failure here is the file's, never the job's
+        yield Rejected.internal_error(r.unit.name, None, err, during=f"reading bytes {r.start}.. after {read} records (the rest of the range was not read)")
+
+
+def _parse(record: RawRecord, options: ParseOptions) -> object:
+    """An Example for decoder rows; a checked TranslationPair for encoder-decoder rows; a
+    Rejected for a bad record, including one our own code failed on."""
+    try:
+        if options.config.model_type == "seq2seq":
+            return to_pair(record, options.config.source_lang, options.config.target_lang, options.config.max_length_ratio)
+        return to_example(record, options)
+    except Exception as err:  # noqa: BLE001
+        return Rejected.internal_error(record.name, record.index, err, record.value, during="parsing the record")
+
+
+class ToExampleFn(beam.DoFn):
+    """Raw record -> Example on the main output, or Rejected on `rejected`."""
+
+    def __init__(self, options: ParseOptions, fail_fast: bool) -> None:
+        self._options, self._fail_fast = options, fail_fast
+        self._rejected = Metrics.counter("masked_shards", "records_rejected")
+
+    def process(self, item: RawRecord | Rejected) -> Iterator[object]:
+        result = item if isinstance(item, Rejected) else _parse(item, self._options)
+        if isinstance(result, Rejected):
+            if self._fail_fast:
+                _fail_fast(result)
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, result)
+        else:
+            yield result
+
+
+class ReadExamples(beam.PTransform):
+    """Read input units into Examples; returns {examples, rejected, read, blank_lines}. Blank lines
+    are counted apart: they are no records, so not in `read` (sources.py)."""
+
+    def __init__(self, units: list[InputFile], options: ParseOptions = ParseOptions(), fail_fast: bool = False) -> None:
+        super().__init__()
+        self._units, self._options, self._fail_fast = units, options, fail_fast
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        ranges = pbegin | "ListFiles" >> beam.Create(self._units) | "SplitFiles" >> beam.FlatMap(_ranges, self._options.config.limit) | "SpreadRanges" >> beam.Reshuffle()
+        counted = ranges | "CountLines" >> beam.Map(_count)
+        counts = beam.pvalue.AsDict(counted)
+        raw, blank_lines = (
+            ranges
+            | "ReadRanges" >> beam.FlatMap(_read_range, counts=counts)
+            | "SetBlankLinesApart" >> beam.Partition(lambda item, _: int(isinstance(item, BlankLines)), 2)
+        )
+        parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._options, self._fail_fast)).with_outputs(REJECTED, main="examples")
+        read = raw | "CountRead" >> beam.combiners.Count.Globally()
+        return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read, "blank_lines": blank_lines, "ranges": ranges, "counted": counted}
+
+
+class TallyFn(beam.DoFn):
+    """Adds what `count` says of each element to this process's progress tally (progress.py)
+    and outputs nothing: a tap beside the job, which it leaves as it is."""
+
+    def __init__(self, folder: str, count: Callable[[object], dict[str, int]]) -> None:
+        self._folder, self._count = folder, count
+
+    def process(self, element: object) -> Iterator[object]:
+        tally(self._folder).add(**self._count(element))
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        tally(self._folder).flush()
+
+
+def range_tally(r: InputRange) -> dict[str, int]:
+    """Ranges read whole (JSON arrays, CSV, --limit) are not counted, so the total stays unknown."""
+    return {"ranges": 1, "uncounted": int(r.kind == "whole" or r.limit is not None)}
+
+
+def count_tally(counted: tuple[tuple[str, int], int]) -> dict[str, int]:
+    return {"total": counted[1]}
+
+
+def rows_tally(batch: RowBatch) -> dict[str, int]:
+    return {"records": batch.rows.num_rows, "tokens": len(batch.rows.column("input_ids").values)}
+
+
+def record_tally(_: object) -> dict[str, int]:
+    return {"records": 1}
+
+
+class MixSources(beam.PTransform):
+    """Down-sample named sources to `--mix` weights; returns {examples, sampled_out}."""
+
+    def __init__(self, weights: dict[str, float], seed: int) -> None:
+        super().__init__()
+        self._weights, self._seed = weights, seed
+
+    def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
+        weights, seed = self._weights, self._seed
+        rates = (
+            examples
+            | "Sources" >> beam.Map(lambda e: e.source)
+            | "CountSources" >> beam.combiners.Count.PerElement()
+            | "AllCounts" >> beam.combiners.ToDict()
+            | "Rates" >> beam.Map(keep_rates, weights)
+        )
+
+        def choose(example: Example, rates: dict[str, float]) -> Iterator[object]:
+            if is_kept(example.example_id, rates[example.source], seed):
+                yield example
+            else:
+                yield beam.pvalue.TaggedOutput("sampled_out", SampledOut(example.source))
+
+        chosen = examples | "Sample" >> beam.FlatMap(choose, rates=beam.pvalue.AsSingleton(rates)).with_outputs("sampled_out", main="examples")
+        return {"examples": chosen.examples, "sampled_out": chosen.sampled_out}
+
+
+class TokenizeFn(beam.DoFn):
+    """Batch of examples -> one RowBatch of rows (Arrow columns), and each example that gave no row
+    on `rejected` or `dropped`; the tokenizer and template are loaded once per worker."""
+
+    def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
+        self._config, self._template = config, template
+        self._builder: RowBuilder | None = None
+        self._rows = Metrics.counter("masked_shards", "rows")
+        self._tokens = Metrics.counter("masked_shards", "tokens")
+
+    def setup(self) -> None:
+        self._builder = RowBuilder(self._config, tokenizer_for(self._config.tokenizer), self._template)
+        loaded()
+
+    def process(self, batch: list[object]) -> Iterator[object]:
+        built = self._build(batch)
+        for other in built.others:
+            if isinstance(other, Rejected):
+                if self._config.fail_fast:
+                    _fail_fast(other)
+                yield beam.pvalue.TaggedOutput(REJECTED, other)
+            else:
+                yield beam.pvalue.TaggedOutput(DROPPED, other)
+        self._rows.inc(built.rows.num_rows)
+        self._tokens.inc(len(built.rows.column("input_ids").values))
+        yield built
+
+    def _build(self, batch: list[object]) -> RowBatch:
+        """The batch's rows; if the batch raises, each example is built alone so only the one that
+        fails becomes a rejected `internal_error`."""
+        try:
+            return self._builder.build(batch)
+        except Exception:  # noqa: BLE001
+            alone = [self._build_one(item) for item in batch]
+            return RowBatch(pa.concat_batches([b.rows for b in alone]), tuple(o for b in alone for o in b.others), alone[0].aligned)
+
+    def _build_one(self, item: object) -> RowBatch:
+        try:
+            return self._builder.build([item])
+        except Exception as err:  # noqa: BLE001
+            name, index = item.example_id.rsplit(":", 1)
+            rejected = Rejected.internal_error(name, int(index), err, item.raw, during="rendering and encoding the example")
+            return RowBatch(pa.RecordBatch.from_pylist([], schema=BATCH_SCHEMA), (rejected,), self._config.model_type != "seq2seq")
+
+
+class TokenizeExamples(beam.PTransform):
+    """Examples -> RowBatches; returns {rows, rejected, dropped}."""
+
+    def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
+        super().__init__()
+        self._config, self._template = config, template
+
+    def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
+        # Rows that packing or striding remakes are padded once made, not as examples.
+        config = replace(self._config, pad_to=None) if self._config.reshapes_rows else self._config
+        tokenized = (
+            examples
+            | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
+            | "Tokenize" >> beam.ParDo(TokenizeFn(config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
+        )
+        return {"rows": tokenized.rows, "rejected": tokenized[REJECTED], "dropped": tokenized[DROPPED]}
+
+
+def _pad_id(config: PipelineConfig) -> int | None:
+    """The tokenizer's pad id when rows are padded (--pad-to; plan() has checked it has one)."""
+    return tokenizer_for(config.tokenizer).pad_token_id if config.pad_to else None
+
+
+class PackWindowFn(beam.DoFn):
+    """A window (a key range of one split) -> one PackedBatch (packing.pack_rows) of its example
+    rows, read from its slice of every sorted run of the split."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self._pad_id: int | None = None
+
+    def setup(self) -> None:
+        self._pad_id = _pad_id(self._config)
+
+    def process(self, window: ShardRange, runs: list[dict[str, object]]) -> Iterator[PackedBatch]:
+        config = self._config
+        readers = [_reader(run) for run in sorted(runs, key=lambda r: r["path"]) if run["split"] == window.split]
+        rows = pa.concat_tables([t for t in (r.slice(window.low, window.high) for r in readers) if t is not None]).drop_columns([KEY])
+        yield pack_rows(rows, config.max_length, config.packing, config.pad_length if config.pad_to else None, self._pad_id)
+
+
+class PackRows(beam.PTransform):
+    """Example rows -> packed rows (PackedBatch), best-fit or wrapped within windows of examples.
+
+    Beam does the grouping, through files as the shards do (runs.py): the example rows are
+    spilled in sorted runs, each split's key space is cut into ceil(rows / --pack-window) equal
+    ranges (the windows), and each window is read back from its slice of every run and packed on
+    its own worker. A worker holds one spill buffer or one window, never the input: grouping the
+    rows themselves (or waiting on their total count) made the local runner keep every row in
+    memory. Which window a row joins depends only on its id, the seed and the number of rows, and
+    each window is packed from its rows sorted by id: the packed rows do not depend on the runner."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        runs = beam.pvalue.AsList(batches | "SpillExamples" >> beam.ParDo(SpillRunsFn(self._config.output, self._config.seed)))
+        return (
+            batches.pipeline
+            | "Once" >> beam.Create([None])
+            | "PlanWindows" >> beam.FlatMap(_plan_windows, runs=runs, window=self._config.pack_window)
+            | "SpreadWindows" >> beam.Reshuffle()
+            | "PackWindows" >> beam.ParDo(PackWindowFn(self._config), runs=runs)
+        )
+
+
+class StrideFn(beam.DoFn):
+    """RowBatch -> StridedBatch (striding.stride_rows), padded once windowed (--pad-to)."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self._pad_id: int | None = None
+
+    def setup(self) -> None:
+        self._pad_id = _pad_id(self._config)
+
+    def process(self, batch: RowBatch) -> Iterator[StridedBatch]:
+        config = self._config
+        yield stride_rows(batch.rows, config.max_length, config.stride, config.pad_length if config.pad_to else None, self._pad_id)
+
+
+class StrideRows(beam.PTransform):
+    """Example rows -> windows every --stride tokens over rows longer than --max-length."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return batches | "Stride" >> beam.ParDo(StrideFn(self._config))
+
+
+class SpillRunsFn(beam.DoFn):
+    """Row batches -> sorted run files under `<output>/_runs/`, spilled every `spill_bytes` of rows
+    and at the end of each bundle, so a worker holds a bounded amount however large the input
+    (runs.py); yields one {path, split, rows} per run."""
+
+    def __init__(self, output: str, seed: int, spill_bytes: int = 32 << 20) -> None:
+        self._output, self._seed, self._spill_bytes = output, seed, spill_bytes
+        self._pending: list[pa.RecordBatch] = []
+        self._size = 0
+
+    def start_bundle(self) -> None:
+        self._pending, self._size = [], 0
+
+    def process(self, batch: RowBatch | PackedBatch | StridedBatch) -> Iterator[dict[str, object]]:
+        if batch.rows.num_rows:
+            self._pending.append(batch.rows)
+            self._size += batch.rows.nbytes
+        if self._size >= self._spill_bytes:
+            yield from self._spill()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for info in self._spill():
+            yield WindowedValue(info, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _spill(self) -> Iterator[dict[str, object]]:
+        pending, self._pending, self._size = self._pending, [], 0
+        if not pending:
+            return
+        for split, table in keyed_runs(pending, self._seed).items():
+            path = FileSystems.join(self._output, RUNS, f"{split}-{uuid.uuid4().hex}.parquet")
+            with FileSystems.create(path) as handle:
+                write_run(table, handle)
+            yield {"path": path, "split": split, "rows": table.num_rows}
+
+
+def _plan_shards(_: object, runs: list[dict[str, object]], config: PipelineConfig) -> Iterator[ShardRange]:
+    """Every shard of every split, from the keys of all runs (8 bytes a row)."""
+    yield from _key_ranges(runs, lambda rows: shard_count(rows, config.num_shards, config.rows_per_shard))
+
+
+def _plan_windows(_: object, runs: list[dict[str, object]], window: int) -> Iterator[ShardRange]:
+    """Every packing window of every split: about `window` rows each."""
+    yield from _key_ranges(runs, lambda rows: -(-rows // window))
+
+
+def _key_ranges(runs: list[dict[str, object]], ranges: Callable[[int], int]) -> Iterator[ShardRange]:
+    """Each split's key space cut into `ranges(rows)` equal ranges, empty ones skipped (runs.plan_shards)."""
+    for split in sorted({run["split"] for run in runs}):
+        keys = np.sort(np.concatenate([_reader(run).keys for run in runs if run["split"] == split]))
+        yield from plan_shards(split, keys, ranges(len(keys)))
+
+
+def _reader(run: dict[str, object]) -> RunReader:
+    return RunReader(FileSystems.open(run["path"]))
+
+
+class MergeShardFn(beam.DoFn):
+    """ShardRange -> its Parquet file, merged from its slice of every run of the split."""
+
+    def __init__(self, output: str, schema: pa.Schema) -> None:
+        self._output, self._schema = output, schema
+
+    def process(self, shard: ShardRange, runs: list[dict[str, object]]) -> Iterator[dict[str, object]]:
+        readers = [_reader(run) for run in sorted(runs, key=lambda r: r["path"]) if run["split"] == shard.split]
+        name = shard_name(shard.split, shard.index, shard.count)
+        with FileSystems.create(FileSystems.join(self._output, "data", name)) as handle:
+            info = merge_shard(shard, readers, handle, self._schema)
+        yield {"path": posixpath.join("data", name), "split": shard.split, "index": shard.index, **info}
+
+
+class WriteShards(beam.PTransform):
+    """Row batches -> deterministic shard files; returns {shards: shard infos, runs: run infos}
+    (the runs are temporary: the caller deletes them once the shards are written)."""
+
+    def __init__(self, output: str, config: PipelineConfig) -> None:
+        super().__init__()
+        self._output, self._config = output, config
+
+    def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
+        spilled = batches | "SpillRuns" >> beam.ParDo(SpillRunsFn(self._output, self._config.seed))
+        runs = beam.pvalue.AsList(spilled)
+        shards = (
+            batches.pipeline
+            | "Once" >> beam.Create([None])
+            | "PlanShards" >> beam.FlatMap(_plan_shards, runs=runs, config=self._config)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "MergeShard" >> beam.ParDo(MergeShardFn(self._output, output_schema(self._config.packing, self._config.stride)), runs=runs)
+        )
+        return {"shards": shards, "runs": spilled}
+
+
+class WriteJsonLines(beam.PTransform):
+    """Rejected or Dropped records -> `<output>/<folder>/<folder>.jsonl`, sorted; yields its info."""
+
+    def __init__(self, output: str, folder: str) -> None:
+        super().__init__()
+        self._output, self._folder = output, folder
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        output, folder = self._output, self._folder
+
+        def write(keyed: tuple[None, list[tuple[tuple[str, int], str]]]) -> dict[str, object]:
+            lines = [line for _, line in sorted(keyed[1])]
+            data = "".join(line + "\n" for line in lines).encode("utf-8")
+            with FileSystems.create(FileSystems.join(output, folder, f"{folder}.jsonl")) as handle:
+                handle.write(data)
+            return {"path": posixpath.join(folder, f"{folder}.jsonl"), "rows": len(lines), "sha256": sha256(data)}
+
+        return (
+            records
+            | "ToJson" >> beam.Map(lambda r: (None, _json_line(r)))
+            | "Gather" >> beam.GroupByKey()
+            | "Write" >> beam.Map(write)
+        )
+
+
+def _json_line(record: Rejected | Dropped) -> tuple[tuple[str, int], str]:
+    """The line, keyed by its place in the input so the file lists records in input order."""
+    if isinstance(record, Rejected):
+        key = (record.source, -1 if record.index is None else record.index)
+    else:
+        name, index = record.example_id.rsplit(":", 1)
+        key = (name, int(index))
+    line = json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True, default=repr)
+    if not line.isascii() and not _encodable(line):  # a lone surrogate from an escaped "\ud800"
+        line = json.dumps(record.to_json(), ensure_ascii=True, sort_keys=True, default=repr)
+    return key, line
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class CoverageFn(beam.CombineFn):
+    def create_accumulator(self) -> Coverage:
+        return Coverage()
+
+    def add_input(self, coverage: Coverage, item: object) -> Coverage:
+        if isinstance(item, RowBatch):
+            coverage.add_batch(item)
+        elif isinstance(item, PackedBatch):
+            coverage.reshaped.add_packed(item)
+        elif isinstance(item, StridedBatch):
+            coverage.reshaped.add_strided(item)
+        elif isinstance(item, Coverage):  # one input's counts (ReportCoverage)
+            coverage.merge(item)
+        else:
+            coverage.add(item)
+        return coverage
+
+    def merge_accumulators(self, accumulators: Iterator[Coverage]) -> Coverage:
+        merged = Coverage()
+        for coverage in accumulators:
+            merged.merge(coverage)
+        return merged
+
+    def extract_output(self, coverage: Coverage) -> Coverage:
+        return coverage
+
+
+class ReportCoverage(beam.PTransform):
+    """Rows, rejected and dropped records -> one Coverage (empty input gives an empty one).
+
+    Each input is counted on its own, where it is made (Beam lifts the partial counting into the
+    producing step), and only the counts are flattened and merged. Flattening the inputs
+    themselves made Beam's local runner hold every example row in memory until the packed rows,
+    made later, could join them (measured: 2.6 GB against 1.5 GB peak at 200,000 examples)."""
+
+    def expand(self, outcomes: tuple[beam.PCollection, ...]) -> beam.PCollection:
+        counted = [outcome | f"Count{n}" >> beam.CombineGlobally(CoverageFn()) for n, outcome in enumerate(outcomes)]
+        return counted | "Outcomes" >> beam.Flatten() | "Combine" >> beam.CombineGlobally(CoverageFn())

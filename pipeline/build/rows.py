@@ -1,0 +1,436 @@
+"""Examples to training rows, a batch at a time, for decoder-only and encoder-decoder models alike.
+
+This is the per-example work of the job, kept free of Beam so tests drive it directly. One
+`RowBuilder` does the steps every row shares; only the encoding differs per model type:
+
+    DecoderEncoding   Example --render--> text --encode with offsets--> ids --label by spans--> labels
+    Seq2SeqEncoding   TranslationPair --encode--> source ids;  target ids + EOS --> labels
+
+    shared            special-token text: reject (or keep as plain text)
+                      fit: --overlong drop | truncate to --max-length
+                      pad (--pad-to) and gather the batch into Arrow columns -> RowBatch
+
+    [e0, e1, e2]  ->  RowBatch(rows: e0, e2 as BATCH_SCHEMA columns, others: (Rejected e1,))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from masked_shards.config import PipelineConfig
+from masked_shards.build.masking import IGNORE_INDEX, build_labels, crossed_boundaries, select_spans, span_edges
+from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn
+from masked_shards.write.shards import split_for
+from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, TemplateError
+from masked_shards.build.tokenization import EncodedBatch, Encoder, TokenizerError, special_tokens
+from masked_shards.read.translation import TranslationPair
+from masked_shards.build.turn_counts import EndOfTurn, MessageCounts, MessageSpans, MessageTokens, count_rows, locate, message_spans, pair_counts
+
+_PROBE = Example(
+    "probe:0",
+    "probe",
+    (Turn("user", "Probe question one?"), Turn("assistant", "Probe answer one.", True), Turn("user", "Probe question two?"), Turn("assistant", "Probe answer two.", True)),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Tokens:
+    """One example encoded, before it is fitted to length.
+
+    Aligned (decoder): `labels` is `input_ids` with IGNORE_INDEX where not supervised. Not
+    aligned (seq2seq): `input_ids` is the source, `labels` the target. `keep_last`: truncation
+    keeps the final token of `input_ids` (a source's closing special token, which the encoder
+    always saw, as the tokenizer's own truncation does)."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    split_at_boundaries: bool = False
+    keep_last: bool = False
+    messages: MessageTokens | None = None  # decoder: each token's message, for the coverage report
+
+
+class Encoding(Protocol):
+    """What differs between model types: which texts of an item are checked for special tokens,
+    and how a batch of items becomes `Tokens`."""
+
+    aligned: bool
+
+    def texts(self, item: Example | TranslationPair) -> Iterator[tuple[str, str]]:
+        """(where, text) of every text the item's author wrote, as named in a rejection."""
+        ...
+
+    def encode(self, items: Sequence[Example | TranslationPair], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
+        """One result per item; `spelled[i]`: item i writes a special token's text, to be kept as
+        plain text (only happens under `--special-text plain`)."""
+        ...
+
+
+class RowBuilder:
+    """Turns batches of examples (decoder) or translation pairs (seq2seq) into a `RowBatch`;
+    build one per worker (it holds the tokenizer).
+
+    Raises ValueError (one sentence, a config error) when the tokenizer cannot serve the config.
+    """
+
+    def __init__(self, config: PipelineConfig, tokenizer, template: ChatTemplate | None) -> None:
+        if config.pad_to is not None and tokenizer.pad_token_id is None:
+            raise ValueError(f"--pad-to {config.pad_to} needs a tokenizer with a pad token, and this one has none")
+        self.config = config
+        self._pad_id = tokenizer.pad_token_id
+        specials = special_tokens(tokenizer)
+        self._special_pattern = _alternation(specials)
+        self.encoding: Encoding
+        if config.model_type == "seq2seq":
+            self.encoding = Seq2SeqEncoding(tokenizer, config.source_lang, config.target_lang)
+        elif template is None:
+            raise ValueError("decoder rows need a chat template")
+        else:
+            self.encoding = DecoderEncoding(config, tokenizer, template, specials, self._special_pattern)
+
+    def build(self, items: Sequence[Example | TranslationPair]) -> RowBatch:
+        """The batch's rows and, in order, the items that gave none. Texts are encoded in one
+        batched tokenizer call; only the steps that depend on one row look at rows one by one."""
+        outcomes: list[_Fitted | Rejected | Dropped | None] = []  # None: still to encode
+        kept, spelled = [], []
+        for item in items:
+            found = _special_text(self.encoding.texts(item), self._special_pattern)
+            if found and self.config.special_text == "reject":
+                where, token = found
+                outcomes.append(rejected(item, "special_token_in_text", f"{where} contains the special token {token!r} as text"))
+            else:
+                outcomes.append(None)
+                kept.append(item)
+                spelled.append(found is not None)
+        encoded = zip(kept, self.encoding.encode(kept, spelled))
+        for n, outcome in enumerate(outcomes):
+            if outcome is None:
+                item, tokens = next(encoded)
+                outcomes[n] = tokens if isinstance(tokens, Rejected) else self._fit(item, tokens)
+        rows = self._gather([o for o in outcomes if isinstance(o, _Fitted)])
+        return RowBatch(rows, tuple(o for o in outcomes if not isinstance(o, _Fitted)), self.encoding.aligned)
+
+    def _fit(self, item: Example | TranslationPair, tokens: Tokens) -> _Fitted | Dropped:
+        """Truncation and the drops it implies, in one place for both model types. Aligned rows
+        are cut as one; a source and its target are each cut to --max-length."""
+        max_length, aligned = self.config.max_length, self.encoding.aligned
+        sides = [("example", len(tokens.input_ids))] if aligned else [("source", len(tokens.input_ids)), ("target", len(tokens.labels))]
+        overlong = [f"{side} has {length} tokens" for side, length in sides if length > max_length]
+        if overlong and self.config.overlong == "drop":
+            return Dropped(item.example_id, item.source, "overlong", f"{' and '.join(overlong)}, more than --max-length {max_length}")
+        if self.config.keeps_overlong:  # kept whole: packing or striding cuts it into rows later
+            max_length, overlong = len(tokens.input_ids), []
+        ids, labels = _truncate(tokens.input_ids, max_length, tokens.keep_last), tokens.labels[:max_length]
+        if not (labels != IGNORE_INDEX).any():
+            reason = "no_supervised_tokens_after_truncation" if overlong else "no_supervised_tokens"
+            return Dropped(item.example_id, item.source, reason, f"no supervised token in the first {len(labels)} tokens")
+        return _Fitted(item, ids, labels, bool(overlong), tokens.split_at_boundaries, sum(length for _, length in sides), tokens.messages, len(tokens.labels) > max_length)
+
+    def _count_messages(self, fitted: list[_Fitted]) -> MessageCounts:
+        """What each message of the rows became (turn_counts.py): for decoder rows from their
+        tokens' messages; an encoder-decoder row is a source message and a target message."""
+        if self.encoding.aligned:
+            return count_rows([f.messages for f in fitted], [f.labels for f in fitted])
+        lengths = np.array([[len(f.input_ids), len(f.labels)] for f in fitted], dtype=np.int64).reshape(-1, 2)
+        return pair_counts(lengths[:, 0], lengths[:, 1], np.array([f.target_cut for f in fitted], dtype=bool))
+
+    def _gather(self, fitted: list[_Fitted]) -> pa.RecordBatch:
+        """The rows as BATCH_SCHEMA columns, each list column built from one flat array and its
+        offsets; padding (--pad-to) is the pad id in `input_ids`, -100 in `labels`, 0 in
+        `attention_mask`, each column to the padded length of its own content."""
+        ids, labels = [f.input_ids for f in fitted], [f.labels for f in fitted]
+        lengths = np.array([len(i) for i in ids], dtype=np.int64)
+        padded = np.array([self.config.pad_length(n) for n in lengths.tolist()], dtype=np.int64)
+        label_padded = np.array([self.config.pad_length(len(i)) for i in labels], dtype=np.int64)
+        position = np.arange(int(padded.sum())) - np.repeat(np.cumsum(padded) - padded, padded)
+        attention = (position < np.repeat(lengths, padded)).astype(np.int8)
+        columns = [
+            _list_column(ids, padded, self._pad_id, pa.int32()),
+            _list_column(labels, label_padded, IGNORE_INDEX, pa.int32()),
+            pa.ListArray.from_arrays(_offsets(padded), attention, type=pa.list_(pa.int8())),
+            pa.array([f.item.example_id for f in fitted], pa.string()),
+            pa.array([f.item.source for f in fitted], pa.string()),
+            pa.array([split_for(f.item.example_id, self.config.validation_fraction) for f in fitted], pa.string()),
+            pa.array([f.truncated for f in fitted], pa.bool_()),
+            pa.array([f.split_at_boundaries for f in fitted], pa.bool_()),
+            pa.array([f.tokens_before_truncation for f in fitted], pa.int32()),
+            *_message_columns(self._count_messages(fitted)),
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=BATCH_SCHEMA)
+
+
+@dataclass(frozen=True, eq=False)
+class _Fitted:
+    """A row fitted to --max-length, not yet padded."""
+
+    item: Example | TranslationPair
+    input_ids: np.ndarray
+    labels: np.ndarray
+    truncated: bool
+    split_at_boundaries: bool
+    tokens_before_truncation: int
+    messages: MessageTokens | None  # decoder rows: each token's message (turn_counts.py)
+    target_cut: bool  # seq2seq rows: truncation cut the target (and its EOS)
+
+
+def _message_columns(counts: MessageCounts) -> list[pa.ListArray]:
+    """The report-only columns `turn_roles`, `turn_tokens`, `turn_supervised`, `turn_eot`
+    (records.BATCH_SCHEMA), one list per row with one value per message."""
+    offsets = _offsets(counts.lengths)
+    fields = ((counts.roles, pa.int8()), (counts.tokens, pa.int32()), (counts.supervised, pa.int32()), (counts.eot, pa.int8()))
+    return [pa.ListArray.from_arrays(offsets, values.astype(value_type.to_pandas_dtype(), copy=False), type=pa.list_(value_type)) for values, value_type in fields]
+
+
+def _truncate(ids: np.ndarray, max_length: int, keep_last: bool) -> np.ndarray:
+    """The first `max_length` tokens; with `keep_last`, the first `max_length - 1` and the last."""
+    if len(ids) <= max_length:
+        return ids
+    return np.concatenate([ids[: max_length - 1], ids[-1:]]) if keep_last else ids[:max_length]
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """Arrow list offsets of rows of these lengths: [0, l0, l0 + l1, ...]."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def _list_column(pieces: list[np.ndarray], padded: np.ndarray, fill: int | None, value_type: pa.DataType) -> pa.ListArray:
+    """One list column from per-row arrays, row i padded with `fill` to `padded[i]`: one flat
+    array and its offsets (the rows are copied into it, no Python object per token)."""
+    offsets = _offsets(padded)
+    dtype = value_type.to_pandas_dtype()
+    if not pieces:
+        values = np.zeros(0, dtype)
+    elif int(offsets[-1]) == sum(len(p) for p in pieces):  # nothing to pad
+        values = np.concatenate(pieces).astype(dtype, copy=False)
+    else:
+        values = np.full(int(offsets[-1]), fill, dtype=dtype)
+        for start, piece in zip(offsets[:-1].tolist(), pieces):
+            values[start : start + len(piece)] = piece
+    return pa.ListArray.from_arrays(offsets, values, type=pa.list_(value_type))
+
+
+class DecoderEncoding:
+    """Render through the chat template, encode the whole string once (with offsets), label the
+    tokens inside the selected assistant spans (masking.py)."""
+
+    aligned = True
+
+    def __init__(self, config: PipelineConfig, tokenizer, template: ChatTemplate, specials: tuple[str, ...], special_pattern: re.Pattern[str] | None) -> None:
+        self._config = config
+        self._specials = specials
+        self._special_pattern = special_pattern
+        self._renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=self._specials)
+        self._encoder = Encoder(tokenizer)
+        self._eos = tokenizer.eos_token or ""
+        self._end_of_turn = EndOfTurn(specials)
+
+    def texts(self, example: Example) -> Iterator[tuple[str, str]]:
+        for n, turn in enumerate(example.turns):
+            yield f"turn {n}", turn.content
+            if turn.reasoning:
+                yield f"turn {n}", turn.reasoning
+
+    def encode(self, examples: Sequence[Example], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
+        """Strings without plain spans are encoded whole in one call and labelled together; a
+        string where a token crosses a span edge, or with plain spans, is then encoded alone in
+        pieces (tokenization.py) and labelled alone."""
+        results: list[Rendered | Tokens | Rejected] = [self._render(example, plain) for example, plain in zip(examples, spelled)]
+        spans = {
+            n: select_spans(r.text, r.assistant_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
+            for n, r in enumerate(results)
+            if isinstance(r, Rendered)
+        }
+        messages = {n: message_spans(results[n], examples[n].turns, self._end_of_turn) for n in spans}
+        whole = {n: k for k, n in enumerate(n for n in spans if not results[n].plain_spans)}  # example -> place in batch
+        batch = self._encoder.encode_batch([results[n].text for n in whole])
+        labels, crossing = _labels_together(batch, [results[n].text for n in whole], [spans[n] for n in whole])
+        located = _messages_together(batch, [results[n].text for n in whole], [messages[n] for n in whole])
+        for n, k in whole.items():
+            if k not in crossing:
+                start, end = batch.bounds[k], batch.bounds[k + 1]
+                results[n] = Tokens(batch.ids[start:end], labels[start:end], messages=located[k])
+        for n, rendered in enumerate(results):
+            if isinstance(rendered, Rendered):
+                encoded = self._encoder.encode(rendered.text, span_edges(spans[n]), rendered.plain_spans, batch[whole[n]] if n in whole else None)
+                alone = _messages_alone(encoded.offsets, messages[n])
+                results[n] = Tokens(encoded.ids, build_labels(encoded.ids, encoded.offsets, spans[n]), encoded.split_at_boundaries, messages=alone)
+        return results
+
+    def _render(self, example: Example, plain: bool) -> Rendered | Rejected:
+        if example.turns[0].role == TEXT_ROLE:  # continued pretraining: the document, then EOS
+            content = example.turns[0].content
+            document = content + self._eos
+            plain_spans = tuple(m.span() for m in self._special_pattern.finditer(content)) if plain else ()
+            return Rendered(document, (Segment(document, True, 0),), plain_spans)
+        try:
+            return self._renderer.render(example, protect=self._specials if plain else ())
+        except TemplateError as err:
+            return rejected(example, "template_error", str(err))
+
+
+def _labels_together(batch: EncodedBatch, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, set[int]]:
+    """The labels of every string of `batch` in one pass, and the strings (by position) where a
+    token crosses a span edge, whose labels are not to be used. The strings are laid end to end,
+    so each one's offsets and spans move by the characters before it:
+
+        texts ["ab", "cde"]  spans [[(1, 2)], [(0, 3)]]  ->  spans [(1, 2), (2, 5)] over "abcde"
+
+    A token lies inside its own string, so it can only cross or fall inside its own spans."""
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
+    offsets = batch.offsets + np.repeat(starts, np.diff(batch.bounds))[:, None]
+    moved = np.array([(a + start, b + start) for start, row in zip(starts.tolist(), spans) for a, b in row], dtype=np.int64).reshape(-1, 2)
+    crossed = crossed_boundaries(offsets, span_edges(moved))
+    return build_labels(batch.ids, offsets, moved), set((np.searchsorted(starts, crossed, side="right") - 1).tolist())
+
+
+def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[MessageSpans]) -> list[MessageTokens]:
+    """Each string's `MessageTokens` from one `locate` over the whole batch, its strings laid end
+    to end as in `_labels_together`; message and token indices are then made each string's own."""
+    if not texts:
+        return []
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
+    counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(counts)])
+    moved = np.repeat(starts, counts)
+    spans = np.array([span for m in messages for span in m.spans], dtype=np.int64).reshape(-1, 2) + moved[:, None]
+    eot = np.array([e for m in messages for e in m.eot], dtype=np.int64)
+    eot = np.where(eot >= 0, eot + moved, -1)
+    roles = np.array([r for m in messages for r in m.roles], dtype=np.int8)
+    token_starts = batch.offsets[:, 0] + np.repeat(starts, np.diff(batch.bounds))
+    owner, eot_token = locate(token_starts, spans, eot)
+    owner = np.where(owner >= 0, owner - np.repeat(first[:-1], np.diff(batch.bounds)), -1)
+    eot_token = np.where(eot_token >= 0, eot_token - np.repeat(batch.bounds[:-1], counts), -1)
+    return [MessageTokens(owner[batch.bounds[k] : batch.bounds[k + 1]], roles[first[k] : first[k + 1]], eot_token[first[k] : first[k + 1]]) for k in range(len(messages))]
+
+
+def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageTokens:
+    """One string's `MessageTokens` (a string encoded alone, in pieces)."""
+    spans = np.array(messages.spans, dtype=np.int64).reshape(-1, 2)
+    owner, eot_token = locate(offsets[:, 0].astype(np.int64), spans, np.array(messages.eot, dtype=np.int64))
+    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token)
+
+
+class Seq2SeqEncoding:
+    """Encoder-decoder rows for translation pairs (the shape Seq2SeqTrainer and
+    DataCollatorForSeq2Seq expect):
+
+    * `input_ids`: the source with the tokenizer's own special tokens (T5 appends `</s>`);
+      truncation keeps its final special token.
+    * `labels`: the target tokenized as a target (`text_target`), ending in EOS: appended when
+      the tokenizer's post-processor does not add it. No decoder prompt: the model builds its
+      decoder input by shifting the labels right. A truncated target loses its EOS: as with a
+      cut assistant answer, a model must not learn to stop in the middle of a translation.
+    * Each side is fitted and padded to its own length (labels with -100, never the pad id), so
+      `labels` and `input_ids` may differ in length.
+    * Language codes: see `_set_language_codes`.
+    """
+
+    aligned = False
+
+    def __init__(self, tokenizer, source_lang: str | None, target_lang: str | None) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token, so a target's end cannot be supervised")
+        _set_language_codes(tokenizer, source_lang, target_lang)
+        self._tokenizer = tokenizer
+        self._eos = tokenizer.eos_token_id
+        self._special_ids = frozenset(tokenizer.all_special_ids)
+
+    def texts(self, pair: TranslationPair) -> Iterator[tuple[str, str]]:
+        yield "source text", pair.src
+        yield "target text", pair.tgt
+
+    def encode(self, pairs: Sequence[TranslationPair], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
+        if not pairs:
+            return []
+        # split_special_tokens: text spelling a special token (only left under --special-text
+        # plain) becomes ordinary characters; the post-processor's own special tokens are unaffected.
+        sources = self._tokenizer([p.src for p in pairs], split_special_tokens=True)["input_ids"]
+        targets = self._tokenizer(text_target=[p.tgt for p in pairs], split_special_tokens=True)["input_ids"]
+        results: list[Tokens | Rejected] = []
+        for source, target in zip(sources, targets):
+            labels = target if target[-1:] == [self._eos] else [*target, self._eos]
+            results.append(Tokens(np.array(source, dtype=np.int32), np.array(labels, dtype=np.int32), keep_last=bool(source) and source[-1] in self._special_ids))
+        return results
+
+
+def _set_language_codes(tokenizer, source_lang: str | None, target_lang: str | None) -> None:
+    """Point a multilingual tokenizer's language codes at the pair's languages.
+
+    NLLB- and mBART-style tokenizers (those with `src_lang`/`tgt_lang`) write a language code on
+    each side: NLLB `eng_Latn Hello </s>` for the source and `deu_Latn Hallo </s>` for the target.
+    Left alone, both sides get the tokenizer's default (eng_Latn), and the model learns to answer
+    a German target with an English code. --source-lang/--target-lang must then be the tokenizer's
+    own codes, which are special tokens (eng_Latn, not en); without them, or with a code it
+    lacks (which it would silently encode as <unk> or as ordinary text), the job refuses to start
+    (ValueError, one sentence). Other tokenizers are left as they are.
+    """
+    if not hasattr(tokenizer, "src_lang"):
+        return
+    default, codes = tokenizer.src_lang, special_tokens(tokenizer)
+    if source_lang is None or target_lang is None:
+        raise ValueError(f"the tokenizer writes a language code on each side (its default is {default}), so --source-lang and --target-lang must name its codes")
+    for flag, code in (("--source-lang", source_lang), ("--target-lang", target_lang)):
+        if code not in codes:
+            raise ValueError(f"{flag} {code} is not a language code of the tokenizer, whose codes look like its default {default}")
+    tokenizer.src_lang, tokenizer.tgt_lang = source_lang, target_lang
+
+
+def rejected(item: Example | TranslationPair, reason: str, detail: str) -> Rejected:
+    """A `Rejected` for an item that reached the builder, pointing at its file and index."""
+    name, index = item.example_id.rsplit(":", 1)
+    raw = item.raw
+    if raw is None and isinstance(item, Example):
+        raw = {"messages": [t.message() for t in item.turns]}
+    return Rejected(name, int(index), reason, detail, raw)
+
+
+def _alternation(specials: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for all special tokens, longest first so a token is never matched by a prefix
+    of it; compiled once per builder (Llama 3 tokenizers carry 256 special tokens)."""
+    if not specials:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
+
+
+def _special_text(texts: Iterator[tuple[str, str]], pattern: re.Pattern[str] | None) -> tuple[str, str] | None:
+    """The first (where, special token) that an author's text spells out, for both model types."""
+    if pattern is None:
+        return None
+    for where, text in texts:
+        found = pattern.search(text)
+        if found:
+            return where, found.group(0)
+    return None
+
+
+def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> None:
+    """Fail at start, in one sentence, when a template cannot serve this tokenizer.
+
+    A probe conversation must render with one trainable span per assistant turn, each starting
+    with the assistant's text after at most some whitespace (else the role header would be
+    trained on), and whatever follows
+    that text in the span (the end-of-turn marker) must be one special token of the tokenizer.
+    """
+    renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=special_tokens(tokenizer))
+    try:
+        rendered = renderer.render(_PROBE)
+    except TemplateError as err:
+        raise TemplateError(f"template {template.name!r} cannot render a plain user/assistant conversation: {err}") from None
+    answers = [t.content for t in _PROBE.turns if t.role == "assistant"]
+    # A span may open with the separator whitespace the model generates after the prompt
+    # (Vicuna's "ASSISTANT:" + " answer"), never with any other text.
+    spans = [s.text.lstrip() for s in rendered.segments if s.trainable]
+    if len(spans) != len(answers) or not all(span.startswith(answer) for span, answer in zip(spans, answers)):
+        raise TemplateError(f"template {template.name!r} gives no usable assistant span (found {spans!r}); it must support add_generation_prompt or mark {{% generation %}} blocks")
+    end_of_turn = spans[0][len(answers[0]) :].strip()
+    if end_of_turn and end_of_turn not in special_tokens(tokenizer):
+        raise TokenizerError(f"template {template.name!r} ends assistant turns with {end_of_turn!r}, which tokenizer {tokenizer_name!r} does not have as one special token")

@@ -1,0 +1,266 @@
+"""Load a Hugging Face fast tokenizer and encode rendered strings with character offsets.
+
+We encode through the Rust `tokenizers.Tokenizer` behind the Hugging Face object, with
+`add_special_tokens=False`: the chat template already wrote BOS where the model family wants it,
+so the tokenizer must never add a second one. Encodings come back as numpy arrays: the Rust
+tokenizer hands out Python lists, which are turned into arrays once, right here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from masked_shards.read.hub import hub_out_of_reach, looks_like_path, quiet
+from masked_shards.build.masking import crossed_boundaries
+
+
+class TokenizerError(Exception):
+    """The tokenizer cannot be loaded or cannot serve the chosen template."""
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """Token ids (int32, n) and the [start, end) character range of each in the encoded string
+    (int32, n x 2).
+
+    An added token that strips whitespace (`rstrip`/`lstrip`: Phi-3's `<|end|>` swallows the
+    "\n" after it) gets the range of its own text only. Hugging Face gives it the swallowed
+    whitespace too, which made it look as if it crossed the span edge right after it, and the
+    string was re-encoded in pieces, so the ids differed from the tokenizer's own encoding. The
+    swallowed whitespace has no token at all, so no label depends on it:
+
+        text     "4<|end|>\n<|user|>"        span [0, 8): "4<|end|>"
+        HF       <|end|> at [1, 9): crosses 8  ours: [1, 8), inside the span, supervised
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    split_at_boundaries: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedBatch:
+    """The encodings of several strings, one after another in flat arrays (converted from the
+    tokenizer's lists in one pass, not string by string); string i has tokens
+    `bounds[i]:bounds[i + 1]`, with offsets into its own text.
+
+        texts ["ab", "c"]   ids [7, 8, 9]   offsets [[0, 1], [1, 2], [0, 1]]   bounds [0, 2, 3]
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    bounds: np.ndarray
+
+    def __getitem__(self, i: int) -> Encoded:
+        start, end = self.bounds[i], self.bounds[i + 1]
+        return Encoded(self.ids[start:end], self.offsets[start:end])
+
+
+def load_tokenizer(name_or_path: str):  # -> transformers.PreTrainedTokenizerBase
+    """`AutoTokenizer.from_pretrained`, refusing slow tokenizers (no offsets); every failure is one
+    sentence, quickly. A name that can only be a path must be a folder; a hub id is looked up on
+    the hub when it answers, else in the local cache only (see hub.py: no retries, no log lines).
+
+    Loaded once per process for each state of a folder (its files' sizes and times): the start-up
+    checks and the in-process workers of a local run share one tokenizer, since a 151k vocabulary
+    takes over a second to load. Callers do not change it, except a seq2seq row builder setting
+    the language codes its own configuration names, which every such builder does first."""
+    return _load(name_or_path, _folder_state(name_or_path))
+
+
+def _folder_state(name_or_path: str) -> tuple[tuple[str, int, int], ...]:
+    if not os.path.isdir(name_or_path):
+        return ()
+    return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(name_or_path) if e.is_file()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name_or_path: str, _state: tuple[tuple[str, int, int], ...]):
+    from transformers import AutoTokenizer
+
+    out_of_reach = None
+    if not os.path.isdir(name_or_path):
+        if looks_like_path(name_or_path):
+            raise TokenizerError(f"tokenizer folder {name_or_path} does not exist")
+        out_of_reach = hub_out_of_reach()
+    try:
+        with quiet():
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=out_of_reach is not None)
+    except Exception as err:  # transformers raises many types for a bad path or id
+        if out_of_reach:
+            raise TokenizerError(f"tokenizer {name_or_path!r} is not a local folder nor in the local Hugging Face cache, and the hub is out of reach ({out_of_reach})") from None
+        raise TokenizerError(f"cannot load tokenizer {name_or_path!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TokenizerError(f"tokenizer {name_or_path!r} is not a fast tokenizer, so it cannot report character offsets")
+    return tokenizer
+
+
+def special_tokens(tokenizer) -> tuple[str, ...]:
+    """Every added token flagged special: the strings that must never come from user text."""
+    return tuple(sorted(t.content for t in tokenizer.added_tokens_decoder.values() if t.special))
+
+
+def fingerprint(tokenizer, name_or_path: str) -> dict[str, object]:
+    """Identity for the manifest: name, vocabulary size and sha256 of each tokenizer file.
+
+    For a hub id the files hashed are the ones `save_pretrained` writes, so two machines with the
+    same tokenizer agree whatever their cache layout.
+    """
+    if os.path.isdir(name_or_path):
+        files = _hash_files(Path(name_or_path))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer.save_pretrained(folder)
+            files = _hash_files(Path(folder))
+    return {"name_or_path": name_or_path, "vocab_size": len(tokenizer), "files_sha256": files}
+
+
+def _hash_files(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _walk(node: object, visit) -> None:
+    """Call `visit` on every dict in a tokenizer's JSON state."""
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            _walk(value, visit)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, visit)
+
+
+def _patched(backend: Tokenizer, patch) -> Tokenizer:
+    """The backend itself when `patch` changes nothing in its JSON state, else a patched copy.
+    Copying a 151k vocabulary costs a second, so it happens only when needed."""
+    state = json.loads(backend.to_str())
+    return Tokenizer.from_str(json.dumps(state)) if patch(state) else backend
+
+
+def _untrim(state: dict) -> bool:
+    """ByteLevel offsets must not be trimmed: trimming hides a token's leading space from its
+    offsets, and with it the fact that the token crosses a span edge."""
+    changed = False
+
+    def visit(node: dict) -> None:
+        nonlocal changed
+        if node.get("trim_offsets"):
+            node["trim_offsets"], changed = False, True
+
+    _walk(state.get("post_processor"), visit)
+    return changed
+
+
+def _no_prefix(state: dict) -> bool:
+    """A text piece encoded after the first must not get the word-start marker that
+    SentencePiece-style tokenizers put at the start of an input (Metaspace's prepend_scheme,
+    or a Prepend("▁") normalizer): it is the middle of the string, not its start."""
+    changed = False
+
+    def visit(node: dict) -> None:
+        nonlocal changed
+        if node.get("type") == "Metaspace" and node.get("prepend_scheme", "always") != "never":
+            node["prepend_scheme"], node["add_prefix_space"], changed = "never", False, True
+        if node.get("type") == "Sequence" and any(n.get("type") == "Prepend" for n in node.get("normalizers", [])):
+            node["normalizers"], changed = [n for n in node["normalizers"] if n.get("type") != "Prepend"], True
+
+    if (state.get("normalizer") or {}).get("type") == "Prepend":
+        state["normalizer"], changed = None, True
+    _walk(state.get("pre_tokenizer"), visit)
+    _walk(state.get("normalizer"), visit)
+    return changed
+
+
+class Encoder:
+    """Encodes rendered strings; one per worker (the Rust tokenizer is loaded once)."""
+
+    def __init__(self, tokenizer) -> None:
+        self._backend = _patched(tokenizer.backend_tokenizer, _untrim)
+        # The tokenizer may be shared (load_tokenizer's cache), and transformers leaves this flag
+        # set after a call with split_special_tokens=True (the seq2seq rows'): a template's own
+        # special tokens must be encoded as themselves here, so say so.
+        self._backend.encode_special_tokens = False
+        self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
+        self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
+        self._later_backend: Tokenizer | None = None
+        self._plain_backend: Tokenizer | None = None
+
+    @property
+    def _later(self) -> Tokenizer:
+        """For pieces that do not start the string; made on first use (rare)."""
+        if self._later_backend is None:
+            self._later_backend = _patched(self._backend, _no_prefix)
+        return self._later_backend
+
+    @property
+    def _plain(self) -> Tokenizer:
+        """For plain spans (never the start): special-token strings encoded as text."""
+        if self._plain_backend is None:
+            self._plain_backend = Tokenizer.from_str(self._later.to_str())
+            self._plain_backend.encode_special_tokens = True
+        return self._plain_backend
+
+    def encode_batch(self, texts: list[str]) -> EncodedBatch:
+        """Every string encoded whole, in one call to the Rust tokenizer."""
+        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
+        bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encodings], out=bounds[1:])
+        ids, offsets = self._arrays(texts, [e.ids for e in encodings], [e.offsets for e in encodings], bounds)
+        return EncodedBatch(ids, offsets, bounds)
+
+    def _arrays(self, texts: list[str], ids: list[list[int]], offsets: list[list[tuple[int, int]]], bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokenizer's lists of several strings as flat arrays, each whitespace-stripping added
+        token's range narrowed to its own text (see `Encoded`); only those few tokens are looked at
+        one by one."""
+        total = int(bounds[-1])
+        id_array = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=total)
+        offset_array = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int32, count=2 * total).reshape(-1, 2)
+        if self._stripping:
+            for n in np.flatnonzero(np.isin(id_array, self._stripping_ids)).tolist():
+                text = texts[int(np.searchsorted(bounds, n, side="right")) - 1]
+                content = self._stripping[int(id_array[n])]
+                at = text.find(content, int(offset_array[n, 0]), int(offset_array[n, 1]))
+                if at >= 0:
+                    offset_array[n] = (at, at + len(content))
+        return id_array, offset_array
+
+    def encode(self, text: str, edges: np.ndarray, plain_spans: tuple[tuple[int, int], ...] = (), whole: Encoded | None = None) -> Encoded:
+        """Encode one string so that no token crosses a span edge and every plain span is
+        tokenized as ordinary text. The common case is the single encode of the whole string
+        (`whole`, when the caller already batched it), kept as it is."""
+        if not plain_spans:
+            whole = whole or self.encode_batch([text])[0]
+            crossed = crossed_boundaries(whole.offsets, edges)
+            if not len(crossed):
+                return whole
+            return self._encode_pieces(text, crossed.tolist(), ())
+        crossed = crossed_boundaries(self._encode_pieces(text, [], plain_spans).offsets, edges)
+        return self._encode_pieces(text, crossed.tolist(), plain_spans)
+
+    def _encode_pieces(self, text: str, cuts: list[int], plain_spans: tuple[tuple[int, int], ...]) -> Encoded:
+        """Encode `text` in pieces split at `cuts` and around each plain span, then join.
+
+        Hugging Face tokenizers already split text at special tokens before the model sees it,
+        so cutting at a plain span's edges (which begin with a special token's first character)
+        changes nothing else.
+        """
+        points = sorted({0, len(text), *cuts, *(edge for span in plain_spans for edge in span)})
+        plain = set(plain_spans)
+        ids, offsets = [np.zeros(0, np.int32)], [np.zeros((0, 2), np.int32)]
+        for start, end in zip(points, points[1:]):
+            backend = self._plain if (start, end) in plain else self._later if start else self._backend
+            encoding = backend.encode(text[start:end], add_special_tokens=False)
+            piece_ids, piece_offsets = self._arrays([text[start:end]], [encoding.ids], [encoding.offsets], np.array([0, len(encoding)]))
+            ids.append(piece_ids)
+            offsets.append(piece_offsets + start)
+        return Encoded(np.concatenate(ids), np.concatenate(offsets), split_at_boundaries=bool(cuts))

@@ -1,0 +1,182 @@
+"""Which message each token belongs to: what the coverage report counts per role and turn.
+
+Labels say what is supervised; the report must also say *what* was supervised, so a template that
+masks every answer or trains on user text shows up as a fraction per role (system, user,
+assistant, ...) and per turn index, not just as one global number. This module finds each
+message's characters in the rendered string, maps tokens to messages with the same searchsorted
+over token offsets that labels use (masking.py), and counts each message's tokens after truncation:
+
+    text    <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello<|im_end|>\\n
+    spans                     [0]                                 [1-----------]
+    tokens  <|im_start|> user \\n Hi <|im_end|> \\n <|im_start|> assistant \\n Hello <|im_end|> \\n
+    message -1           -1   -1 0  -1         -1 -1           -1        -1 1     1          -1
+
+* An assistant message (and a `text` document) is its template span, exactly as labelled: its
+  text and its end-of-turn token, which is the closing special token of the span.
+* Any other message is found by its stripped text, searched in order after the previous message
+  and before the next assistant span. A message whose text the template changed (not found) has
+  no tokens; one whose text also occurs in the markup just before it (a one-word message such as
+  `user` after a `user` header) may be found there. Either only moves counts in the report,
+  never a label.
+* Tokens outside every message are markup: role headers, BOS, separators, a template's default
+  system prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.records import TURN_EOT, TURN_ROLES, Turn
+from masked_shards.build.templates import Rendered
+
+_ROLE_CODE = {role: code for code, role in enumerate(TURN_ROLES)}
+NO_EOT, EOT_MASKED, EOT_TRAINED, EOT_CUT = range(len(TURN_EOT))
+
+
+@dataclass(frozen=True, eq=False)
+class MessageSpans:
+    """Character spans of an example's messages in its rendered string, in message order.
+
+    `spans` [start, end) per message, sorted and disjoint (a message not found is empty); `roles`
+    TURN_ROLES codes; `eot` the first character of each message's end-of-turn token, -1 for none.
+    Plain lists: a batch turns them into arrays at once (rows.py), not one small array each.
+    """
+
+    spans: list[tuple[int, int]]
+    roles: list[int]
+    eot: list[int]
+
+
+@dataclass(frozen=True, eq=False)
+class MessageTokens:
+    """Where an example's messages lie among its tokens: `token_message` (n,) the message of each
+    token (-1: markup), `roles` (m,), `eot` (m,) the token index of each end-of-turn token (-1: none)."""
+
+    token_message: np.ndarray
+    roles: np.ndarray
+    eot: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class MessageCounts:
+    """Per message of a batch of rows after truncation, flat in row order: role code, tokens,
+    supervised tokens, TURN_EOT code; `lengths` (rows,) the messages of each row."""
+
+    roles: np.ndarray
+    tokens: np.ndarray
+    supervised: np.ndarray
+    eot: np.ndarray
+    lengths: np.ndarray
+
+
+class EndOfTurn:
+    """Finds the special token a span ends with, longest first, by one set lookup per distinct
+    token length (a Llama 3 tokenizer has 256 special tokens but few lengths); build once."""
+
+    def __init__(self, special_tokens: Sequence[str]) -> None:
+        self._tokens = frozenset(special_tokens)
+        self._lengths = sorted({len(t) for t in self._tokens}, reverse=True)
+
+    def length(self, text: str, start: int, end: int) -> int:
+        """The length of the special token `text[start:end]` ends with, 0 for none."""
+        return next((n for n in self._lengths if n <= end - start and text[end - n : end] in self._tokens), 0)
+
+
+def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> MessageSpans:
+    """The spans of `turns` in `rendered.text` (see the module docstring for how each is found)."""
+    text = rendered.text
+    assistant: dict[int, tuple[int, int]] = {}
+    position = 0
+    for segment in rendered.segments:
+        if segment.turn is not None:
+            assistant[segment.turn] = (position, position + len(segment.text))
+        position += len(segment.text)
+    later = sorted(assistant)
+    spans, eot, cursor = [], [], 0
+    for n, turn in enumerate(turns):
+        if n in assistant:
+            start, end = assistant[n]
+            closing = end_of_turn.length(text, start, end)
+            eot.append(end - closing if closing else -1)
+        else:
+            limit = next((assistant[t][0] for t in later if t > n), len(text))
+            content = turn.content.strip()
+            found = text.find(content, cursor, limit) if content else -1
+            start, end = (found, found + len(content)) if found >= 0 else (cursor, cursor)
+            eot.append(-1)
+        spans.append((start, end))
+        cursor = max(cursor, end)
+    return MessageSpans(spans, [_ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns], eot)
+
+
+def locate(starts: np.ndarray, spans: np.ndarray, eot_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(message of each token, token index of each end-of-turn character), for token start
+    characters `starts` (sorted) and message `spans` (sorted, disjoint): a token belongs to the span
+    holding its first character, as in `masking.build_labels`. Works on a whole batch at once when
+    both are laid end to end (each string's positions moved by the characters before it).
+
+        starts [0, 4, 6, 9]   spans [(4, 9)]   eot [6]   ->   [-1, 0, 0, -1], [2]
+    """
+    token_message = np.full(len(starts), -1, dtype=np.int32)
+    filled = np.flatnonzero(spans[:, 1] > spans[:, 0])  # an empty span (a message not found) holds no token
+    if len(filled):
+        at = np.searchsorted(spans[filled, 0], starts, side="right") - 1
+        inside = at >= 0
+        inside[inside] = starts[inside] < spans[filled[at[inside]], 1]
+        token_message[inside] = filled[at[inside]]
+    token = np.searchsorted(starts, eot_chars, side="left")
+    hit = (eot_chars >= 0) & (token < len(starts))
+    hit[hit] = starts[token[hit]] == eot_chars[hit]
+    return token_message, np.where(hit, token, -1)
+
+
+def count_rows(messages: Sequence[MessageTokens], labels: Sequence[np.ndarray]) -> MessageCounts:
+    """Each message's tokens, supervised tokens and end-of-turn state in a batch of rows, in one
+    pass: row i is `labels[i]`, aligned with the first `len(labels[i])` tokens of its example (a
+    truncated row counts what is left, and an end-of-turn token past the cut is `cut`).
+
+        messages: token_message [-1, 0, 0, 1, 1]  eot [-1, 4]   labels (3 kept) [-100, -100, 7]
+        ->  tokens [2, 0]  supervised [0, 0]  eot [none, cut]
+    """
+    counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
+    kept = np.array([len(row) for row in labels], dtype=np.int64)
+    first_message = np.cumsum(counts) - counts
+    first_token = np.cumsum(kept) - kept
+    flat_labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int32)
+    owner = np.concatenate([m.token_message[:k] for m, k in zip(messages, kept.tolist())]) if messages else np.zeros(0, dtype=np.int64)
+    owner = np.where(owner >= 0, owner + np.repeat(first_message, kept), -1)
+    inside = owner >= 0
+    total = int(counts.sum())
+    tokens = np.bincount(owner[inside], minlength=total)
+    supervised = np.bincount(owner[inside & (flat_labels != IGNORE_INDEX)], minlength=total)
+    eot = np.concatenate([m.eot for m in messages]) if messages else np.zeros(0, dtype=np.int64)
+    row_kept = np.repeat(kept, counts)
+    present = (eot >= 0) & (eot < row_kept)
+    trained = np.zeros(total, dtype=bool)
+    trained[present] = flat_labels[(eot + np.repeat(first_token, counts))[present]] != IGNORE_INDEX
+    state = np.where(eot < 0, NO_EOT, np.where(eot >= row_kept, EOT_CUT, np.where(trained, EOT_TRAINED, EOT_MASKED)))
+    roles = np.concatenate([m.roles for m in messages]) if messages else np.zeros(0, dtype=np.int8)
+    return MessageCounts(roles, tokens, supervised, state.astype(np.int8), counts)
+
+
+def pair_counts(source_tokens: np.ndarray, target_tokens: np.ndarray, target_cut: np.ndarray) -> MessageCounts:
+    """Encoder-decoder rows as two messages each: the source (user, never supervised) and the
+    target (assistant, every token supervised, its EOS the end-of-turn token unless truncation
+    cut it)."""
+    rows = len(source_tokens)
+    return MessageCounts(
+        _interleave(_ROLE_CODE["user"], _ROLE_CODE["assistant"], rows).astype(np.int8),
+        _interleave(source_tokens, target_tokens, rows),
+        _interleave(0, target_tokens, rows),
+        _interleave(NO_EOT, np.where(target_cut, EOT_CUT, EOT_TRAINED), rows).astype(np.int8),
+        np.full(rows, 2, dtype=np.int64),
+    )
+
+
+def _interleave(first: np.ndarray | int, second: np.ndarray | int, rows: int) -> np.ndarray:
+    """[first[0], second[0], first[1], second[1], ...] over `rows` rows (a scalar repeats)."""
+    return np.stack([np.broadcast_to(first, rows), np.broadcast_to(second, rows)], axis=1).ravel()

@@ -1,0 +1,1 @@
+"""Reporting: mergeable label-coverage counts and their JSON, Markdown and HTML views."""

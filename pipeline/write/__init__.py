@@ -1,0 +1,1 @@
+"""Writing: deterministic shard assignment, sorted runs merged into shards, the manifest. Knows nothing of Beam."""

@@ -1,0 +1,157 @@
+"""Templates render the published formats, agree with Hugging Face, and yield the right spans."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import build_one
+from masked_shards.config import PipelineConfig
+from masked_shards.records import Example, Turn
+from masked_shards.build.rows import RowBuilder, check_template
+from masked_shards.build.templates import ChatTemplate, Renderer, TemplateError, resolve_template
+from masked_shards.build.tokenization import TokenizerError, special_tokens
+from masked_shards.bundled_templates import bundled, family_tokens, template_path
+
+CONVERSATIONS = {
+    "single": (Turn("user", "What is 2+2?"), Turn("assistant", "4", True)),
+    "system": (Turn("system", "Be brief."), Turn("user", "Hi"), Turn("assistant", " Hello! ", True)),
+    "multi": (Turn("user", "A"), Turn("assistant", "B", True), Turn("user", "C\n"), Turn("assistant", "D", True)),
+}
+
+# Written out by hand from each family's published format.
+EXPECTED = {
+    ("chatml", "single"): "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n",
+    ("chatml", "system"): "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n Hello! <|im_end|>\n",
+    ("chatml", "multi"): "<|im_start|>user\nA<|im_end|>\n<|im_start|>assistant\nB<|im_end|>\n<|im_start|>user\nC\n<|im_end|>\n<|im_start|>assistant\nD<|im_end|>\n",
+    ("llama3", "single"): "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>",
+    ("llama3", "system"): "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>",
+    ("llama3", "multi"): "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nA<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nB<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nC<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nD<|eot_id|>",
+}
+EXPECTED_SPANS = {
+    ("chatml", "single"): ["4<|im_end|>"],
+    ("chatml", "system"): [" Hello! <|im_end|>"],
+    ("chatml", "multi"): ["B<|im_end|>", "D<|im_end|>"],
+    ("llama3", "single"): ["4<|eot_id|>"],
+    ("llama3", "system"): ["Hello!<|eot_id|>"],
+    ("llama3", "multi"): ["B<|eot_id|>", "D<|eot_id|>"],
+}
+
+
+def _renderer(template: ChatTemplate, tokenizer) -> Renderer:
+    return Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=special_tokens(tokenizer))
+
+
+def _messages(turns: tuple[Turn, ...]) -> list[dict[str, str]]:
+    return [t.message() for t in turns]
+
+
+@pytest.mark.parametrize("name,conversation", sorted(EXPECTED))
+def test_renders_the_published_format(qwen2_tokenizer, name, conversation):
+    rendered = _renderer(resolve_template(name, None), qwen2_tokenizer).render(Example("t:0", "t", CONVERSATIONS[conversation]))
+    assert rendered.text == EXPECTED[(name, conversation)]
+    assert [s.text for s in rendered.segments if s.trainable] == EXPECTED_SPANS[(name, conversation)]
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3"])
+@pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
+def test_agrees_with_hugging_face_apply_chat_template(qwen2_tokenizer, name, conversation):
+    source = resolve_template(name, None).source
+    turns = CONVERSATIONS[conversation]
+    hf_text = qwen2_tokenizer.apply_chat_template(_messages(turns), chat_template=source, tokenize=False)
+    ours = _renderer(ChatTemplate(name, source), qwen2_tokenizer).render(Example("t:0", "t", turns))
+    assert ours.text == hf_text
+    # transformers' own {% generation %} tracking marks the same tokens we label.
+    hf = qwen2_tokenizer.apply_chat_template(
+        _messages(turns), chat_template=source, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    row = build_one(RowBuilder(PipelineConfig(template=name), qwen2_tokenizer, ChatTemplate(name, source)), Example("t:0", "t", turns))
+    assert row.input_ids == list(hf["input_ids"])
+    assert [int(label != -100) for label in row.labels] == list(hf["assistant_masks"])
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3"])
+@pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
+def test_template_without_markers_gives_the_same_spans(qwen2_tokenizer, name, conversation):
+    """The prefix method for marker-less tokenizer templates finds what the markers say."""
+    marked = resolve_template(name, None)
+    bare = ChatTemplate("bare", marked.source.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""))
+    assert not bare.has_generation_marks
+    example = Example("t:0", "t", CONVERSATIONS[conversation])
+    assert _renderer(bare, qwen2_tokenizer).render(example) == _renderer(marked, qwen2_tokenizer).render(example)
+
+
+def test_tokenizer_template_of_the_demo_tokenizer(demo_tokenizer):
+    template = resolve_template("tokenizer", demo_tokenizer.chat_template)
+    assert not template.has_generation_marks
+    check_template(template, demo_tokenizer, "demo")
+    rendered = _renderer(template, demo_tokenizer).render(Example("t:0", "t", CONVERSATIONS["multi"]))
+    assert [s.text for s in rendered.segments if s.trainable] == EXPECTED_SPANS[("chatml", "multi")]
+
+
+def test_template_that_ignores_add_generation_prompt_is_refused_at_start(demo_tokenizer):
+    no_prompt = ChatTemplate("tokenizer", "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}")
+    with pytest.raises(TemplateError, match="no usable assistant span"):
+        check_template(no_prompt, demo_tokenizer, "demo")
+
+
+def test_end_of_turn_token_missing_from_tokenizer_is_refused_at_start(demo_tokenizer, tmp_path):
+    odd = ChatTemplate("odd", resolve_template("chatml", None).source.replace("<|im_end|>", "<|end|>"))
+    with pytest.raises(TokenizerError, match="'<\\|end\\|>'.*one special token"):
+        check_template(odd, demo_tokenizer, "demo")
+
+
+def test_unknown_template_is_one_sentence():
+    with pytest.raises(TemplateError, match=r"unknown template 'chatm'; choose one of .*chatml, .*llama3, .*tokenizer, or a path"):
+        resolve_template("chatm", None)
+
+
+def test_tokenizer_template_needs_one():
+    with pytest.raises(TemplateError, match="has no chat template"):
+        resolve_template("tokenizer", None)
+
+
+def test_raise_exception_in_a_template_rejects_the_record(qwen2_tokenizer):
+    strict = ChatTemplate("strict", "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}" + resolve_template("chatml", None).source)
+    renderer = _renderer(strict, qwen2_tokenizer)
+    with pytest.raises(TemplateError, match="System role not supported"):
+        renderer.render(Example("t:0", "t", CONVERSATIONS["system"]))
+
+
+# --- masked-shards templates ------------------------------------------------------------------
+
+
+def test_templates_command_shows_the_tokenizers_own_chat_template(capsys):
+    from masked_shards.cli import main
+    from masked_shards.config import DEMO_TOKENIZER
+
+    assert main(["templates", "tokenizer", "--tokenizer", DEMO_TOKENIZER]) == 0
+    shown = capsys.readouterr().out
+    assert "<|im_start|>assistant\n[[2 + 2 = 4.<|im_end|>]]\n<|im_start|>user\nAnd 3+3?" in shown
+    assert f"bos <|begin_of_text|>, eos <|im_end|> (from tokenizer {DEMO_TOKENIZER})" in shown
+
+
+@pytest.mark.parametrize(
+    "name,start,end",
+    [("llama3", "<|begin_of_text|><|start_header_id|>system", "[[3 + 3 = 6.<|eot_id|>]]\n"), ("phi3", "<|system|>\n", "[[3 + 3 = 6.<|end|>]]\n<|endoftext|>\n")],
+)
+def test_templates_command_renders_with_the_familys_own_bos_and_eos(capsys, name, start, end):
+    from masked_shards.cli import main
+
+    assert main(["templates", name]) == 0
+    rendering, note = capsys.readouterr().out.split("\n[[...]] marks the trained tokens; ")
+    assert rendering.startswith(start) and rendering.endswith(end) and "<s>" not in rendering and "</s>" not in rendering
+    bos, eos = family_tokens(template_path(name).read_text(encoding="utf-8"))
+    assert note == f"bos {bos}, eos {eos} (the family's own).\n"
+
+
+def test_readme_lists_the_bos_and_eos_each_template_names():
+    """Each template's first line is the one record of its family's BOS/EOS; the README's
+    renderings quote them ("-" for none)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^`([^`]+)` \(bos `([^`]+)`, eos `([^`]+)`\):$", readme, flags=re.MULTILINE)
+    assert {name: (None if bos == "-" else bos, eos) for name, bos, eos in listed} == {
+        name: family_tokens(template_path(name).read_text(encoding="utf-8")) for name in bundled()
+    }

@@ -1,0 +1,133 @@
+"""Tokenization: added tokens that strip whitespace keep the tokenizer's own encoding and labels;
+loading a tokenizer that is not there fails in one sentence that says what is missing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import AddedToken
+
+from conftest import Row, build_one
+from expected import supervised_runs
+from masked_shards.config import PipelineConfig
+from masked_shards.read.hub import looks_like_path
+from masked_shards.records import RESERVED_CHARS, Example, Turn
+from masked_shards.build.rows import RowBuilder
+from masked_shards.build.templates import resolve_template
+from masked_shards.build.tokenization import TokenizerError, load_tokenizer, special_tokens
+
+# Unicode White_Space: what the `\s` of the tokenizers library's strip regex matches (Python's
+# str.strip also strips U+001C..U+001F, which tokenizers keeps).
+WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+@pytest.fixture(scope="module")
+def phi3_tokenizer(demo_tokenizer):
+    """The demo vocabulary with Phi-3's chat tokens flagged as in Phi-3-mini's tokenizer: each
+    strips the whitespace after it (rstrip), so `<|end|>` swallows the "\\n" the template puts
+    after it, and `<|assistant|>\\n` swallows an answer's leading whitespace."""
+    tokenizer = copy.deepcopy(demo_tokenizer)
+    chat_tokens = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False, rstrip=True) for t in chat_tokens], special_tokens=True)
+    tokenizer.bos_token, tokenizer.eos_token = "<s>", "<|endoftext|>"
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def phi3_builder(phi3_tokenizer):
+    return RowBuilder(PipelineConfig(template="phi3", max_length=100_000, special_text="plain"), phi3_tokenizer, resolve_template("phi3", None))
+
+
+def _hf_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _decoded_runs(tokenizer, row: Row) -> list[str]:
+    return [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
+
+
+def test_end_token_that_swallows_the_newline_keeps_hugging_face_ids(phi3_tokenizer, phi3_builder):
+    example = Example("t:0", "t", (Turn("user", "What is 2+2?"), Turn("assistant", "4", True)))
+    row = build_one(phi3_builder, example)
+    text = phi3_builder.encoding._renderer.render(example).text
+    assert text == "<|user|>\nWhat is 2+2?<|end|>\n<|assistant|>\n4<|end|>\n<|endoftext|>"
+    assert row.input_ids == _hf_ids(phi3_tokenizer, text) and not row.split_at_boundaries
+    assert _decoded_runs(phi3_tokenizer, row) == ["4<|end|>"]
+
+
+@pytest.mark.parametrize("train_on_eot", [True, False])
+def test_end_token_that_strips_both_sides_keeps_hugging_face_ids(demo_tokenizer, train_on_eot):
+    """`lstrip` too: `<|end|>` swallows the answer's trailing spaces and the "\\n" after it; with
+    or without the end-of-turn token trained, the answer's own tokens are the supervised ones."""
+    tokenizer = copy.deepcopy(demo_tokenizer)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False, lstrip=True, rstrip=True) for t in ("<|user|>", "<|assistant|>", "<|end|>")], special_tokens=True)
+    builder = RowBuilder(PipelineConfig(template="phi3", train_on_eot=train_on_eot), tokenizer, resolve_template("phi3", None))
+    example = Example("t:0", "t", (Turn("user", "Hi"), Turn("assistant", "Hello there  ", True)))
+    row = build_one(builder, example)
+    assert row.input_ids == _hf_ids(tokenizer, builder.encoding._renderer.render(example).text)
+    assert _decoded_runs(tokenizer, row) == ["Hello there<|end|>" if train_on_eot else "Hello there"]
+
+
+_pieces = st.one_of(
+    st.sampled_from([" ", "\n", "\n\n", "\t", "\r\n", "\u3000", "\x1c", "é", "你好", "🙂", "Hello", " world", "<|end|>", "<|user|>"]),
+    st.characters(exclude_categories=("Cs",), exclude_characters=RESERVED_CHARS),
+)
+_text = st.lists(_pieces, max_size=20).map("".join)
+
+
+@st.composite
+def _conversations(draw) -> Example:
+    turns = [Turn("system", draw(_text))] if draw(st.booleans()) else []
+    for _ in range(draw(st.integers(1, 3))):
+        turns += [Turn("user", draw(_text)), Turn("assistant", draw(_text.filter(lambda s: s.strip(WHITE_SPACE))), True)]
+    return Example("generated:0", "generated", tuple(turns))
+
+
+def test_stripping_tokens_keep_hugging_face_ids_and_the_masking_invariant(phi3_tokenizer, phi3_builder):
+    """Over generated conversations: the row is exactly `tokenizer(text)` (unless a message spells
+    a special token, which `--special-text plain` keeps as text, unlike the tokenizer), and each
+    run of supervised tokens decodes to one answer plus `<|end|>`; the answer's leading
+    whitespace is swallowed by `<|assistant|>` in Hugging Face's own encoding, so no token has it."""
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_conversations())
+    def check(example: Example) -> None:
+        row = build_one(phi3_builder, example)
+        assert isinstance(row, Row), row
+        if not any(token in turn.content for turn in example.turns for token in special_tokens(phi3_tokenizer)):
+            assert row.input_ids == _hf_ids(phi3_tokenizer, phi3_builder.encoding._renderer.render(example).text) and not row.split_at_boundaries
+        assert _decoded_runs(phi3_tokenizer, row) == [t.content.lstrip(WHITE_SPACE) + "<|end|>" for t in example.turns if t.role == "assistant"]
+
+    check()
+
+
+@pytest.mark.parametrize("name", ["./missing-folder", "/no/such/tokenizer", "models/a/b", "~/tokenizers/mine"])
+def test_a_missing_tokenizer_folder_is_named_as_such(name):
+    with pytest.raises(TokenizerError) as raised:
+        load_tokenizer(name)
+    assert str(raised.value) == f"tokenizer folder {name} does not exist"
+
+
+@pytest.mark.parametrize(("name", "path"), [("./tok", True), ("/abs", True), ("a/b/c", True), ("C:\\tok", True), ("gpt2", False), ("Qwen/Qwen2-0.5B", False), ("org/model.v1_x", False)])
+def test_paths_are_told_from_hub_ids(name, path):
+    assert looks_like_path(name) is path
+
+
+def test_a_seq2seq_builder_on_the_shared_tokenizer_leaves_decoder_special_tokens_whole():
+    """load_tokenizer hands every caller in a process the same tokenizer, and transformers leaves
+    `encode_special_tokens` on after a seq2seq builder's `split_special_tokens=True` call; a decoder
+    builder made afterwards must still encode the template's own special tokens as single ids."""
+    from masked_shards.config import DEMO_TOKENIZER
+    from masked_shards.read.translation import TranslationPair
+
+    tokenizer = load_tokenizer(DEMO_TOKENIZER)
+    seq2seq = RowBuilder(PipelineConfig(model_type="seq2seq"), tokenizer, None)
+    seq2seq.build([TranslationPair("pairs:0", "pairs", "Hello there.", "Hallo.")])
+    assert load_tokenizer(DEMO_TOKENIZER) is tokenizer  # shared: the case this test is about
+    decoder = RowBuilder(PipelineConfig(), tokenizer, resolve_template("chatml", None))
+    row = build_one(decoder, Example("chat:0", "chat", (Turn("user", "Hi", False), Turn("assistant", "Yo", True))))
+    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert isinstance(row, Row) and row.input_ids.count(start) == 2

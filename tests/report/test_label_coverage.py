@@ -1,0 +1,113 @@
+"""Coverage counts merge like one pass over all rows, and reconciliation catches lost records."""
+
+from __future__ import annotations
+
+from conftest import Row, row_batch
+from masked_shards.report.label_coverage import Coverage, reconcile, report_text
+from masked_shards.records import Dropped, Rejected
+
+
+def _row(supervised: int, total: int, split: str = "train") -> Row:
+    return Row("f:0", "f", split, list(range(total)), [1] * supervised + [-100] * (total - supervised), [1] * total)
+
+
+ITEMS = [row_batch([_row(1, 4), _row(3, 4)]), row_batch([_row(2, 4, "validation")]), Rejected("f", 1, "invalid_json", "x"), Dropped("f:2", "f", "overlong", "y")]
+
+
+def _add(coverage: Coverage, item: object) -> None:
+    if isinstance(item, (Rejected, Dropped)):
+        coverage.add(item)
+    else:
+        coverage.add_batch(item)
+
+
+def test_report_counts_everything():
+    coverage = Coverage()
+    for item in ITEMS:
+        _add(coverage, item)
+    report = coverage.report(records_read=5, rows_in_shards=3)
+    assert report["rows_by_split"] == {"train": 2, "validation": 1}
+    assert report["rejected_by_reason"] == {"invalid_json": 1}
+    assert report["dropped_by_reason"] == {"overlong": 1}
+    assert (report["tokens_total"], report["tokens_supervised"]) == (12, 6)
+    assert report["supervised_fraction"] == 0.5
+    assert report["supervised_fraction_per_example"] == {"min": 0.25, "median": 0.5, "max": 0.75}
+    assert reconcile(report) is None
+    assert "records read" in report_text(report)
+
+
+def test_merged_partial_counts_equal_one_pass():
+    whole, left, right = Coverage(), Coverage(), Coverage()
+    for n, item in enumerate(ITEMS):
+        _add(whole, item)
+        _add(left if n % 2 else right, item)
+    assert left.merge(right).report(5, 3) == whole.report(5, 3)
+
+
+def test_a_lost_record_fails_reconciliation():
+    coverage = Coverage()
+    for item in ITEMS:
+        _add(coverage, item)
+    assert "do not reconcile" in reconcile(coverage.report(records_read=6, rows_in_shards=3))
+    assert "do not reconcile" in reconcile(coverage.report(records_read=5, rows_in_shards=2))
+
+
+def test_batches_count_padding_targets_and_what_truncation_cut():
+    """Per-row counts come from the batch's flat arrays: padding is not a token, an encoder-decoder
+    row's target tokens are (the decoder reads them), and the report says how many tokens the rows
+    had before truncation."""
+    decoder = row_batch(
+        [
+            Row("f:0", "f", "train", [5, 6, 7, 8], [-100, -100, 7, 8], [1, 1, 1, 1], truncated=True, tokens_before_truncation=10),
+            Row("f:1", "f", "train", [5, 6, 0, 0], [-100, 6, -100, -100], [1, 1, 0, 0]),
+        ]
+    )
+    seq2seq = row_batch([Row("g:0", "g", "validation", [5, 6, 1], [7, 8, 1, -100], [1, 1, 1], aligned=False)])
+    coverage = Coverage()
+    coverage.add_batch(decoder)
+    coverage.add_batch(seq2seq)
+    report = coverage.report(records_read=3, rows_in_shards=3)
+    assert (report["tokens_total"], report["tokens_supervised"], report["tokens_padding"]) == (4 + 2 + 6, 2 + 1 + 3, 2)
+    assert (report["truncated"], report["tokens_before_truncation"]) == (1, 10 + 2 + 6)
+    outcomes = {"read": 2, "rows": 2, "rejected": 0, "dropped": 0, "sampled_out": 0}
+    assert report["by_source"] == {
+        "f": outcomes | {"truncated": 1, "tokens": 6, "tokens_supervised": 3, "supervised_fraction": 0.5},
+        "g": outcomes | {"read": 1, "rows": 1, "truncated": 0, "tokens": 6, "tokens_supervised": 3, "supervised_fraction": 0.5},
+    }
+    assert report["rows_by_split"] == {"train": 2, "validation": 1}
+    assert report["supervised_fraction_per_example"] == {"min": 0.5, "median": 0.5, "max": 0.5}
+
+
+def test_examples_are_the_first_three_in_input_order_however_records_arrive():
+    """Which rejected records the report shows must not depend on how Beam spread them: the first
+    three by (file, index), whatever the arrival order and however the partial counts merge."""
+    records = [Rejected("b.jsonl" if n % 2 else "a.jsonl", n, "invalid_json", f"line {n}", {"n": n}) for n in range(10)]
+    drops = [Dropped(f"a.jsonl:{n}", "a", "overlong", "long") for n in (7, 3, 5, 9)]
+    expected = [("a.jsonl", 0), ("a.jsonl", 2), ("a.jsonl", 4)]
+    for order in (records, records[::-1], records[3:] + records[:3]):
+        left, right = Coverage(), Coverage()
+        for n, item in enumerate(order + drops):
+            (left if n % 3 else right).add(item)
+        report = left.merge(right).report(records_read=14, rows_in_shards=0, sources={"a.jsonl": "a", "b.jsonl": "b"})
+        assert [(e["source"], e["index"]) for e in report["rejected_examples"]["invalid_json"]] == expected
+        assert report["rejected_examples"]["invalid_json"][0]["raw"] == '{"n": 0}'
+        assert [e["example_id"] for e in report["dropped_examples"]["overlong"]] == ["a.jsonl:3", "a.jsonl:5", "a.jsonl:7"]
+        assert {name: v["read"] for name, v in report["by_source"].items()} == {"a": 5 + 4, "b": 5}
+
+
+def test_per_message_counts_give_role_turn_and_end_of_turn_shares():
+    """Two rows' report-only message columns: tokens outside every message are markup, turn 1 is
+    the second message of each conversation, and only trained turns count for end-of-turn."""
+    rows = [
+        Row("f:0", "f", "train", [0] * 10, [-100] * 6 + [1] * 4, [1] * 10, turn_roles=[1, 2], turn_tokens=[3, 4], turn_supervised=[0, 4], turn_eot=[0, 2]),
+        Row("f:1", "f", "train", [0] * 12, [-100] * 9 + [1] * 3, [1] * 12, truncated=True, turn_roles=[0, 1, 2], turn_tokens=[2, 3, 3], turn_supervised=[0, 0, 3], turn_eot=[0, 0, 3]),
+    ]
+    coverage = Coverage()
+    coverage.add_batch(row_batch(rows))
+    report = coverage.report(records_read=2, rows_in_shards=2)
+    assert {role: (v["tokens"], v["tokens_supervised"]) for role, v in report["by_role"].items()} == {
+        "system": (2, 0), "user": (6, 0), "assistant": (7, 7), "tool": (0, 0), "markup": (3 + 4, 0)
+    }
+    assert [(t["turn"], t["tokens"], t["tokens_supervised"]) for t in report["by_turn"]] == [("0", 5, 0), ("1", 7, 4), ("2", 3, 3)]
+    assert report["end_of_turn"] == {"trained_turns": 2, "supervised": 1, "not_supervised": 0, "cut_by_truncation": 1, "no_end_of_turn_token": 0}
+    assert report["distributions"]["tokens"] | {"bins": None} == {"count": 2, "mean": 11.0, "min": 10.0, "p1": 10.0, "p10": 10.0, "p25": 10.0, "p50": 10.0, "p75": 12.0, "p90": 12.0, "p99": 12.0, "max": 12.0, "bins": None}
