@@ -221,6 +221,18 @@ def _read_in_ranges(unit: InputFile, target_bytes: int, chunk_size: int) -> list
     return items
 
 
+def test_a_file_smaller_than_one_range_is_still_cut_for_many_workers(tmp_path: Path):
+    """A 6.5 MiB JSONL file is read in four ranges, not one 64 MiB range: with one range per file,
+    16 worker processes ran a 25 MB file no faster than one. Read together, they are the file."""
+    line = json.dumps({"prompt": "p" * 1000, "completion": "c"}) + "\n"
+    path = tmp_path / "mid.jsonl"
+    path.write_text(line * (int(6.5 * (1 << 20)) // len(line)))
+    unit = InputFile("src", "mid.jsonl", str(path), "jsonl")
+    ranges = split_input(unit, _opener, os.path.getsize)
+    assert len(ranges) == 4 and ranges[0].end - ranges[0].start == 2 << 20
+    assert _records_and_blanks(_read_in_ranges(unit, 64 << 20, 1 << 16)) == _records_and_blanks(_read(path, "jsonl"))
+
+
 def _records_and_blanks(items: list) -> tuple[list, int]:
     return [i for i in items if not isinstance(i, BlankLines)], sum(i.count for i in items if isinstance(i, BlankLines))
 
