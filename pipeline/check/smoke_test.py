@@ -27,6 +27,14 @@ Checks, each written with its numbers to DIR/smoke_test.json:
    `position_ids` (the loader's flattened layout: packed rows keep their own) give every example
    the loss it has when run alone, within 1e-4 (fp32) or 1e-3 (bf16 on CUDA). For packed shards
    this is the packing check; for unpacked ones it checks padding-free training of the rows.
+   It runs once per attention implementation, each on a fresh model (same seed) that first
+   trains 8 steps on the padding-free rows (the loss must fall 10%; steps, tokens/s recorded):
+   sdpa everywhere, and on CUDA also flash varlen (below). Before training, flash varlen must
+   give the padding-free rows sdpa's last hidden states (same initial weights; relative RMS
+   difference under 1e-2 in bf16, 1e-5 in fp32), which a kernel that is not causal (0.39), or
+   mixes up heads, would not; a loss alone would hardly tell (2.6e-3 apart for a non-causal one).
+   The examples a varlen kernel is told about (where `position_ids` restart) must be those of
+   the loader's `seq_lengths`.
 
 The rows used: the first `rows` rows of the first train shard, each cut to a window short enough
 that `[tokens x vocabulary]` logits stay under `logit_budget` (so Qwen2's 151k vocabulary does
@@ -39,24 +47,35 @@ On CUDA training and the packing check run under bf16 autocast; checks 1 and 2 a
 fp32, where exactness means something. Attention is PyTorch's sdpa: given `position_ids` that
 restart and no attention mask, transformers builds the block-diagonal causal mask from them.
 
+Flash varlen is the attention a padding-free trainer uses on a GPU: the tokens of all examples
+end to end, the kernel told where each starts (`cu_seqlens`), causal within each. It needs no
+`flash_attn` package: PyTorch's own `torch.nn.attention.varlen.varlen_attn` runs FlashAttention
+kernels on CUDA, and `varlen_attention` below plugs any such kernel into transformers'
+AttentionInterface, finding `cu_seqlens` where `position_ids` restart at 0. On the CPU, where
+PyTorch has no such kernel, it is reported as not run, with why; a kernel that raises on the GPU
+(an unsupported dtype or chip) is reported with its error instead of stopping the stage.
+
 A failed check writes smoke_test.json (`"passed": false`) and raises SmokeTestFailed, one
 sentence; nothing is deleted, the shards stay.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, PreTrainedModel, T5Config
+from transformers import AttentionInterface, AttentionMaskInterface, AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, PreTrainedModel, T5Config
+from transformers.masking_utils import flash_attention_mask
 
 from masked_shards.config import ConfigError
 from masked_shards.check.loader import Batch, filesystem, flattened_batch, padded_batch, read_manifest, read_rows, shard_files
@@ -65,6 +84,12 @@ from masked_shards.write.shards import SMOKE_TEST_JSON
 
 DEVICES = ("auto", "cuda", "cpu")
 ATTENTION = "sdpa"
+FLASH_VARLEN = "flash_varlen"  # its key in smoke_test.json
+FLASH_VARLEN_INTERFACE = "masked_shards_flash_varlen"  # its name in transformers' AttentionInterface
+
+# (query, key, value [tokens, heads, dim], cu_seqlens [examples + 1] int32, longest example, scale)
+# -> [tokens, heads, dim]: attention causal within each example, as varlen_attention calls it.
+VarlenKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,10 @@ class Settings:
     exact_bf16: float = 1e-3
     no_gradient: float = 1e-6
     max_sequences: int = 16  # examples compared alone in check 4
+    attention_steps: int = 8  # check 4: steps each attention implementation trains on the padding-free rows
+    attention_min_drop: float = 0.10  # ... and the loss drop they need (check 3 is the learning check)
+    across_fp32: float = 1e-5  # check 4: another attention's hidden states against sdpa's, same weights (relative RMS)
+    across_bf16: float = 1e-2  # ... in bf16 (1.6e-3 measured on the CPU; a kernel that is not causal: 0.39)
 
 
 class SmokeTestFailed(Exception):
@@ -138,7 +167,7 @@ def _run_checks(output: str, device: torch.device, settings: Settings) -> dict:
         "passed": False,
         "device": str(device),
         "precision": "bf16 autocast (checks 1 and 2 in fp32)" if bf16 else "fp32",
-        "attention": ATTENTION,
+        "attention": f"{ATTENTION} (check 4 also {FLASH_VARLEN} on CUDA)",
         "shards": {"model_type": "seq2seq" if seq2seq else "decoder", "packed": packed, "files": len(files), "first_file": files[0]},
         "settings": asdict(settings),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -156,8 +185,8 @@ def _run_checks(output: str, device: torch.device, settings: Settings) -> dict:
         if seq2seq:
             checks["packed_equals_unpacked"] = {"passed": True, "skipped": "seq2seq rows are not packed"}
         else:
-            tolerance = settings.exact_bf16 if bf16 else settings.exact_fp32
-            checks["packed_equals_unpacked"] = check_packed_equals_unpacked(model, _to(flattened_batch(sample), device), packed, tolerance, settings.max_sequences, _autocast(device, bf16))
+            run, not_run = attention_implementations(device)
+            checks["packed_equals_unpacked"] = check_attention_implementations(run, not_run, _to(flattened_batch(sample), device), packed, vocab, settings, bf16)
     result["passed"] = all(check["passed"] for check in checks.values()) and len(checks) == 5
     return result
 
@@ -171,14 +200,14 @@ def summary_line(result: dict) -> str:
         "masked positions carry no gradient",
         f"loss {learns['initial_loss']:.3f} -> {learns['final_loss']:.3f} (-{learns['drop']:.0%}) in {learns['steps']} steps, {learns['tokens_per_second']:,.0f} tokens/s",
     ]
-    if "max_abs_diff" in packing:
-        parts.append(f"packed = alone for {packing['sequences']} examples (max diff {packing['max_abs_diff']:.1e})")
+    if "attention" in packing:
+        parts.append(f"packed = alone for {packing['sequences']} examples: " + ", ".join(_attention_summary(name, entry) for name, entry in packing["attention"].items()))
     return f"smoke test passed on {result['device']} in {result['seconds']:.1f} s: " + "; ".join(parts)
 
 
-def tiny_model(seq2seq: bool, vocab: int, device: torch.device) -> PreTrainedModel:
-    """A two-layer model of width 64 from a config, seeded, with the tokenizer's vocabulary, and
-    no cache (see below).
+def tiny_model(seq2seq: bool, vocab: int, device: torch.device, attention: str = ATTENTION) -> PreTrainedModel:
+    """A two-layer model of width 64 from a config, seeded (the same weights for every
+    `attention` implementation), with the tokenizer's vocabulary, and no cache (see below).
 
     The seq2seq model starts its decoder from id 0 and pads with it; no loss depends on the
     choice (padded labels are -100, padded source tokens have attention 0).
@@ -186,10 +215,10 @@ def tiny_model(seq2seq: bool, vocab: int, device: torch.device) -> PreTrainedMod
     torch.manual_seed(0)
     if seq2seq:
         config = T5Config(vocab_size=vocab, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-        model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=ATTENTION)
+        model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=attention)
     else:
         config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=True)
-        model = AutoModelForCausalLM.from_config(config, attn_implementation=ATTENTION)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attention)
     # As Hugging Face's Trainer does (TrainingArguments.use_cache is False): with a cache, transformers
     # 5 skips the block-diagonal mask it builds from restarting position_ids, and examples packed in
     # one row would attend to each other.
@@ -303,6 +332,149 @@ def check_packed_equals_unpacked(model: PreTrainedModel, flat: Batch, packed: bo
     diff = max(diffs, default=0.0)
     check = {"sequences_from": "packed rows" if packed else "unpacked rows laid end to end (padding-free)", "sequences": len(diffs), "tokens": int(ids.numel()), "max_abs_diff": diff, "tolerance": tolerance}
     return _verdict(check, None if diff < tolerance else f"an example's loss inside a packed row differs from its loss alone by {diff:.1e} (allowed {tolerance:.0e}), so examples in a row see each other")
+
+
+def attention_implementations(device: torch.device) -> tuple[dict[str, str], dict[str, str]]:
+    """Check 4's attention implementations for a device: those to run (key in smoke_test.json ->
+    attn_implementation), sdpa first as the reference, and those not run, with why."""
+    if device.type != "cuda":
+        return {ATTENTION: ATTENTION}, {FLASH_VARLEN: "PyTorch has FlashAttention varlen kernels on CUDA only"}
+    return {ATTENTION: ATTENTION, FLASH_VARLEN: register_varlen_attention(FLASH_VARLEN_INTERFACE, torch_varlen_kernel)}, {}
+
+
+def check_attention_implementations(run: Mapping[str, str], not_run: Mapping[str, str], flat: Batch, packed: bool, vocab: int, settings: Settings, bf16: bool) -> dict:
+    """Check 4 once per attention implementation in `run` (the first is the reference), on the
+    flattened rows `flat`; each entry in `not_run` is recorded with why. An implementation after
+    the first that raises (a kernel the GPU does not support) is recorded with its error."""
+    tolerance = settings.exact_bf16 if bf16 else settings.exact_fp32
+    found, _ = cu_seqlens(flat["position_ids"])
+    check: dict = {"sequences_from": "packed rows" if packed else "unpacked rows laid end to end (padding-free)", "tokens": int(flat["input_ids"].numel()), "tolerance": tolerance}
+    check["cu_seqlens_match_seq_lengths"] = torch.equal(found.cpu(), flat["cu_seq_lens"].cpu().to(torch.int32))
+    entries: dict[str, dict] = {}
+    problems: list[str] = []
+    reference: torch.Tensor | None = None
+    for name, implementation in run.items():
+        try:
+            hidden, entry, problem = _run_attention(implementation, reference, flat, packed, vocab, settings, tolerance, bf16)
+        except Exception as err:  # only after the reference: a kernel the device rejects is a finding, not a crash
+            if reference is None:
+                raise
+            entries[name] = {"ran": False, "attn_implementation": implementation, "error": _first_line(err)}
+            continue
+        entries[name] = entry if reference is None else {**entry, "reference": next(iter(run))}
+        reference = hidden if reference is None else reference
+        if problem:
+            problems.append(f"with {name} attention {problem}")
+    entries |= {name: {"ran": False, "why": why} for name, why in not_run.items()}
+    ran = [entry for entry in entries.values() if entry["ran"]]
+    check |= {"sequences": ran[0]["sequences"], "max_abs_diff": max(entry["max_abs_diff"] for entry in ran), "attention": entries}
+    if not check["cu_seqlens_match_seq_lengths"]:
+        problems.insert(0, "the examples found where position_ids restart are not those of seq_lengths, so a varlen kernel would let examples attend to each other")
+    return _verdict(check, problems[0] if problems else None)
+
+
+def _run_attention(implementation: str, reference: torch.Tensor | None, flat: Batch, packed: bool, vocab: int, settings: Settings, tolerance: float, bf16: bool) -> tuple[torch.Tensor, dict, str | None]:
+    """One implementation's part of check 4 on a fresh model: its last hidden states on the
+    padding-free rows (compared with the `reference` implementation's, if given), then it trains
+    on them and each example's loss in the row is compared with its loss alone."""
+    model = tiny_model(False, vocab, flat["input_ids"].device, attention=implementation)
+    autocast = _autocast(flat["input_ids"].device, bf16)
+    batch = {name: flat[name] for name in ("input_ids", "labels", "position_ids")}
+    model.eval()
+    with torch.no_grad(), autocast():
+        hidden = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], output_hidden_states=True).hidden_states[-1].float()
+    learning = check_learns(model, batch, int(flat["input_ids"].numel()), replace(settings, steps=settings.attention_steps, min_loss_drop=settings.attention_min_drop), autocast)
+    packing = check_packed_equals_unpacked(model, flat, packed, tolerance, settings.max_sequences, autocast)
+    keep = ("steps", "seconds", "tokens_per_second", "initial_loss", "final_loss", "drop")
+    entry = {"ran": True, "attn_implementation": implementation, "sequences": packing["sequences"], "max_abs_diff": packing["max_abs_diff"], **{key: learning[key] for key in keep}}
+    problems = [packing.get("problem")]
+    if reference is not None:
+        diff = float((hidden - reference).pow(2).mean().sqrt() / reference.pow(2).mean().sqrt())
+        allowed = settings.across_bf16 if bf16 else settings.across_fp32
+        entry |= {"hidden_states_vs_reference": diff, "reference_tolerance": allowed}
+        if diff >= allowed:
+            problems.append(f"the padding-free rows' last hidden states differ from the reference's by {diff:.1e} (relative RMS, same initial weights, allowed {allowed:.0e}), so the two do not compute the same attention")
+    if "problem" in learning:
+        problems.append(f"on the padding-free rows {learning['problem']}")
+    return hidden, entry, next(filter(None, problems), None)
+
+
+def cu_seqlens(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Where each example starts among a batch's tokens laid end to end, and the longest example:
+    what a varlen kernel is told. An example starts where `position_ids` restart at 0 (packing.py
+    writes them so, the loader lays rows out so) and at the start of every row.
+
+    position_ids [[0 1 2 0 1 0 1 2 3]] -> cu_seqlens [0 3 5 9] (int32), longest 4
+    """
+    rows, width = position_ids.shape
+    starts = position_ids.reshape(-1) == 0
+    starts[::width] = True
+    total = torch.tensor([rows * width], device=position_ids.device)
+    bounds = torch.cat([torch.nonzero(starts)[:, 0], total]).to(torch.int32)
+    return bounds, int((bounds[1:] - bounds[:-1]).max())
+
+
+def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, *, kernel: VarlenKernel, position_ids: torch.Tensor | None = None, **_: object) -> tuple[torch.Tensor, None]:
+    """An attention function for transformers' AttentionInterface that runs a varlen `kernel`
+    on the batch's tokens end to end, each example apart (cu_seqlens from `position_ids`).
+
+    For padding-free rows only: registered with flash attention's mask function, it is given the
+    2D attention mask only when a row has padding, and refuses it. Under autocast the rotary
+    embedding leaves queries and keys in fp32 beside bf16 values, and flash kernels take one
+    16-bit dtype, so all three go to the autocast dtype. Grouped key/value heads are repeated
+    as transformers' own attention does (query head h reads key head h // groups).
+
+    query [rows, heads, tokens, dim], key and value [rows, key heads, tokens, dim]
+    -> [rows, tokens, heads, dim] and no attention weights, as sdpa's function returns them
+    """
+    if attention_mask is not None or position_ids is None or dropout:
+        raise ValueError("varlen attention takes padding-free rows with position_ids, no attention mask and no dropout")
+    rows, heads, tokens, dim = query.shape
+    bounds, longest = cu_seqlens(position_ids.expand(rows, -1))
+    where = query.device.type
+    dtype = torch.get_autocast_dtype(where) if torch.is_autocast_enabled(where) else query.dtype
+    groups = heads // key.shape[1]
+    q, k, v = (x.transpose(1, 2).reshape(rows * tokens, x.shape[1], dim).to(dtype) for x in (query, key, value))
+    out = kernel(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), bounds, longest, dim**-0.5 if scaling is None else scaling)
+    return out.reshape(rows, tokens, heads, dim), None
+
+
+def register_varlen_attention(name: str, kernel: VarlenKernel) -> str:
+    """Register `varlen_attention` over `kernel` in transformers' AttentionInterface as `name`,
+    which a model then takes as its attn_implementation; returns the name. Its mask function is
+    flash attention's (None unless there is padding): without one, transformers would drop a
+    padding mask unseen."""
+    AttentionInterface.register(name, functools.partial(varlen_attention, kernel=kernel))
+    AttentionMaskInterface.register(name, flash_attention_mask)
+    return name
+
+
+def torch_varlen_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bounds: torch.Tensor, longest: int, scale: float) -> torch.Tensor:
+    """PyTorch's own varlen attention (FlashAttention kernels on CUDA; no flash_attn package),
+    causal within each example. Imported here so that a torch without it is an error recorded
+    by check 4, not a stage that cannot load. torch 2.10 asks for causal as `is_causal=True`,
+    later versions as the window (-1, 0), and may take no `scale` (its default is dim**-0.5)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    accepted = inspect.signature(varlen_attn).parameters
+    options: dict = {"window_size": (-1, 0)} if "window_size" in accepted else {"is_causal": True}
+    if "scale" in accepted:
+        options["scale"] = scale
+    elif not math.isclose(scale, query.shape[-1] ** -0.5):
+        raise ValueError(f"this torch's varlen_attn takes no scale, and the model's is {scale}")
+    return varlen_attn(query, key, value, bounds, bounds, longest, longest, **options)
+
+
+def _attention_summary(name: str, entry: dict) -> str:
+    if not entry["ran"]:
+        return f"{name} not run ({entry.get('why') or entry['error']})"
+    versus = f", hidden states {entry['hidden_states_vs_reference']:.1e} from {entry['reference']}'s" if "hidden_states_vs_reference" in entry else ""
+    return f"{name} max diff {entry['max_abs_diff']:.1e}, {entry['tokens_per_second']:,.0f} tokens/s{versus}"
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _token_losses(logits: torch.Tensor, labels: torch.Tensor, seq2seq: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,10 @@
 """The smoke-test stage on finished runs of the real job: every check passes on good shards with its
-numbers recorded, and each check fails, in one sentence, on a model or shards that break it."""
+numbers recorded, and each check fails, in one sentence, on a model or shards that break it.
+
+Flash varlen attention runs on CUDA only; here its wiring (cu_seqlens from position_ids, the
+transformers attention function) runs over a reference kernel that loops over the cu_seqlens
+segments with sdpa, and kernels that are wrong in the ways a real one could be must fail check 4.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,19 @@ from finished_runs import write_inputs
 from masked_shards.cli import main
 from masked_shards.config import ConfigError
 from masked_shards.check.loader import flattened_batch, padded_batch, read_rows, shard_files
-from masked_shards.check.smoke_test import Settings, SmokeTestFailed, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, device_for, run_stage, tiny_model
+from masked_shards.check.smoke_test import FLASH_VARLEN, Settings, SmokeTestFailed, check_attention_implementations, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, cu_seqlens, device_for, register_varlen_attention, run_stage, summary_line, tiny_model
 
 CHECKS = ["learns", "masked_loss", "masked_no_gradient", "packed_equals_unpacked", "token_ids"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as the stage itself uses on the CPU (run_stage): with more, OpenMP threads
+    spin-waiting on this busy 2-core machine make these tests many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _one_sentence(text: str) -> bool:
@@ -45,6 +60,10 @@ def test_unpadded_decoder_shards_pass_every_check_with_its_numbers(shard_run, ca
     assert learns["final_loss"] == pytest.approx(learns["initial_loss"] * (1 - learns["drop"]))
     packing = checks["packed_equals_unpacked"]
     assert packing["sequences_from"] == "unpacked rows laid end to end (padding-free)" and packing["sequences"] >= 4 and packing["max_abs_diff"] < 1e-4
+    sdpa = packing["attention"]["sdpa"]
+    assert sdpa["ran"] and sdpa["max_abs_diff"] == packing["max_abs_diff"] and sdpa["steps"] == Settings().attention_steps and sdpa["drop"] >= 0.1 and sdpa["tokens_per_second"] > 0
+    assert packing["attention"][FLASH_VARLEN] == {"ran": False, "why": "PyTorch has FlashAttention varlen kernels on CUDA only"}
+    assert f"; packed = alone for {packing['sequences']} examples: sdpa max diff " in printed and printed.rstrip().endswith(", flash_varlen not run (PyTorch has FlashAttention varlen kernels on CUDA only)")
 
 
 def test_packed_shards_give_each_example_inside_a_row_its_loss_alone(shard_run):
@@ -52,7 +71,8 @@ def test_packed_shards_give_each_example_inside_a_row_its_loss_alone(shard_run):
     packing = result["checks"]["packed_equals_unpacked"]
     assert result["shards"]["packed"] and packing["sequences_from"] == "packed rows"
     assert packing["sequences"] > result["checks"]["token_ids"]["rows_used"]  # several examples a row
-    assert packing["max_abs_diff"] < 1e-4 and result["passed"]
+    assert packing["max_abs_diff"] < 1e-4 and packing["cu_seqlens_match_seq_lengths"] and result["passed"]
+    assert not packing["attention"][FLASH_VARLEN]["ran"]
 
 
 def test_seq2seq_shards_train_a_t5_style_model(shard_run):
@@ -157,3 +177,93 @@ def test_a_run_ends_with_the_smoke_test_stage(tmp_path, capsys):
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
     assert main(["smoke-test", str(output), "--device", "cpu"]) == 0  # again: its table replaced, not repeated
     assert (output / "coverage_report.html").read_text().count('id="smoke-test"') == 1
+
+
+def _reference_kernel(query, key, value, bounds, longest, scale, causal=True):
+    """What a varlen kernel computes, slowly: sdpa on each cu_seqlens segment alone."""
+    edges = bounds.tolist()
+    assert longest == max(b - a for a, b in zip(edges[:-1], edges[1:])) and bounds.dtype == torch.int32
+    pieces = [torch.nn.functional.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (query, key, value)), is_causal=causal, scale=scale) for a, b in zip(edges[:-1], edges[1:])]
+    return torch.cat([piece.transpose(0, 1) for piece in pieces])
+
+
+KERNELS = {
+    "reference": _reference_kernel,
+    "one_segment": lambda q, k, v, bounds, longest, scale: _reference_kernel(q, k, v, bounds[[0, -1]], q.shape[0], scale),  # cu_seqlens lost: the row is one example
+    "not_causal": lambda *args: _reference_kernel(*args, causal=False),
+}
+
+
+def _varlen_model(kernel: str) -> torch.nn.Module:
+    return tiny_model(False, 4096, torch.device("cpu"), attention=register_varlen_attention(f"test_varlen_{kernel}", KERNELS[kernel]))
+
+
+def test_cu_seqlens_start_an_example_where_position_ids_restart_and_at_every_row():
+    bounds, longest = cu_seqlens(torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]]))
+    assert bounds.tolist() == [0, 3, 5, 9] and bounds.dtype == torch.int32 and longest == 4
+    bounds, longest = cu_seqlens(torch.tensor([[5, 6, 0, 1], [0, 0, 1, 2]]))  # a row cut inside an example; a one-token example
+    assert bounds.tolist() == [0, 2, 4, 5, 8] and longest == 3
+
+
+def test_cu_seqlens_from_a_packed_shards_position_ids_are_its_seq_lengths(shard_run):
+    raw = next(read_rows(shard_files(str(shard_run("packed"))), 4))
+    flat = flattened_batch(raw)
+    bounds, longest = cu_seqlens(flat["position_ids"])
+    assert len(bounds) - 1 > raw.num_rows  # several examples a row
+    assert torch.equal(bounds, flat["cu_seq_lens"]) and longest == flat["max_seq_len"]
+
+
+def test_varlen_attention_over_a_reference_kernel_is_sdpa_and_keeps_packed_examples_apart(shard_run):
+    _, flat = _rows(shard_run("packed"))
+    varlen, sdpa = _varlen_model("reference"), tiny_model(False, 4096, torch.device("cpu"))
+    inputs = {"input_ids": flat["input_ids"], "position_ids": flat["position_ids"]}
+    with torch.no_grad():
+        assert torch.allclose(varlen(**inputs).logits, sdpa(**inputs).logits, atol=1e-5)
+    check = check_packed_equals_unpacked(varlen, flat, True, 1e-4, 16, nullcontext)
+    assert check["passed"] and check["max_abs_diff"] < 1e-4 and check["sequences"] > 4
+    padded, _ = _rows(shard_run("decoder"))
+    assert not padded["attention_mask"].all()
+    with pytest.raises(ValueError, match="^varlen attention takes padding-free rows with position_ids, no attention mask and no dropout$"):
+        varlen(**padded)
+
+
+def test_a_varlen_kernel_told_one_segment_lets_examples_see_each_other_and_fails_check_4(shard_run):
+    _, flat = _rows(shard_run("packed"))
+    check = check_packed_equals_unpacked(_varlen_model("one_segment"), flat, True, 1e-4, 16, nullcontext)
+    assert not check["passed"] and check["max_abs_diff"] > 1e-2 and check["problem"].endswith("so examples in a row see each other")
+
+
+def _attention_check(shard_run, kernel, settings: Settings = Settings()) -> dict:
+    _, flat = _rows(shard_run("packed"))
+    return check_attention_implementations({"sdpa": "sdpa", FLASH_VARLEN: register_varlen_attention(f"test_varlen_{kernel}", KERNELS[kernel])}, {}, flat, True, 4096, settings, False)
+
+
+def test_check_4_runs_every_attention_implementation_and_records_each(shard_run):
+    check = _attention_check(shard_run, "reference")
+    sdpa, varlen = check["attention"]["sdpa"], check["attention"][FLASH_VARLEN]
+    assert check["passed"] and check["cu_seqlens_match_seq_lengths"] and varlen["ran"] and varlen["attn_implementation"] == "test_varlen_reference"
+    assert varlen["hidden_states_vs_reference"] < 1e-5 and varlen["reference"] == "sdpa" and "hidden_states_vs_reference" not in sdpa
+    for entry in (sdpa, varlen):
+        assert entry["max_abs_diff"] < 1e-4 and entry["sequences"] == check["sequences"] > 4 and entry["steps"] == 8 and entry["drop"] >= 0.1 and entry["tokens_per_second"] > 0
+    assert varlen["initial_loss"] == pytest.approx(sdpa["initial_loss"], abs=1e-4) and varlen["final_loss"] == pytest.approx(sdpa["final_loss"], abs=1e-3)
+    line = summary_line({"device": "cpu", "seconds": 1.0, "checks": {"masked_loss": {"abs_diff": 0.0}, "learns": {"initial_loss": 8.0, "final_loss": 4.0, "drop": 0.5, "steps": 24, "tokens_per_second": 1.0}, "packed_equals_unpacked": check}})
+    assert re.search(rf"packed = alone for {check['sequences']} examples: sdpa max diff [\d.e+-]+, [\d,]+ tokens/s, flash_varlen max diff [\d.e+-]+, [\d,]+ tokens/s, hidden states [\d.e+-]+ from sdpa's$", line)
+
+
+def test_a_varlen_kernel_that_is_not_causal_keeps_examples_apart_but_fails_check_4_against_sdpa(shard_run):
+    check = _attention_check(shard_run, "not_causal")
+    varlen = check["attention"][FLASH_VARLEN]
+    assert varlen["max_abs_diff"] < 1e-4  # each example sees only itself, packed or alone: only sdpa tells
+    assert not check["passed"] and varlen["hidden_states_vs_reference"] > 0.1
+    assert check["problem"].startswith("with flash_varlen attention the padding-free rows' last hidden states differ from the reference's by ")
+    assert check["problem"].endswith("so the two do not compute the same attention")
+
+
+def test_a_varlen_kernel_that_raises_is_recorded_with_its_error_and_sdpa_still_decides(shard_run):
+    def unsupported(*_):
+        raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.\nmore detail")
+
+    _, flat = _rows(shard_run("packed"))
+    check = check_attention_implementations({"sdpa": "sdpa", FLASH_VARLEN: register_varlen_attention("test_varlen_raises", unsupported)}, {}, flat, True, 4096, Settings(), False)
+    assert check["passed"] and check["attention"]["sdpa"]["ran"]
+    assert check["attention"][FLASH_VARLEN] == {"ran": False, "attn_implementation": "test_varlen_raises", "error": "RuntimeError: FlashAttention only supports Ampere GPUs or newer."}
