@@ -22,7 +22,7 @@ from finished_runs import write_inputs
 from masked_shards.cli import main
 from masked_shards.config import ConfigError
 from masked_shards.check.loader import flattened_batch, padded_batch, read_rows, shard_files
-from masked_shards.check.smoke_test import FLASH_VARLEN, Settings, SmokeTestFailed, check_attention_implementations, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, cu_seqlens, device_for, register_varlen_attention, run_stage, summary_line, tiny_model
+from masked_shards.check.smoke_test import FLASH_VARLEN, Settings, SmokeTestFailed, check_attention_implementations, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, cu_seqlens, device_for, register_varlen_attention, run_stage, summary_line, tiny_model, torch_varlen_kernel
 
 CHECKS = ["learns", "masked_loss", "masked_no_gradient", "packed_equals_unpacked", "token_ids"]
 
@@ -260,10 +260,15 @@ def test_a_varlen_kernel_that_is_not_causal_keeps_examples_apart_but_fails_check
 
 
 def test_a_varlen_kernel_that_raises_is_recorded_with_its_error_and_sdpa_still_decides(shard_run):
+    """As on a GPU that rejects the kernel; PyTorch's own varlen kernel has no CPU version, so here
+    it raises once its arguments are accepted, at the FlashAttention operator."""
     def unsupported(*_):
         raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.\nmore detail")
 
     _, flat = _rows(shard_run("packed"))
-    check = check_attention_implementations({"sdpa": "sdpa", FLASH_VARLEN: register_varlen_attention("test_varlen_raises", unsupported)}, {}, flat, True, 4096, Settings(), False)
+    run = {"sdpa": "sdpa", "fake": register_varlen_attention("test_varlen_raises", unsupported), FLASH_VARLEN: register_varlen_attention("test_torch_varlen_on_cpu", torch_varlen_kernel)}
+    check = check_attention_implementations(run, {}, flat, True, 4096, Settings(attention_steps=2, attention_min_drop=0.0), False)
     assert check["passed"] and check["attention"]["sdpa"]["ran"]
-    assert check["attention"][FLASH_VARLEN] == {"ran": False, "attn_implementation": "test_varlen_raises", "error": "RuntimeError: FlashAttention only supports Ampere GPUs or newer."}
+    assert check["attention"]["fake"] == {"ran": False, "attn_implementation": "test_varlen_raises", "error": "RuntimeError: FlashAttention only supports Ampere GPUs or newer."}
+    torch_kernel = check["attention"][FLASH_VARLEN]
+    assert not torch_kernel["ran"] and torch_kernel["error"].startswith("NotImplementedError: Could not run 'aten::_flash_attention_forward' with arguments from the 'CPU' backend.")
