@@ -10,12 +10,14 @@ nothing is ever lost silently. Tokenized rows travel a batch at a time as Arrow 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")  # `tool`: a tool's result, read back to the assistant
 TEXT_ROLE = "text"  # the one turn of a `text` record: a document trained on whole
+REASONING_KEYS = ("reasoning_content", "thinking")  # the names chat templates read an assistant's reasoning under
 
 # Unicode noncharacters U+FDD0..U+FDEF are reserved by the renderer as in-band markers
 # (see templates.py); text that already contains one is rejected rather than mis-masked.
@@ -26,29 +28,45 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 @dataclass(frozen=True)
 class Turn:
     """One message. `trainable` is only ever true for assistant turns; `reasoning` is an
-    assistant's thinking text (Qwen3-style `reasoning_content`), rendered by templates that know it."""
+    assistant's thinking text, rendered by templates that know it. `tool_calls` are an
+    assistant's calls, each normalised to the OpenAI / Hugging Face shape with `arguments` an
+    object (formats.py decodes JSON strings):
+
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}, "id": "c1"}
+
+    `extra` holds every other key the record gave the message (a tool result's `tool_call_id`
+    and `name`, ...), so the template sees what the record said; nothing is dropped on the way."""
 
     role: str
     content: str
     trainable: bool = False
     reasoning: str | None = None
+    tool_calls: tuple[dict[str, object], ...] = ()
+    extra: tuple[tuple[str, object], ...] = ()
 
-    def message(self) -> dict[str, str]:
-        """The Hugging Face chat message a template sees."""
-        message = {"role": self.role, "content": self.content}
+    def message(self) -> dict[str, object]:
+        """The message as Hugging Face's `apply_chat_template` sees it: role, content, every other
+        key the record gave, the tool calls, and the reasoning under both names templates read
+        (Qwen3 and DeepSeek read `reasoning_content`, gpt-oss `thinking`)."""
+        message: dict[str, object] = {"role": self.role, "content": self.content, **dict(self.extra)}
+        if self.tool_calls:
+            message["tool_calls"] = [dict(call) for call in self.tool_calls]
         if self.reasoning is not None:
-            message["reasoning_content"] = self.reasoning
+            message.update(dict.fromkeys(REASONING_KEYS, self.reasoning))
         return message
 
 
 @dataclass(frozen=True)
 class Example:
-    """A conversation ready to render. `example_id` is `<input name>:<0-based record index>`."""
+    """A conversation ready to render. `example_id` is `<input name>:<0-based record index>`;
+    `tools` the record's tool definitions (JSON-schema functions), handed to the template as
+    `tools`, or None when it gave none."""
 
     example_id: str
     source: str
     turns: tuple[Turn, ...]
     raw: object = field(default=None, compare=False)
+    tools: list[dict[str, object]] | None = None
 
 
 @dataclass(frozen=True)
@@ -195,3 +213,18 @@ def unusable_text(text: str) -> tuple[str, str] | None:
     if surrogate:
         return "invalid_unicode", f"contains a lone surrogate U+{ord(surrogate.group()):04X} at character {surrogate.start()}"
     return None
+
+
+def strings_in(value: object) -> Iterator[str]:
+    """Every string inside a message field at any depth (dict keys and values, list items): the
+    texts of tool calls, tool definitions and other keys, which reach the template as well and
+    so are checked like content."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings_in(key)
+            yield from strings_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings_in(item)

@@ -4,15 +4,24 @@ Formats, detected per record from its fields unless `--format` says:
 
     alpaca             {"instruction", "input"?, "output"}
     prompt_completion  {"prompt", "completion"}
-    messages           {"messages": [{"role": "system"|"user"|"assistant", "content", "train"?}, ...]}
-    sharegpt           {"conversations": [{"from": "system"|"human"|"gpt", "value", "train"?}, ...]}
+    messages           {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content", ...}, ...], "tools"?}
+    sharegpt           {"conversations": [{"from": "system"|"human"|"gpt"|"function_call"|"observation", "value"}, ...], "tools"?}
     translation        {"src", "tgt"} | {"translation": {LANG: ...}} | {LANG: ..., LANG: ...}
     text               {"text"}  (continued pretraining: every token is trained)
 
 Before detection, `--field canonical=actual` renames columns (top-level, and the role/content/
 from/value keys inside messages; `actual` may be a dotted path such as `instances.0.output`, see
 `_field_at`), `--role-map` adds speaker aliases, and `--system-prompt` adds or replaces the system
-turn. A message with `"train": false` or `"weight": 0` stays unsupervised.
+turn. A message with `"train": false`, `"weight": 0` or `"loss_weight": 0` stays unsupervised.
+
+Tool use, in the OpenAI / Hugging Face shape: an assistant message's `tool_calls` (arguments as an
+object or a JSON string, decoded), a `tool` message's result (`tool_call_id`, `name` kept), the
+record's `tools` (a list or its JSON text). ShareGPT tool data as LLaMA-Factory and glaive write
+it: a `function_call` message (JSON `{"name", "arguments"}`, or a list of them) is an assistant
+message of its own holding only the call, even right after a `gpt` message, and `observation`
+(also `tool`, `ipython`) is a tool result. Content may be a list of parts (text joined, a
+reasoning part is the reasoning, any other part rejected). A null field is an absent field.
+Every other key of a message is passed on to the template (`Turn.extra`).
 
 Anything that cannot become a well-formed conversation (a missing or mistyped field, an empty
 answer, an unknown role, no assistant turn) becomes a `Rejected` with a reason code, never an
@@ -21,14 +30,27 @@ exception: bad input must not kill a job.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from masked_shards.config import PipelineConfig
-from masked_shards.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, unusable_text
+from masked_shards.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, strings_in, unusable_text
 from masked_shards.read.sources import RawRecord
 from masked_shards.read.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
 
-DEFAULT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+FUNCTION_CALL = "function_call"  # a speaker whose message is an assistant's tool call written as JSON (ShareGPT)
+DEFAULT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "tool": "tool",
+    "ipython": "tool",  # Llama 3.1's name for tool results
+    "observation": "tool",  # ShareGPT tool data (LLaMA-Factory, glaive)
+    FUNCTION_CALL: FUNCTION_CALL,
+}
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 _MESSAGE_KEYS = ("role", "content", "from", "value")
 _ABSENT = object()  # what `_field_at` returns for a path that leads nowhere (None is a value)
 
@@ -77,10 +99,11 @@ def to_example(record: RawRecord, options: ParseOptions = ParseOptions()) -> Exa
         if chosen is None:
             raise Invalid("unknown_format", f"cannot tell the format from fields {_field_names(value)[:8]}")
         turns = _with_system_prompt(_TURN_BUILDERS[chosen](value, options), config.system_prompt)
-        _check_conversation(turns)
+        tools = _tools(value) if chosen in ("messages", "sharegpt") else None
+        _check_conversation(turns, tools)
     except Invalid as bad:
         return Rejected(record.name, record.index, bad.reason, bad.detail, record.value)
-    return Example(record.example_id, record.source or record.name, turns, record.value)
+    return Example(record.example_id, record.source or record.name, turns, record.value, tools)
 
 
 def _field_names(value: dict[object, object]) -> list[str]:
@@ -172,26 +195,155 @@ def _message_list(value: dict[str, object], key: str) -> list[dict[str, object]]
 def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_key: str, text_key: str) -> tuple[Turn, ...]:
     turns = []
     for n, message in enumerate(_message_list(value, key)):
+        message = _present(message)
         speaker = message.get(role_key)
         role = options.roles.get(speaker) if isinstance(speaker, str) else None
         if role is None:
             raise Invalid("unknown_role", f"message {n} has unknown {'speaker' if role_key == 'from' else 'role'} {speaker!r}")
-        content = _text(message, text_key, f"message {n}")
-        turns.append(Turn(role, content, role == "assistant" and _wants_training(message, n), _reasoning(message, n)))
+        trainable = _wants_training(message, n)
+        if role == FUNCTION_CALL:  # ShareGPT: the value is the call itself, as JSON
+            calls = _function_call_value(message.get(text_key), n)
+            turns.append(Turn("assistant", "", trainable, None, calls, _extra(message, role_key, text_key)))
+            continue
+        content, part_reasoning = _content(message, text_key, n, has_calls=bool(message.get("tool_calls")))
+        reasoning = _reasoning(message, n)
+        if reasoning is None:
+            reasoning = part_reasoning
+        calls = _tool_calls(message.get("tool_calls"), n) if role == "assistant" else ()
+        if role != "assistant" and "tool_calls" in message:
+            raise Invalid("unexpected_field", f"message {n} has 'tool_calls' but is a {role} message; only assistant messages call tools")
+        turns.append(Turn(role, content, role == "assistant" and trainable, reasoning, calls, _extra(message, role_key, text_key)))
     return tuple(turns)
 
 
+def _present(value: object) -> object:
+    """`value` with every null-valued key removed, at any depth: Parquet and `datasets` store a
+    list of messages as a list of structs, where a key one message lacks is null in the others,
+    so a null field is an absent field (never the text "None")."""
+    if isinstance(value, dict):
+        return {k: _present(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_present(v) for v in value]
+    return value
+
+
+def _extra(message: dict[str, object], role_key: str, text_key: str) -> tuple[tuple[str, object], ...]:
+    """The message's other keys (a tool result's `tool_call_id` and `name`, ...), passed on to the
+    template as the record gave them."""
+    consumed = {role_key, text_key, "tool_calls", *_REASONING_KEYS}
+    return tuple((k, v) for k, v in message.items() if k not in consumed)
+
+
+def _content(message: dict[str, object], key: str, n: int, *, has_calls: bool) -> tuple[str, str | None]:
+    """(text, reasoning given as a content part). Content is a string or a list of parts: text
+    parts (`{"type": "text", "text"|"value": ...}`) are joined as they are, a `reasoning` part is
+    the reasoning; any other part (an image) rejects the record, as we cannot train on it. Beside
+    tool calls, content may be absent, null or empty (the message is only the calls)."""
+    content = message.get(key)
+    if content is None:
+        if has_calls:
+            return "", None
+        raise Invalid("missing_field", f"message {n} has no '{key}' field")
+    if isinstance(content, str):
+        return content, None
+    if not isinstance(content, list):
+        raise Invalid("wrong_type", f"message {n} field '{key}' is a {type(content).__name__}, not a string or a list of parts")
+    texts, reasoning = [], []
+    for part in content:
+        kind = part.get("type", "text") if isinstance(part, dict) else None
+        if kind not in ("text", "reasoning"):
+            what = repr(kind) if isinstance(part, dict) else f"a {type(part).__name__}"
+            raise Invalid("unsupported_content", f"message {n} has a content part of type {what}; only text and reasoning parts can be trained on")
+        text = next((part[k] for k in ("text", "value", "reasoning") if k in part), None)
+        if not isinstance(text, str):
+            raise Invalid("wrong_type", f"message {n} has a {kind} part without a string 'text'")
+        (texts if kind == "text" else reasoning).append(text)
+    return "".join(texts), "".join(reasoning) if reasoning else None
+
+
+def _tool_calls(calls: object, n: int) -> tuple[dict[str, object], ...]:
+    """An assistant's `tool_calls`, each normalised to {"type": "function", "function": {"name",
+    "arguments": object}} with its `id` and any other key kept. `arguments` given as a JSON string
+    is decoded, as Hugging Face and TRL do, so a template's `tojson` writes it once, not as a
+    quoted string; one that is not a JSON object rejects the record."""
+    if calls is None:
+        return ()
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise Invalid("wrong_type", f"message {n} 'tool_calls' must be a list of objects")
+    normalised = []
+    for k, call in enumerate(calls):
+        function = call.get("function", call)  # a flat {"name", "arguments"} call is read as its function
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"].strip():
+            raise Invalid("invalid_tool_call", f"message {n} tool call {k} has no function name")
+        others = {key: v for key, v in call.items() if key not in ("function", "name", "arguments", "type")}
+        extra_function = {key: v for key, v in function.items() if key not in ("name", "arguments")}
+        arguments = _arguments(function.get("arguments", _ABSENT), f"message {n} tool call {k}")
+        normalised.append({"type": "function", "function": {"name": function["name"], "arguments": arguments, **extra_function}, **others})
+    return tuple(normalised)
+
+
+def _arguments(arguments: object, where: str) -> dict[str, object]:
+    if arguments is _ABSENT:
+        raise Invalid("invalid_tool_call", f"{where} has no 'arguments'")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError as err:
+            raise Invalid("invalid_tool_call", f"{where} 'arguments' is not valid JSON ({err})") from None
+    if not isinstance(arguments, dict):
+        raise Invalid("invalid_tool_call", f"{where} 'arguments' is a {type(arguments).__name__}, not an object")
+    return arguments
+
+
+def _function_call_value(value: object, n: int) -> tuple[dict[str, object], ...]:
+    """A ShareGPT `function_call` message (LLaMA-Factory, glaive): its value is JSON of one call
+    `{"name", "arguments"}`, or of a list of them (parallel calls)."""
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", f"message {n} function_call value must be a JSON string")
+    try:
+        decoded = json.loads(value)
+    except ValueError as err:
+        raise Invalid("invalid_tool_call", f"message {n} function_call is not valid JSON ({err})") from None
+    return _tool_calls(decoded if isinstance(decoded, list) else [decoded], n)
+
+
+def _tools(value: dict[str, object]) -> list[dict[str, object]] | None:
+    """The record's tool definitions (`tools`), a list of objects or its JSON text; None when absent or empty."""
+    tools = value.get("tools")
+    if isinstance(tools, str):
+        if not tools.strip():
+            return None
+        try:
+            tools = json.loads(tools)
+        except ValueError as err:
+            raise Invalid("invalid_tools", f"'tools' is not valid JSON ({err})") from None
+    else:
+        tools = _present(tools)
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise Invalid("invalid_tools", "'tools' must be a list of objects (JSON-schema function definitions)")
+    return tools or None
+
+
 def _wants_training(message: dict[str, object], n: int) -> bool:
-    """Per-turn control: `"train": false` or `"weight": 0` keeps an assistant turn unsupervised."""
-    train, weight = message.get("train", True), message.get("weight", 1)
-    if not isinstance(train, bool) or not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight not in (0, 1):
-        raise Invalid("wrong_type", f"message {n}: 'train' must be true/false and 'weight' 0 or 1")
-    return train and weight == 1
+    """Per-turn control: `"train": false`, or `"weight"` / `"loss_weight"` 0, keeps an assistant
+    turn unsupervised. Only 0 and 1 are honoured: a fractional weight cannot be expressed by a
+    mask, so it rejects the record rather than being rounded."""
+    train = message.get("train", True)
+    if not isinstance(train, bool):
+        raise Invalid("invalid_weight", f"message {n}: 'train' must be true or false, not {train!r}")
+    for key in ("weight", "loss_weight"):
+        weight = message.get(key, 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight not in (0, 1):
+            raise Invalid("invalid_weight", f"message {n}: '{key}' must be 0 or 1, not {weight!r}")
+        train = train and weight == 1
+    return train
 
 
 def _reasoning(message: dict[str, object], n: int) -> str | None:
     """An assistant's thinking, under the names datasets use for it (first found wins)."""
-    for key in ("reasoning_content", "reasoning", "thinking"):
+    for key in _REASONING_KEYS:
         if message.get(key) is not None:
             return _text(message, key, f"message {n}")
     return None
@@ -240,16 +392,20 @@ def _with_system_prompt(turns: tuple[Turn, ...], system_prompt: str | None) -> t
     return (Turn("system", system_prompt), *rest)
 
 
-def _check_conversation(turns: tuple[Turn, ...]) -> None:
+def _check_conversation(turns: tuple[Turn, ...], tools: list[dict[str, object]] | None) -> None:
     for n, turn in enumerate(turns):
-        for what, text in (("text", turn.content), ("reasoning", turn.reasoning or "")):
+        for what, text in (("text", turn.content), ("reasoning", turn.reasoning or ""), *(("tool call", t) for t in strings_in(turn.tool_calls)), *(("field", t) for t in strings_in(turn.extra))):
             problem = unusable_text(text)
             if problem:
                 raise Invalid(problem[0], f"turn {n} {what} {problem[1]}")
+    for text in strings_in(tools):
+        problem = unusable_text(text)
+        if problem:
+            raise Invalid(problem[0], f"tools {problem[1]}")
     if turns and turns[0].role == TEXT_ROLE:
         return
     if not any(t.role == "assistant" for t in turns):
         raise Invalid("no_assistant_turn", "conversation has no assistant turn")
     for n, turn in enumerate(turns):
-        if turn.role == "assistant" and not turn.content.strip():
+        if turn.role == "assistant" and not turn.content.strip() and not turn.tool_calls:
             raise Invalid("empty_answer", f"assistant turn {n} is empty")
