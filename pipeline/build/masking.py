@@ -57,6 +57,25 @@ def select_spans(text: str, spans: list[tuple[int, int, bool]], *, train_on: str
     return trimmed
 
 
+def generated_part(text: str, start: int, end: int, prompt_tail: str, closing_length: int) -> tuple[int, int]:
+    """The part of a template's assistant span `text[start:end]` that the model generates, which
+    is what is trained. A template may mark more: TRL's training templates open the span with the
+    "\n" that ends the generation prompt "<|im_start|>assistant\n" (`prompt_tail`, which the model
+    is given, not writes), and close it with the "\n" after "<|im_end|>" (after its closing
+    special token the model has stopped). `closing_length`: the length of the special token the
+    span's text ends with once trailing whitespace is stripped, 0 for none (then the whitespace
+    may be the answer's own and is kept).
+
+        "\nHello<|im_end|>\n"  prompt_tail "\n"  ->  "Hello<|im_end|>"
+    """
+    if prompt_tail and text.startswith(prompt_tail, start) and end - start > len(prompt_tail):
+        start += len(prompt_tail)
+    stripped = start + len(text[start:end].rstrip())
+    if stripped < end and closing_length:
+        end = stripped
+    return start, end
+
+
 def span_edges(spans: list[tuple[int, int]]) -> np.ndarray:
     """Sorted character positions where trainability changes."""
     return np.unique(np.asarray(spans, dtype=np.int64))

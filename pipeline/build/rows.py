@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from masked_shards.config import PipelineConfig
-from masked_shards.build.masking import IGNORE_INDEX, build_labels, crossed_boundaries, select_spans, span_edges
-from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn
+from masked_shards.build.masking import IGNORE_INDEX, build_labels, crossed_boundaries, generated_part, select_spans, span_edges
+from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn, strings_in
 from masked_shards.write.shards import split_for
 from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, TemplateError
 from masked_shards.build.tokenization import EncodedBatch, Encoder, TokenizerError, special_tokens
@@ -230,12 +230,17 @@ class DecoderEncoding:
         self._encoder = Encoder(tokenizer)
         self._eos = tokenizer.eos_token or ""
         self._end_of_turn = EndOfTurn(specials)
+        self._prompt_tail = _prompt_tail(self._renderer)
 
     def texts(self, example: Example) -> Iterator[tuple[str, str]]:
         for n, turn in enumerate(example.turns):
             yield f"turn {n}", turn.content
             if turn.reasoning:
                 yield f"turn {n}", turn.reasoning
+            for text in strings_in((turn.tool_calls, turn.extra)):
+                yield f"turn {n}", text
+        for text in strings_in(example.tools):
+            yield "tools", text
 
     def encode(self, examples: Sequence[Example], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
         """Strings without plain spans are encoded whole in one call and labelled together; a
@@ -270,9 +275,50 @@ class DecoderEncoding:
             plain_spans = tuple(m.span() for m in self._special_pattern.finditer(content)) if plain else ()
             return Rendered(document, (Segment(document, True, 0),), plain_spans)
         try:
-            return self._renderer.render(example, protect=self._specials if plain else ())
+            rendered = self._renderer.render(example, protect=self._specials if plain else ())
         except TemplateError as err:
             return rejected(example, "template_error", str(err))
+        return _generated(rendered, self._prompt_tail, self._end_of_turn)
+
+
+def _prompt_tail(renderer: Renderer) -> str:
+    """What a template's assistant spans repeat of its generation prompt, found on the probe
+    conversation: the prompt for the first answer is the text before that answer's span plus
+    this tail, which the span starts with ("\n" for TRL's Qwen2.5 training template; "" for a
+    template whose span starts where the prompt ends). "" when the probe does not render."""
+    first = next(n for n, turn in enumerate(_PROBE.turns) if turn.role == "assistant")
+    try:
+        rendered = renderer.render(_PROBE)
+        prompt = renderer.generation_prompt(Example("probe:0", "probe", _PROBE.turns[:first]))
+    except TemplateError:
+        return ""
+    spans = rendered.assistant_spans()
+    if not spans:
+        return ""
+    start, text = spans[0][0], rendered.text
+    if prompt.startswith(text[:start]) and text.startswith(prompt[start:], start):
+        return prompt[start:]
+    return ""
+
+
+def _generated(rendered: Rendered, prompt_tail: str, end_of_turn: EndOfTurn) -> Rendered:
+    """`rendered` with each assistant span cut to what the model generates (masking.generated_part);
+    the characters cut off join the masked text around the span."""
+    text, spans, position = rendered.text, [], 0
+    for segment in rendered.segments:
+        if segment.turn is not None:
+            start, end = position, position + len(segment.text)
+            stripped = start + len(segment.text.rstrip())
+            spans.append((*generated_part(text, start, end, prompt_tail, end_of_turn.length(text, start, stripped)), segment))
+        position += len(segment.text)
+    if all(segment.text == text[start:end] for start, end, segment in spans):
+        return rendered
+    segments, cursor = [], 0
+    for start, end, segment in spans:
+        segments += [Segment(text[cursor:start], False), Segment(text[start:end], segment.trainable, segment.turn)]
+        cursor = end
+    segments.append(Segment(text[cursor:], False))
+    return Rendered(text, tuple(s for s in segments if s.text), rendered.plain_spans)
 
 
 def _labels_together(batch: EncodedBatch, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, set[int]]:

@@ -152,26 +152,33 @@ class Renderer:
 
     def render(self, example: Example, protect: tuple[str, ...] = ()) -> Rendered:
         """Render one example; raises TemplateError when the template refuses or cannot be read."""
-        messages = [{key: _break_tokens(value, protect) if key in ("content", "reasoning_content") else value for key, value in t.message().items()} for t in example.turns]
+        messages = [{key: value if key == "role" else _break_all(value, protect) for key, value in t.message().items()} for t in example.turns]
+        tools = _break_all(example.tools, protect)
         assistant_turns = [n for n, t in enumerate(example.turns) if t.role == "assistant"]
         if self._marked:
-            text, spans = self._render_marked(messages)
+            text, spans = self._render_marked(messages, tools)
         else:
-            text, spans = self._render_by_prefixes(messages, assistant_turns)
+            text, spans = self._render_by_prefixes(messages, assistant_turns, tools)
         if len(spans) != len(assistant_turns):
             raise TemplateError(f"template marked {len(spans)} assistant spans for {len(assistant_turns)} assistant turns")
         return _finish(text, spans, [(n, example.turns[n].trainable) for n in assistant_turns], protect)
 
-    def _run(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def generation_prompt(self, example: Example) -> str:
+        """The text a model is given to write the next assistant turn after `example`'s messages
+        (`add_generation_prompt=True`), without generation marks."""
+        text = self._run([t.message() for t in example.turns], add_generation_prompt=True, tools=example.tools)
+        return text.replace(GEN_OPEN, "").replace(GEN_CLOSE, "")
+
+    def _run(self, messages: list[dict[str, object]], add_generation_prompt: bool, tools: list[dict[str, object]] | None = None) -> str:
         try:
-            return self._jinja.render(messages=messages, add_generation_prompt=add_generation_prompt, **self._variables)
+            return self._jinja.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=tools, **self._variables)
         except TemplateError:
             raise
         except jinja2.TemplateError as err:
             raise TemplateError(f"template failed: {err}") from None
 
-    def _render_marked(self, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-        marked = self._run(messages, add_generation_prompt=False)
+    def _render_marked(self, messages: list[dict[str, object]], tools: list[dict[str, object]] | None) -> tuple[str, list[tuple[int, int]]]:
+        marked = self._run(messages, add_generation_prompt=False, tools=tools)
         text_parts, spans, position = [], [], 0
         for n, part in enumerate(re.split(f"([{GEN_OPEN}{GEN_CLOSE}])", marked)):
             if part == GEN_OPEN:
@@ -185,12 +192,12 @@ class Renderer:
                 position += len(part)
         return "".join(text_parts), [(start, end) for start, end in spans]
 
-    def _render_by_prefixes(self, messages: list[dict[str, str]], assistant_turns: list[int]) -> tuple[str, list[tuple[int, int]]]:
-        full = self._run(messages, add_generation_prompt=False)
+    def _render_by_prefixes(self, messages: list[dict[str, object]], assistant_turns: list[int], tools: list[dict[str, object]] | None) -> tuple[str, list[tuple[int, int]]]:
+        full = self._run(messages, add_generation_prompt=False, tools=tools)
         spans = []
         for n in assistant_turns:
-            before = self._run(messages[:n], add_generation_prompt=True)
-            through = self._run(messages[: n + 1], add_generation_prompt=False)
+            before = self._run(messages[:n], add_generation_prompt=True, tools=tools)
+            through = self._run(messages[: n + 1], add_generation_prompt=False, tools=tools)
             if not (through.startswith(before) and full.startswith(through)):
                 raise TemplateError(f"chat template renders turn {n} differently as the conversation grows, so its span cannot be found")
             end = len(through)
@@ -199,6 +206,20 @@ class Renderer:
                 end = len(stripped)
             spans.append((len(before), end))
         return full, spans
+
+
+def _break_all(value: object, protect: tuple[str, ...]) -> object:
+    """`_break_tokens` on every string inside a message field or the tools (tool-call arguments
+    are nested objects), leaving keys and other values as they are."""
+    if not protect:
+        return value
+    if isinstance(value, str):
+        return _break_tokens(value, protect)
+    if isinstance(value, dict):
+        return {key: _break_all(item, protect) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_break_all(item, protect) for item in value]
+    return value
 
 
 def _break_tokens(content: str, protect: tuple[str, ...]) -> str:
