@@ -164,9 +164,15 @@ BATCH_SCHEMA = pa.schema(
         ("turn_tokens", pa.list_(pa.int32())),
         ("turn_supervised", pa.list_(pa.int32())),
         ("turn_eot", pa.list_(pa.int8())),
+        # Tool use and reasoning, per message as well: its tool calls (an assistant message that
+        # makes calls has role TOOL_CALL), and its reasoning tokens supervised, -1 when the message
+        # had reasoning the template did not render (Qwen3 leaves it out of history by design).
+        ("turn_calls", pa.list_(pa.int16())),
+        ("turn_reasoning", pa.list_(pa.int32())),
     ]
 )
-TURN_ROLES = ("system", "user", "assistant", "tool", TEXT_ROLE)  # `turn_roles` codes; seq2seq: source user, target assistant
+TOOL_CALL = "tool_call"  # the report's role of an assistant message that calls tools (its text, calls and end token)
+TURN_ROLES = ("system", "user", "assistant", "tool", TEXT_ROLE, TOOL_CALL)  # `turn_roles` codes; seq2seq: source user, target assistant
 MARKUP = "markup"  # the report's name for tokens outside every message: role headers, BOS, separators, default system prompts
 TURN_EOT = ("none", "unsupervised", "supervised", "cut")  # `turn_eot` codes: no end-of-turn token, or it was masked, trained, or cut by truncation
 

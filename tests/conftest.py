@@ -67,6 +67,8 @@ class Row:
     turn_tokens: list[int] | None = None
     turn_supervised: list[int] | None = None
     turn_eot: list[int] | None = None
+    turn_calls: list[int] | None = None
+    turn_reasoning: list[int] | None = None
 
 
 def rows_of(batch: RowBatch) -> list[Row]:
@@ -103,6 +105,8 @@ def row_batch(rows: list[Row], others: tuple[Rejected | Dropped, ...] = ()) -> R
     """A `RowBatch` made by hand from `Row`s (all aligned, or all not), for tests of what
     consumes batches: shards, coverage, Beam steps."""
     columns = {name: [getattr(row, name) for row in rows] for name in BATCH_SCHEMA.names}
+    for name in ("turn_calls", "turn_reasoning"):  # no tool calls or reasoning unless a row says so
+        columns[name] = [row.turn_roles and [0] * len(row.turn_roles) if value is None else value for row, value in zip(rows, columns[name])]
     columns["tokens_before_truncation"] = [
         row.tokens_before_truncation if row.tokens_before_truncation is not None else sum(row.attention_mask) + (0 if row.aligned else sum(label != -100 for label in row.labels))
         for row in rows

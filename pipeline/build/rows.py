@@ -179,10 +179,17 @@ class _Fitted:
 
 
 def _message_columns(counts: MessageCounts) -> list[pa.ListArray]:
-    """The report-only columns `turn_roles`, `turn_tokens`, `turn_supervised`, `turn_eot`
-    (records.BATCH_SCHEMA), one list per row with one value per message."""
+    """The report-only columns `turn_roles`, `turn_tokens`, `turn_supervised`, `turn_eot`,
+    `turn_calls`, `turn_reasoning` (records.BATCH_SCHEMA), one list per row with one value per message."""
     offsets = _offsets(counts.lengths)
-    fields = ((counts.roles, pa.int8()), (counts.tokens, pa.int32()), (counts.supervised, pa.int32()), (counts.eot, pa.int8()))
+    fields = (
+        (counts.roles, pa.int8()),
+        (counts.tokens, pa.int32()),
+        (counts.supervised, pa.int32()),
+        (counts.eot, pa.int8()),
+        (counts.calls, pa.int16()),
+        (counts.reasoning, pa.int32()),
+    )
     return [pa.ListArray.from_arrays(offsets, values.astype(value_type.to_pandas_dtype(), copy=False), type=pa.list_(value_type)) for values, value_type in fields]
 
 
@@ -355,14 +362,28 @@ def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[Mes
     owner, eot_token = locate(token_starts, spans, eot)
     owner = np.where(owner >= 0, owner - np.repeat(first[:-1], np.diff(batch.bounds)), -1)
     eot_token = np.where(eot_token >= 0, eot_token - np.repeat(batch.bounds[:-1], counts), -1)
-    return [MessageTokens(owner[batch.bounds[k] : batch.bounds[k + 1]], roles[first[k] : first[k + 1]], eot_token[first[k] : first[k + 1]]) for k in range(len(messages))]
+    calls = np.array([c for m in messages for c in m.calls], dtype=np.int64)
+    reasoning = np.array([r for m in messages for r in m.reasoning], dtype=np.int64).reshape(-1, 2)
+    reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning + moved[:, None]) - np.repeat(batch.bounds[:-1], counts)[:, None], -1)
+    return [
+        MessageTokens(owner[batch.bounds[k] : batch.bounds[k + 1]], roles[first[k] : first[k + 1]], eot_token[first[k] : first[k + 1]], calls[first[k] : first[k + 1]], reasoning[first[k] : first[k + 1]])
+        for k in range(len(messages))
+    ]
+
+
+def _token_range(token_starts: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """(first, end) token index of each character span (m, 2): the tokens that start inside it."""
+    return np.searchsorted(token_starts, spans, side="left")
 
 
 def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageTokens:
     """One string's `MessageTokens` (a string encoded alone, in pieces)."""
     spans = np.array(messages.spans, dtype=np.int64).reshape(-1, 2)
-    owner, eot_token = locate(offsets[:, 0].astype(np.int64), spans, np.array(messages.eot, dtype=np.int64))
-    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token)
+    token_starts = offsets[:, 0].astype(np.int64)
+    owner, eot_token = locate(token_starts, spans, np.array(messages.eot, dtype=np.int64))
+    reasoning = np.array(messages.reasoning, dtype=np.int64).reshape(-1, 2)
+    reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning), -1)
+    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning)
 
 
 class Seq2SeqEncoding:

@@ -20,6 +20,11 @@ over token offsets that labels use (masking.py), and counts each message's token
   never a label.
 * Tokens outside every message are markup: role headers, BOS, separators, a template's default
   system prompt.
+* Tool use: an assistant message that calls tools counts under role TOOL_CALL (its text, its
+  calls in the template's syntax and its end token), a tool result under `tool`; each message
+  also carries its number of calls. An assistant's reasoning is found by its stripped text inside
+  the message's span; its supervised tokens are counted, and reasoning the template did not
+  render (history left out by Qwen3's design) is marked -1.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from masked_shards.build.masking import IGNORE_INDEX
-from masked_shards.records import TURN_EOT, TURN_ROLES, Turn
+from masked_shards.records import TOOL_CALL, TURN_EOT, TURN_ROLES, Turn
 from masked_shards.build.templates import Rendered
 
 _ROLE_CODE = {role: code for code, role in enumerate(TURN_ROLES)}
@@ -42,35 +47,45 @@ class MessageSpans:
     """Character spans of an example's messages in its rendered string, in message order.
 
     `spans` [start, end) per message, sorted and disjoint (a message not found is empty); `roles`
-    TURN_ROLES codes; `eot` the first character of each message's end-of-turn token, -1 for none.
+    TURN_ROLES codes; `eot` the first character of each message's end-of-turn token, -1 for none;
+    `calls` each message's tool calls; `reasoning` the characters of its rendered reasoning,
+    (0, 0) for none and NOT_RENDERED for reasoning the template left out.
     Plain lists: a batch turns them into arrays at once (rows.py), not one small array each.
     """
 
     spans: list[tuple[int, int]]
     roles: list[int]
     eot: list[int]
+    calls: list[int]
+    reasoning: list[tuple[int, int]]
 
 
 @dataclass(frozen=True, eq=False)
 class MessageTokens:
     """Where an example's messages lie among its tokens: `token_message` (n,) the message of each
-    token (-1: markup), `roles` (m,), `eot` (m,) the token index of each end-of-turn token (-1: none)."""
+    token (-1: markup), `roles` (m,), `eot` (m,) the token index of each end-of-turn token (-1: none),
+    `calls` (m,), `reasoning` (m, 2) each message's reasoning tokens [first, end) (NOT_RENDERED: left out)."""
 
     token_message: np.ndarray
     roles: np.ndarray
     eot: np.ndarray
+    calls: np.ndarray
+    reasoning: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
 class MessageCounts:
     """Per message of a batch of rows after truncation, flat in row order: role code, tokens,
-    supervised tokens, TURN_EOT code; `lengths` (rows,) the messages of each row."""
+    supervised tokens, TURN_EOT code, tool calls, supervised reasoning tokens (-1: reasoning not
+    rendered); `lengths` (rows,) the messages of each row."""
 
     roles: np.ndarray
     tokens: np.ndarray
     supervised: np.ndarray
     eot: np.ndarray
     lengths: np.ndarray
+    calls: np.ndarray
+    reasoning: np.ndarray
 
 
 class EndOfTurn:
@@ -96,8 +111,9 @@ def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfT
             assistant[segment.turn] = (position, position + len(segment.text))
         position += len(segment.text)
     later = sorted(assistant)
-    spans, eot, cursor = [], [], 0
+    spans, eot, reasoning, cursor = [], [], [], 0
     for n, turn in enumerate(turns):
+        reasoning.append(_reasoning_span(text, turn.reasoning, *assistant.get(n, (cursor, cursor))))
         if n in assistant:
             start, end = assistant[n]
             closing = end_of_turn.length(text, start, end)
@@ -110,7 +126,21 @@ def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfT
             eot.append(-1)
         spans.append((start, end))
         cursor = max(cursor, end)
-    return MessageSpans(spans, [_ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns], eot)
+    roles = [_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns]
+    return MessageSpans(spans, roles, eot, [len(turn.tool_calls) for turn in turns], reasoning)
+
+
+NOT_RENDERED = (-1, -1)  # a message's reasoning that its template left out of the rendering
+
+
+def _reasoning_span(text: str, reasoning: str | None, start: int, end: int) -> tuple[int, int]:
+    """Where a message's reasoning lies inside its span [start, end), found by its stripped text
+    (templates strip it): (0, 0) when it has none, NOT_RENDERED when it is not there."""
+    wanted = (reasoning or "").strip()
+    if not wanted:
+        return (0, 0)
+    found = text.find(wanted, start, end)
+    return (found, found + len(wanted)) if found >= 0 else NOT_RENDERED
 
 
 def locate(starts: np.ndarray, spans: np.ndarray, eot_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +190,22 @@ def count_rows(messages: Sequence[MessageTokens], labels: Sequence[np.ndarray]) 
     trained[present] = flat_labels[(eot + np.repeat(first_token, counts))[present]] != IGNORE_INDEX
     state = np.where(eot < 0, NO_EOT, np.where(eot >= row_kept, EOT_CUT, np.where(trained, EOT_TRAINED, EOT_MASKED)))
     roles = np.concatenate([m.roles for m in messages]) if messages else np.zeros(0, dtype=np.int8)
-    return MessageCounts(roles, tokens, supervised, state.astype(np.int8), counts)
+    calls = np.concatenate([m.calls for m in messages]) if messages else np.zeros(0, dtype=np.int64)
+    return MessageCounts(roles, tokens, supervised, state.astype(np.int8), counts, calls, _reasoning_supervised(messages, flat_labels, kept, first_token))
+
+
+def _reasoning_supervised(messages: Sequence[MessageTokens], flat_labels: np.ndarray, kept: np.ndarray, first_token: np.ndarray) -> np.ndarray:
+    """Per message, its supervised reasoning tokens among the tokens a row kept (-1 where the
+    reasoning was not rendered): a difference of the running count of supervised labels."""
+    if not messages:
+        return np.zeros(0, dtype=np.int64)
+    ranges = np.concatenate([m.reasoning.reshape(-1, 2) for m in messages])
+    counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
+    row_kept, row_first = np.repeat(kept, counts), np.repeat(first_token, counts)
+    running = np.concatenate([[0], np.cumsum(flat_labels != IGNORE_INDEX)])
+    first = np.clip(ranges[:, 0], 0, row_kept) + row_first
+    end = np.clip(ranges[:, 1], 0, row_kept) + row_first
+    return np.where(ranges[:, 0] < 0, -1, np.maximum(running[np.maximum(end, first)] - running[first], 0))
 
 
 def pair_counts(source_tokens: np.ndarray, target_tokens: np.ndarray, target_cut: np.ndarray) -> MessageCounts:
@@ -174,6 +219,8 @@ def pair_counts(source_tokens: np.ndarray, target_tokens: np.ndarray, target_cut
         _interleave(0, target_tokens, rows),
         _interleave(NO_EOT, np.where(target_cut, EOT_CUT, EOT_TRAINED), rows).astype(np.int8),
         np.full(rows, 2, dtype=np.int64),
+        np.zeros(2 * rows, dtype=np.int64),
+        np.zeros(2 * rows, dtype=np.int64),
     )
 
 

@@ -39,6 +39,16 @@ from masked_shards.write.shards import manifest_json
 from masked_shards.shape.striding import StridedBatch
 
 REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML = "coverage_report.json", "coverage_report.md", "coverage_report.html"
+TOOL_USE = (  # the report's `tool_use` block, counted over the messages of written rows
+    "tool_calls",  # calls made by assistant messages
+    "tool_calls_trained",  # of those, calls in a message with supervised tokens
+    "parallel_call_turns",  # assistant messages making more than one call
+    "tool_results",  # tool messages (results read back to the assistant)
+    "tool_results_supervised",  # of those, with a supervised token: 0 unless --train-on all
+    "reasoning_turns_trained",  # messages with reasoning tokens trained
+    "reasoning_tokens_supervised",  # reasoning tokens trained
+    "reasoning_not_rendered",  # messages whose reasoning the template left out (history, by design in Qwen3)
+)
 MAX_TURN = 16  # turn indices from this one on are counted together ("16+")
 EXAMPLES_PER_REASON = 3
 TRUNCATED_THEN_DROPPED = "no_supervised_tokens_after_truncation"  # rows.py: truncation left nothing to train
@@ -291,6 +301,7 @@ class Coverage:
                 "cut_by_truncation": detail.end_of_turn[TURN_EOT[3]],
                 "no_end_of_turn_token": detail.trained_without_eot,
             },
+            "tool_use": {key: detail.tool_use[key] for key in TOOL_USE},
             "distributions": {
                 "tokens_before_truncation": detail.lengths_before.summary(),
                 "tokens": detail.lengths.summary(),
@@ -358,6 +369,7 @@ class Breakdown:
     turn_supervised: Counter = field(default_factory=Counter)
     end_of_turn: Counter = field(default_factory=Counter)  # TURN_EOT name -> trained messages
     trained_without_eot: int = 0  # trained messages whose span ends in no special token
+    tool_use: Counter = field(default_factory=Counter)  # TOOL_USE key -> count
     lengths_before: Histogram = field(default_factory=Histogram.counts)  # tokens per example before truncation
     lengths: Histogram = field(default_factory=Histogram.counts)  # tokens per row
     supervised: Histogram = field(default_factory=Histogram.counts)  # supervised tokens per row
@@ -396,14 +408,30 @@ class Breakdown:
         states = np.bincount(eot[trained].astype(np.int64), minlength=len(TURN_EOT))
         self.end_of_turn.update({TURN_EOT[k]: int(v) for k, v in enumerate(states.tolist()) if k and v})
         self.trained_without_eot += int(states[0])
+        self._add_tool_use(roles, trained, _flat(rows.column("turn_calls")), _flat(rows.column("turn_reasoning")))
         self.source_truncated.update(_sums(rows.column("source"), rows.column("truncated").to_numpy(zero_copy_only=False).astype(np.int64)))
         self.lengths_before.add(rows.column("tokens_before_truncation").to_numpy(zero_copy_only=False))
         self.lengths.add(tokens)
         self.supervised.add(supervised)
         self.fractions.add(supervised / np.maximum(tokens, 1))
 
+    def _add_tool_use(self, roles: np.ndarray, trained: np.ndarray, calls: np.ndarray, reasoning: np.ndarray) -> None:
+        """Tool calls (all, in trained messages, messages with parallel calls), tool results and
+        reasoning (tokens supervised; messages whose reasoning the template did not render)."""
+        calls = calls.astype(np.int64)
+        self.tool_use.update({
+            "tool_calls": int(calls.sum()),
+            "tool_calls_trained": int(calls[trained].sum()),
+            "parallel_call_turns": int((calls > 1).sum()),
+            "tool_results": int((roles == TURN_ROLES.index("tool")).sum()),
+            "tool_results_supervised": int(((roles == TURN_ROLES.index("tool")) & trained).sum()),
+            "reasoning_turns_trained": int((reasoning > 0).sum()),
+            "reasoning_tokens_supervised": int(reasoning[reasoning > 0].sum()),
+            "reasoning_not_rendered": int((reasoning < 0).sum()),
+        })
+
     def merge(self, other: Breakdown) -> Breakdown:
-        for name in ("rejected_at", "dropped_at", "source_truncated", "role_tokens", "role_supervised", "turn_tokens", "turn_supervised", "end_of_turn"):
+        for name in ("rejected_at", "dropped_at", "source_truncated", "role_tokens", "role_supervised", "turn_tokens", "turn_supervised", "end_of_turn", "tool_use"):
             getattr(self, name).update(getattr(other, name))
         self.trained_without_eot += other.trained_without_eot
         for name in ("lengths_before", "lengths", "supervised", "fractions"):
@@ -544,6 +572,13 @@ def report_text(report: dict[str, object]) -> str:
         "supervised by role    " + "  ".join(f"{role} {v['supervised_fraction']}" for role, v in roles_in_order(report) if v["tokens"]),
         f"end-of-turn tokens    {eot['supervised']:,} of {eot['trained_turns']:,} trained turns supervised, {eot['not_supervised']:,} masked, {eot['cut_by_truncation']:,} cut by truncation",
     ]
+    tools = report["tool_use"]
+    if tools["tool_calls"] or tools["tool_results"] or tools["reasoning_turns_trained"] or tools["reasoning_not_rendered"]:
+        lines.append(
+            f"tool use              {tools['tool_calls_trained']:,} of {tools['tool_calls']:,} tool calls trained ({tools['parallel_call_turns']:,} turns with parallel calls),"
+            f" {tools['tool_results']:,} tool results ({tools['tool_results_supervised']:,} supervised); reasoning tokens trained {tools['reasoning_tokens_supervised']:,}"
+            f" in {tools['reasoning_turns_trained']:,} turns, {tools['reasoning_not_rendered']:,} turns' reasoning not rendered by the template"
+        )
     lines += [f"  source {name}: {v['rows']:,} rows, {v['tokens']:,} tokens, supervised fraction {v['supervised_fraction']}" for name, v in report["by_source"].items()]
     if "packing" in report:
         packed = report["packing"]

@@ -48,7 +48,7 @@ def cell(value: Cell) -> str:
 
 def report_tables(report: Mapping[str, object]) -> list[Table]:
     """Every table of the report, in reading order (tables with nothing to show are left out)."""
-    tables = [_summary(report), _gates(report), _sources(report), *_outcomes(report), *_shares(report), _end_of_turn(report), _distributions(report), *_reshaped(report), smoke_test_table(report), _files(report), *_run(report)]
+    tables = [_summary(report), _gates(report), _sources(report), *_outcomes(report), *_shares(report), _end_of_turn(report), *_tool_use(report), _distributions(report), *_reshaped(report), smoke_test_table(report), _files(report), *_run(report)]
     return [table for table in tables if table is not None and table.rows]
 
 
@@ -128,6 +128,23 @@ def _end_of_turn(report: Mapping[str, object]) -> Table:
     )
     note = f"Of the {eot['trained_turns']:,} trained turns (messages with a supervised token), whether each one's end-of-turn token was supervised."
     return Table("end-of-turn", "End-of-turn tokens", note, ("end-of-turn token", "turns", ""), rows)
+
+
+def _tool_use(report: Mapping[str, object]) -> list[Table]:
+    """Tool calls, tool results and reasoning, when the run had any (plain chat shows no table)."""
+    tools = report.get("tool_use")
+    if not tools or not any(tools.values()):
+        return []
+    rows = (
+        ("tool calls", tools["tool_calls"], "calls made by assistant messages, in the template's own syntax"),
+        ("tool calls trained", tools["tool_calls_trained"], "calls in a message with supervised tokens (role tool_call)"),
+        ("turns with parallel calls", tools["parallel_call_turns"], "assistant messages making more than one call"),
+        ("tool results", tools["tool_results"], "tool messages read back to the assistant (role tool)"),
+        ("tool results supervised", tools["tool_results_supervised"], "should be 0: a result is input, not output"),
+        ("reasoning tokens trained", tools["reasoning_tokens_supervised"], f"in {tools['reasoning_turns_trained']:,} turns"),
+        ("reasoning not rendered", tools["reasoning_not_rendered"], "turns whose reasoning the template left out (Qwen3 drops it from history by design)"),
+    )
+    return [Table("tool-use", "Tool use and reasoning", "Counted over the messages of the rows written.", ("", "count", ""), rows)]
 
 
 DISTRIBUTIONS = {

@@ -122,6 +122,6 @@ def test_a_batch_keeps_example_order_and_pickles_as_its_token_bytes(demo_tokeniz
     assert [(type(o), o.reason) for o in batch.others] == [(Rejected, "special_token_in_text"), (Dropped, "overlong")]
     assert batch.others[0].index == 5 and batch.others[1].example_id == "f.jsonl:9"
     tokens, data = len(batch.rows.column("input_ids").values), pickle.dumps(batch)
-    messages = len(batch.rows.column("turn_roles").values)  # the report's counts: 1 + 4 + 4 + 1 bytes a message, 4 buffers a column
-    assert len(data) < 9 * tokens + 10 * messages + 3_000 + 64 * batch.rows.num_rows
+    messages = len(batch.rows.column("turn_roles").values)  # the report's counts: 1 + 4 + 4 + 1 + 2 + 4 bytes a message, 4 buffers a column
+    assert len(data) < 9 * tokens + 16 * messages + 3_000 + 80 * batch.rows.num_rows
     assert pickle.loads(data).rows.equals(batch.rows)
