@@ -2,8 +2,9 @@
 
 Why: tests, examples and smoke runs of the pipeline need small chat datasets
 in every supported input format (alpaca, prompt/completion, OpenAI-style
-``messages`` and ShareGPT ``conversations``) plus a file of deliberately
-malformed records, and they must work offline.  All text is produced here
+``messages`` and ShareGPT ``conversations``), tool-calling conversations in both
+shapes (``tool_calls`` / ``tool`` results, ``function_call`` / ``observation``),
+plus a file of deliberately malformed records, and they must work offline.  All text is produced here
 from hand-written templates and word lists with a fixed seed, so running
 ``python -m masked_shards.assets.make_demo_data`` rewrites the files
 byte-identically.
@@ -599,7 +600,7 @@ def bad_lines() -> list[str]:
         # Unknown role.
         json_line({"id": "bad-unknown-role", "messages": [
             {"role": "user", "content": "What is the temperature outside?"},
-            {"role": "tool", "content": "{\"temp_c\": 21}"},
+            {"role": "narrator", "content": "The assistant looks out of the window."},
             {"role": "assistant", "content": "It is about 21 °C."},
         ]}),
         # Conversation with no assistant turn.
@@ -615,6 +616,87 @@ def bad_lines() -> list[str]:
         # A JSON array instead of an object.
         json_line([{"instruction": "Count to three.", "input": "", "output": "1, 2, 3"}]),
     ]
+
+
+# --------------------------------------------------------------------------
+# Tool calling
+# --------------------------------------------------------------------------
+
+TOOL_RECORDS = 60
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]},
+    }},
+    {"type": "function", "function": {
+        "name": "convert_units",
+        "description": "Convert a quantity from one unit to another.",
+        "parameters": {"type": "object", "properties": {
+            "value": {"type": "number"}, "from_unit": {"type": "string"}, "to_unit": {"type": "string"},
+        }, "required": ["value", "from_unit", "to_unit"]},
+    }},
+]
+CITIES = ["Paris", "Lisbon", "Oslo", "Kyoto", "Zürich", "Nairobi", "Lima", "Hanoi"]
+SKIES = ["sunny", "cloudy", "light rain", "windy", "clear"]
+CONVERSIONS = [("km", "mi", Fraction(1000, 1609)), ("kg", "lb", Fraction(2205, 1000)), ("l", "gal", Fraction(264, 1000))]
+
+
+def weather(rng: random.Random, city: str) -> dict[str, Any]:
+    return {"city": city, "temp_c": rng.randint(-5, 32), "sky": rng.choice(SKIES)}
+
+
+def call(name: str, arguments: dict[str, Any], call_id: str, as_text: bool) -> dict[str, Any]:
+    """One OpenAI-style tool call; `as_text` writes the arguments as a JSON string, as many exports do."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments) if as_text else arguments}}
+
+
+def tool_messages_record(rng: random.Random, index: int) -> dict[str, Any]:
+    """A tool-using conversation in the OpenAI / Hugging Face shape: one call, parallel calls,
+    or a final turn that is only a call; some with reasoning before the call."""
+    shape = rng.choice(["single", "parallel", "call_only", "convert"])
+    as_text = rng.random() < 0.5
+    lead = rng.choice([None, "", "Let me check."])
+    messages: list[dict[str, Any]] = []
+    if shape == "convert":
+        source, target, factor = rng.choice(CONVERSIONS)
+        value = rng.randint(2, 90)
+        result = round(float(value * factor), 2)
+        messages += [
+            {"role": "user", "content": f"How many {target} is {value} {source}?"},
+            {"role": "assistant", "content": lead, "tool_calls": [call("convert_units", {"value": value, "from_unit": source, "to_unit": target}, "call_0", as_text)]},
+            {"role": "tool", "tool_call_id": "call_0", "name": "convert_units", "content": json.dumps({"result": result})},
+            {"role": "assistant", "content": f"{value} {source} is about {result} {target}."},
+        ]
+    else:
+        cities = rng.sample(CITIES, 2 if shape == "parallel" else 1)
+        asked = " and ".join(cities)
+        messages.append({"role": "user", "content": f"What is the weather like in {asked} right now?"})
+        calling = {"role": "assistant", "content": lead, "tool_calls": [call("get_weather", {"city": c}, f"call_{n}", as_text) for n, c in enumerate(cities)]}
+        if rng.random() < 0.3:
+            calling["reasoning_content"] = f"The user wants current weather for {asked}; I should call get_weather."
+        messages.append(calling)
+        if shape != "call_only":
+            reports = [weather(rng, c) for c in cities]
+            messages += [{"role": "tool", "tool_call_id": f"call_{n}", "name": "get_weather", "content": json.dumps(r, ensure_ascii=False)} for n, r in enumerate(reports)]
+            messages.append({"role": "assistant", "content": " ".join(f"In {r['city']} it is {r['temp_c']} °C and {r['sky']}." for r in reports)})
+    return {"id": f"tool-{index:04d}", "tools": TOOLS, "messages": messages}
+
+
+def tool_sharegpt_record(rng: random.Random, index: int) -> dict[str, Any]:
+    """Tool use as LLaMA-Factory and glaive write it: `function_call` and `observation` speakers
+    and the tool definitions as a JSON string (bare functions, as glaive has them)."""
+    city = rng.choice(CITIES)
+    report = weather(rng, city)
+    conversations = [{"from": "human", "value": f"Is it {rng.choice(SKIES)} in {city}?"}]
+    if rng.random() < 0.5:
+        conversations.append({"from": "gpt", "value": "I can look that up."})
+    conversations += [
+        {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": city}}, ensure_ascii=False)},
+        {"from": "observation", "value": json.dumps(report, ensure_ascii=False)},
+        {"from": "gpt", "value": f"It is {report['sky']} in {city}, {report['temp_c']} °C."},
+    ]
+    return {"id": f"tool-sg-{index:04d}", "tools": json.dumps([t["function"] for t in TOOLS]), "conversations": conversations}
 
 
 # --------------------------------------------------------------------------
@@ -646,6 +728,8 @@ def main() -> None:
     )
     write_jsonl(OUT_DIR / "sharegpt.jsonl", [sharegpt_record(rng, i) for i in range(n)])
     write_lines(OUT_DIR / "bad_records.jsonl", bad_lines())
+    tools = random.Random(SEED + 1)  # its own stream, so the files above stay as they were
+    write_jsonl(OUT_DIR / "tool_calls.jsonl", [tool_messages_record(tools, i) if i % 3 else tool_sharegpt_record(tools, i) for i in range(TOOL_RECORDS)])
 
 
 if __name__ == "__main__":

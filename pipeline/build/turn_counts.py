@@ -22,7 +22,7 @@ over token offsets that labels use (masking.py), and counts each message's token
   system prompt.
 * Tool use: an assistant message that calls tools counts under role TOOL_CALL (its text, its
   calls in the template's syntax and its end token), a tool result under `tool`; each message
-  also carries its number of calls. An assistant's reasoning is found by its stripped text inside
+  also carries its number of calls its span shows (each found by its function name). An assistant's reasoning is found by its stripped text inside
   the message's span; its supervised tokens are counted, and reasoning the template did not
   render (history left out by Qwen3's design) is marked -1.
 """
@@ -48,7 +48,7 @@ class MessageSpans:
 
     `spans` [start, end) per message, sorted and disjoint (a message not found is empty); `roles`
     TURN_ROLES codes; `eot` the first character of each message's end-of-turn token, -1 for none;
-    `calls` each message's tool calls; `reasoning` the characters of its rendered reasoning,
+    `calls` each message's tool calls shown in its span; `reasoning` the characters of its rendered reasoning,
     (0, 0) for none and NOT_RENDERED for reasoning the template left out.
     Plain lists: a batch turns them into arrays at once (rows.py), not one small array each.
     """
@@ -127,7 +127,21 @@ def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfT
         spans.append((start, end))
         cursor = max(cursor, end)
     roles = [_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns]
-    return MessageSpans(spans, roles, eot, [len(turn.tool_calls) for turn in turns], reasoning)
+    calls = [_rendered_calls(text, turn, *assistant[n]) if n in assistant else 0 for n, turn in enumerate(turns)]
+    return MessageSpans(spans, roles, eot, calls, reasoning)
+
+
+def _rendered_calls(text: str, turn: Turn, start: int, end: int) -> int:
+    """How many of the turn's tool calls its span shows, each found by its function name after
+    the one before: a template that ignores tool calls (plain ChatML) shows none, and then none
+    is counted as trained."""
+    shown = 0
+    for call in turn.tool_calls:
+        found = text.find(str(call["function"]["name"]), start, end)
+        if found < 0:
+            break
+        shown, start = shown + 1, found + 1
+    return shown
 
 
 NOT_RENDERED = (-1, -1)  # a message's reasoning that its template left out of the rendering
