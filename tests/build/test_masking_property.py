@@ -3,12 +3,16 @@
 for every row, decoding each run of supervised tokens gives exactly one assistant turn's text
 followed by its end-of-turn token, in order, and nothing else is supervised.
 
-Checked for both bundled templates, on the small demo vocabulary and on Qwen2's production
-151k byte-level BPE vocabulary, with awkward text: leading/trailing spaces and newlines, tabs,
+Checked for both bundled templates, and for tool calls (parallel too), tool results and
+reasoning through TRL's Qwen2.5 and Qwen3 training templates, on the small demo vocabulary and
+on Qwen2's production 151k byte-level BPE vocabulary, with awkward text: leading/trailing spaces and newlines, tabs,
 carriage returns, any Unicode, empty system prompts and long turns.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +23,9 @@ from conftest import Row, build_one
 from expected import SUPERVISED, normalized, supervised_runs
 from masked_shards.config import PipelineConfig
 from masked_shards.build.masking import build_labels, crossed_boundaries, span_edges
-from masked_shards.records import RESERVED_CHARS, Example, Turn
+from masked_shards.records import RESERVED_CHARS, TOOL_CALL, TURN_ROLES, Example, Turn
+from masked_shards.read.formats import to_example
+from masked_shards.read.sources import RawRecord
 from masked_shards.build.rows import RowBuilder
 from masked_shards.build.templates import resolve_template
 
@@ -93,5 +99,101 @@ def test_one_encode_unless_a_token_crosses_a_span_edge(tokenizer, template):
         else:
             assert row.input_ids != whole
         assert tokenizer.decode(row.input_ids, clean_up_tokenization_spaces=False) == normalized(tokenizer, rendered.text)
+
+    check()
+
+
+# Tool use and reasoning through TRL's training templates for Qwen2.5 and Qwen3 (marked with
+# {% generation %}, tools in the system turn, Hermes-style <tool_call> blocks, <tool_response>
+# results in a user turn), read from the installed trl wheel, never copied. What the model
+# generates is written below from Qwen's published format, not from those templates.
+
+
+def trl_template(name: str) -> str:
+    import trl
+
+    return str(Path(trl.__file__).parent / "chat_templates" / name)
+
+
+def _hermes_call(call: dict) -> str:
+    function = call["function"]
+    return '<tool_call>\n{"name": "' + function["name"] + '", "arguments": ' + json.dumps(function["arguments"], ensure_ascii=False) + "}\n</tool_call>"
+
+
+def _qwen25_generated(turn: Turn) -> str:
+    """Qwen2.5: the text, then each call on its own line after it, then <|im_end|>."""
+    if not turn.tool_calls:
+        return turn.content + "<|im_end|>"
+    calls = "".join("\n" + _hermes_call(c) for c in turn.tool_calls)
+    return (turn.content + calls if turn.content else calls[1:]) + "<|im_end|>"
+
+
+def _qwen3_generated(turn: Turn) -> str:
+    """Qwen3: a think block (empty without reasoning), the text, the calls, then <|im_end|>."""
+    think = "<think>\n" + (turn.reasoning or "").strip("\n") + "\n</think>\n\n" + turn.content.lstrip("\n")
+    calls = "".join(("\n" if n or turn.content else "") + _hermes_call(c) for n, c in enumerate(turn.tool_calls))
+    return think + calls + "<|im_end|>"
+
+
+TOOL_TEMPLATES = {"qwen2_5_training.jinja": _qwen25_generated, "qwen3_training.jinja": _qwen3_generated}
+no_think = text.filter(lambda s: "think>" not in s)
+names = st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True)
+values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | no_think, lambda inner: st.lists(inner, max_size=3), max_leaves=5)
+arguments = st.dictionaries(names, values, max_size=3)
+
+
+@st.composite
+def tool_conversations(draw, reasoning: bool) -> dict:
+    """A raw record in the OpenAI / Hugging Face shape: user turns, rounds of (parallel) tool
+    calls with their results, answers; sometimes ending on a call-only turn; arguments given as
+    objects or JSON text; reasoning on assistant turns when the template renders it."""
+    tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in draw(st.lists(names, min_size=1, max_size=3, unique=True))]
+    messages = [{"role": "system", "content": draw(no_think)}] if draw(st.booleans()) else []
+    for round_ in range(draw(st.integers(1, 3))):
+        messages.append({"role": "user", "content": draw(no_think)})
+        for step in range(draw(st.integers(0, 2))):
+            calls = [
+                {"type": "function", "function": {"name": draw(st.sampled_from(tools))["function"]["name"], "arguments": args if draw(st.booleans()) else json.dumps(args)}}
+                for args in draw(st.lists(arguments, min_size=1, max_size=3))
+            ]
+            message = {"role": "assistant", "content": draw(st.none() | st.just("") | no_think), "tool_calls": calls}
+            if reasoning and draw(st.booleans()):
+                message["reasoning_content"] = draw(no_think)
+            messages.append(message)
+            if round_ == 0 or draw(st.integers(0, 4)):  # else the conversation may end on the call
+                messages += [{"role": "tool", "content": draw(no_think)} for _ in calls]
+        if messages[-1]["role"] != "assistant" or draw(st.booleans()):
+            answer_message = {"role": "assistant", "content": draw(answer.filter(lambda s: "think>" not in s))}
+            if reasoning and draw(st.booleans()):
+                answer_message["reasoning_content"] = draw(no_think)
+            messages.append(answer_message)
+    return {"tools": tools, "messages": messages}
+
+
+@pytest.mark.parametrize("template", sorted(TOOL_TEMPLATES))
+def test_tool_calls_and_reasoning_are_trained_exactly_and_results_masked(tokenizer, template):
+    """Supervised runs decode to each assistant turn's generated text (reasoning, text, every
+    call in the template's syntax, <|im_end|>) and nothing else: not the tools, not a result, not
+    the header, not the newline the training template puts inside its generation block."""
+    path = trl_template(template)
+    builder = RowBuilder(PipelineConfig(template=path, max_length=100_000, special_text="plain"), tokenizer, resolve_template(path, None))
+    generated = TOOL_TEMPLATES[template]
+
+    @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(tool_conversations(reasoning=template.startswith("qwen3")))
+    def check(record: dict) -> None:
+        example = to_example(RawRecord("generated", 0, record, "generated"))
+        assert isinstance(example, Example), example
+        row = build_one(builder, example)
+        assert isinstance(row, Row), row
+        assistant = [t for t in example.turns if t.role == "assistant"]
+        expected = [normalized(tokenizer, generated(t)) for t in assistant]
+        runs = supervised_runs(row.input_ids, row.labels)
+        assert [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs] == expected
+        roles = [TURN_ROLES[r] for r in row.turn_roles]
+        assert roles == [TOOL_CALL if t.tool_calls else t.role for t in example.turns]
+        assert all(s == 0 for r, s in zip(roles, row.turn_supervised) if r in ("system", "user", "tool"))
+        assert row.turn_calls == [len(t.tool_calls) for t in example.turns]
+        assert all(eot == 2 for r, eot in zip(roles, row.turn_eot) if r in ("assistant", TOOL_CALL))  # every stop token trained
 
     check()
