@@ -16,7 +16,8 @@ attention, so the HTML report can embed exactly what the terminal shows:
 
 Under each row, the decoded text of every supervised run (one per assistant turn, as the label
 rule makes them: one run is a turn's text and its end-of-turn token) is printed as a JSON string,
-so whitespace and newlines are visible. That text is `tokenizer.decode` of the run, exact. A
+so whitespace and newlines are visible; a run holding a tool call is named so, and the masked
+runs holding tool results are listed after them. That text is `tokenizer.decode` of the run, exact. A
 token's own text is what it adds to the decoding of the few tokens before it, which keeps the
 word-start spaces SentencePiece drops from a token decoded alone; a character whose bytes span
 two byte-level tokens still shows as U+FFFD on the first of them.
@@ -188,11 +189,32 @@ def render_row(shown: ShownRow, tokenizer, color: bool, show_ids: bool, seq2seq:
             lines.append((row_ansi if color else row_plain)(texts, part_labels, part_attention))
         runs = supervised_runs(part_labels, part_attention)
         if runs and title != "source":
-            lines.append("supervised text, one line per run (turn):")
-            decode = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            for n, (start, end) in enumerate(runs, 1):
-                lines.append(f"  {n}. tokens {start}..{end - 1}: {json.dumps(tokenizer.decode(part_ids[start:end], **decode), ensure_ascii=False)}")
+            lines += _tool_lines(tokenizer, part_ids, part_labels, part_attention)
     return "\n".join(lines) + "\n"
+
+
+# How today's chat templates open a tool call and a tool result (Qwen/Hermes, Llama 3.1, Mistral,
+# gpt-oss, DeepSeek, Kimi, GLM, Gemma, Functionary, ...). The shards hold tokens and labels only,
+# so `inspect` names a run by the markers its text holds; the labels themselves never depend on this.
+TOOL_CALL_MARKERS = ("<tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "<|call|>", "to=functions.", "<｜tool▁calls▁begin｜>", "<|tool_calls_section_begin|>", "<|tool_call_begin|>", "<function=", "<start_function_call>", "<tool_calls>")
+TOOL_RESULT_MARKERS = ("<tool_response>", "<|start_header_id|>ipython", "[TOOL_RESULTS]", "<|start|>functions.", "<｜tool▁output▁begin｜>", "<|observation|>", "<|im_start|>tool", "<start_function_response>", "<tool_result>", "<|tool_response|>")
+
+
+def _tool_lines(tokenizer, ids: Sequence[int], labels: Sequence[int], attention: Sequence[int]) -> list[str]:
+    """The decoded text of every supervised run (one per trained turn), a run holding a tool call
+    marked as one, then each masked run holding a tool result: the results the model reads and
+    must not learn to write."""
+    decode = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    texts = [(kind, start, end, tokenizer.decode(ids[start:end], **decode)) for kind, start, end in kind_runs(token_kinds(labels, attention)) if kind != PAD]
+    lines = ["supervised text, one line per run (turn):"]
+    for n, (start, end, text) in enumerate(((a, b, t) for kind, a, b, t in texts if kind == SUPERVISED), 1):
+        call = "tool call, " if any(m in text for m in TOOL_CALL_MARKERS) else ""
+        lines.append(f"  {n}. {call}tokens {start}..{end - 1}: {json.dumps(text, ensure_ascii=False)}")
+    results = [(start, end, text) for kind, start, end, text in texts if kind == MASKED and any(m in text for m in TOOL_RESULT_MARKERS)]
+    if results:
+        lines.append("tool results (masked), one line per run holding one:")
+        lines += [f"  tokens {start}..{end - 1}: {json.dumps(text, ensure_ascii=False)}" for start, end, text in results]
+    return lines
 
 
 def shard_paths(root: Path, manifest: dict | None) -> list[str]:

@@ -176,3 +176,27 @@ def test_packed_rows_are_shown_example_by_example(tmp_path, tokenizer, capsys):
     assert _listed_texts(out) == [tokenizer.decode(second[1:], **DECODE)]
     assert main(["inspect", str(tmp_path)]) == 2
     assert "has no manifest.json naming its tokenizer; pass --tokenizer" in capsys.readouterr().err
+
+
+def test_a_tool_call_and_a_tool_result_are_shown_distinctly(tmp_path, capsys):
+    """A real job on a tool-using record through TRL's Qwen2.5 training template (from the trl
+    wheel): the call's run is named a tool call, the result is listed as masked."""
+    import trl
+
+    template = str(Path(trl.__file__).parent / "chat_templates" / "qwen2_5_training.jinja")
+    record = {"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "content": "21 degrees"},
+        {"role": "assistant", "content": "It is 21 degrees."},
+    ]}
+    data = write_jsonl(tmp_path / "tools.jsonl", [record])
+    assert main(["run", "--smoke-test", "off", "--input", str(data), "--output", str(tmp_path / "out"), "--template", template]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "out"), "--plain"]) == 0
+    out = capsys.readouterr().out
+    call = '"<tool_call>\\n{\\"name\\": \\"get_weather\\", \\"arguments\\": {\\"city\\": \\"Paris\\"}}\\n</tool_call><|im_end|>"'
+    assert re.search(r"  1\. tool call, tokens \d+\.\.\d+: " + re.escape(call), out), out
+    assert re.search(r'  2\. tokens \d+\.\.\d+: "It is 21 degrees\.<\|im_end\|>"', out), out
+    results = out.split("tool results (masked), one line per run holding one:\n")[1].splitlines()
+    assert len(results) == 1 and "<tool_response>\\n21 degrees\\n</tool_response>" in results[0]

@@ -111,3 +111,51 @@ def test_per_message_counts_give_role_turn_and_end_of_turn_shares():
     assert [(t["turn"], t["tokens"], t["tokens_supervised"]) for t in report["by_turn"]] == [("0", 5, 0), ("1", 7, 4), ("2", 3, 3)]
     assert report["end_of_turn"] == {"trained_turns": 2, "supervised": 1, "not_supervised": 0, "cut_by_truncation": 1, "no_end_of_turn_token": 0}
     assert report["distributions"]["tokens"] | {"bins": None} == {"count": 2, "mean": 11.0, "min": 10.0, "p1": 10.0, "p10": 10.0, "p25": 10.0, "p50": 10.0, "p75": 12.0, "p90": 12.0, "p99": 12.0, "max": 12.0, "bins": None}
+
+
+def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokenizer):
+    """Rows from the row builder through TRL's Qwen3 training template (reasoning rendered on
+    every turn) and through plain ChatML (which shows neither calls nor reasoning): calls and
+    results counted per message, a call trained only where the template shows it."""
+    import trl
+    from pathlib import Path
+
+    from conftest import build_all
+    from masked_shards.build.rows import RowBuilder
+    from masked_shards.build.templates import resolve_template
+    from masked_shards.config import PipelineConfig
+    from masked_shards.read.formats import to_example
+    from masked_shards.read.sources import RawRecord
+
+    def call(city: str) -> dict:
+        return {"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+
+    records = [
+        {"messages": [
+            {"role": "user", "content": "Paris and Rome?"},
+            {"role": "assistant", "content": "", "reasoning_content": "Two cities, two calls.", "tool_calls": [call("Paris"), call("Rome")]},
+            {"role": "tool", "content": "21"},
+            {"role": "tool", "content": "25"},
+            {"role": "assistant", "content": "21 and 25."},
+        ]},
+        {"messages": [{"role": "user", "content": "Oslo?"}, {"role": "assistant", "tool_calls": [call("Oslo")]}]},
+    ]
+    examples = [to_example(RawRecord("f", n, record, "f")) for n, record in enumerate(records)]
+    qwen3 = str(Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja")
+    reports = {}
+    for name in (qwen3, "chatml"):
+        coverage = Coverage()
+        batch = RowBuilder(PipelineConfig(template=name), demo_tokenizer, resolve_template(name, None)).build(examples)
+        coverage.add_batch(batch)
+        reports[name] = coverage.report(records_read=2, rows_in_shards=2)
+    tool_use = reports[qwen3]["tool_use"]
+    reasoning = len(demo_tokenizer("Two cities, two calls.", add_special_tokens=False)["input_ids"])
+    assert tool_use == {
+        "tool_calls": 3, "tool_calls_trained": 3, "parallel_call_turns": 1, "tool_results": 2, "tool_results_supervised": 0,
+        "reasoning_turns_trained": 1, "reasoning_tokens_supervised": reasoning, "reasoning_not_rendered": 0,
+    }
+    assert reports[qwen3]["by_role"]["tool"]["tokens"] > 0 and reports[qwen3]["by_role"]["tool"]["tokens_supervised"] == 0
+    assert reports[qwen3]["by_role"]["tool_call"]["supervised_fraction"] == 1.0
+    plain = reports["chatml"]["tool_use"]
+    assert (plain["tool_calls"], plain["tool_calls_trained"], plain["reasoning_not_rendered"], plain["tool_results"]) == (0, 0, 1, 2)
+    assert "tool use" in report_text(reports[qwen3]) and "1 turns with parallel calls" in report_text(reports[qwen3])
