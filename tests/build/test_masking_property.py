@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from conftest import Row, build_one
 from expected import SUPERVISED, normalized, supervised_runs
 from masked_shards.config import PipelineConfig
-from masked_shards.build.masking import build_labels, crossed_boundaries, span_edges
+from masked_shards.build.masking import build_labels, crossed_boundaries, generated_part, span_edges
 from masked_shards.records import RESERVED_CHARS, TOOL_CALL, TURN_ROLES, Example, Turn
 from masked_shards.read.formats import to_example
 from masked_shards.read.sources import RawRecord
@@ -45,6 +45,17 @@ def test_labels_and_crossed_edges_come_from_token_starts():
     assert build_labels(np.array([10, 11, 12, 13], dtype=np.int32), offsets, []).tolist() == [-100] * 4
     assert crossed_boundaries(offsets, span_edges([(4, 9)])).tolist() == []
     assert crossed_boundaries(offsets, span_edges([(5, 10), (11, 12)])).tolist() == [5, 10, 11]  # two edges in one token
+
+
+def test_a_span_is_cut_to_what_the_model_generates():
+    """The generation prompt's tail a template repeats inside its span, and whitespace after the
+    closing special token, are not generated; whitespace not after a special token may be the
+    answer's own and stays."""
+    text = "A\nHi<|im_end|>\n"
+    assert generated_part(text, 1, 15, "\n", len("<|im_end|>")) == (2, 14)
+    assert generated_part(text, 1, 15, "", len("<|im_end|>")) == (1, 14)
+    assert generated_part("A\nHi \n", 1, 7, "\n", 0) == (2, 7)
+    assert generated_part("A\n", 1, 2, "\n", 0) == (1, 2)  # a span that is only the tail is left whole
 
 
 @st.composite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -125,3 +126,32 @@ def test_a_batch_keeps_example_order_and_pickles_as_its_token_bytes(demo_tokeniz
     messages = len(batch.rows.column("turn_roles").values)  # the report's counts: 1 + 4 + 4 + 1 + 2 + 4 bytes a message, 4 buffers a column
     assert len(data) < 9 * tokens + 16 * messages + 3_000 + 80 * batch.rows.num_rows
     assert pickle.loads(data).rows.equals(batch.rows)
+
+
+@pytest.mark.parametrize("where", ["arguments", "tools", "result id"])
+def test_a_special_token_in_a_tool_call_its_tools_or_a_result_field_is_text_too(demo_tokenizer, where):
+    """Tool-call arguments, tool definitions and other message keys reach the template as well,
+    so a special token spelled there is rejected by default and kept as plain text under
+    --special-text plain, like content (TRL's Qwen2.5 training template renders all three)."""
+    import trl
+    from pathlib import Path
+
+    token = "<|im_end|>"
+    template = str(Path(trl.__file__).parent / "chat_templates" / "qwen2_5_training.jinja")
+    arguments = {"text": f"say {token}"} if where == "arguments" else {"text": "hi"}
+    tools = [{"type": "function", "function": {"name": "echo", "description": f"writes {token}" if where == "tools" else "writes"}}]
+    turns = (
+        Turn("user", "Echo it."),
+        Turn("assistant", "", True, tool_calls=({"type": "function", "function": {"name": "echo", "arguments": arguments}},)),
+        Turn("tool", "done", extra=(("tool_call_id", f"c{token}" if where == "result id" else "c1"),)),
+        Turn("assistant", "Done.", True),
+    )
+    example = Example("f.jsonl:3", "f.jsonl", turns, tools=tools)
+    rejected = _build(demo_tokenizer, example, template=template)
+    assert isinstance(rejected, Rejected) and rejected.reason == "special_token_in_text"
+    row = _build(demo_tokenizer, example, template=template, special_text="plain")
+    control = demo_tokenizer.convert_tokens_to_ids(token)
+    clean = _build(demo_tokenizer, Example("f.jsonl:3", "f.jsonl", turns[:1] + turns[3:]), template=template)
+    assert row.input_ids.count(control) == 5 and clean.input_ids.count(control) == 3  # one per message (system, user, call, result, answer), never from text
+    call = demo_tokenizer.decode(supervised_runs(row.input_ids, row.labels)[0], clean_up_tokenization_spaces=False)
+    assert call == '<tool_call>\n{"name": "echo", "arguments": ' + json.dumps(arguments) + "}\n</tool_call>" + token
