@@ -165,8 +165,8 @@ BATCH_SCHEMA = pa.schema(
         ("turn_supervised", pa.list_(pa.int32())),
         ("turn_eot", pa.list_(pa.int8())),
         # Tool use and reasoning, per message as well: its tool calls (an assistant message that
-        # makes calls has role TOOL_CALL), and its reasoning tokens supervised, -1 when the message
-        # had reasoning the template did not render (Qwen3 leaves it out of history by design).
+        # makes calls has role TOOL_CALL), and its reasoning tokens supervised, or -n when the message
+        # had n characters of reasoning the template did not render (Qwen3 leaves it out of history by design).
         ("turn_calls", pa.list_(pa.int16())),
         ("turn_reasoning", pa.list_(pa.int32())),
     ]

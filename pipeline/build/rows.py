@@ -364,7 +364,7 @@ def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[Mes
     eot_token = np.where(eot_token >= 0, eot_token - np.repeat(batch.bounds[:-1], counts), -1)
     calls = np.array([c for m in messages for c in m.calls], dtype=np.int64)
     reasoning = np.array([r for m in messages for r in m.reasoning], dtype=np.int64).reshape(-1, 2)
-    reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning + moved[:, None]) - np.repeat(batch.bounds[:-1], counts)[:, None], -1)
+    reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning + moved[:, None]) - np.repeat(batch.bounds[:-1], counts)[:, None], reasoning)
     return [
         MessageTokens(owner[batch.bounds[k] : batch.bounds[k + 1]], roles[first[k] : first[k + 1]], eot_token[first[k] : first[k + 1]], calls[first[k] : first[k + 1]], reasoning[first[k] : first[k + 1]])
         for k in range(len(messages))
@@ -382,7 +382,7 @@ def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageToken
     token_starts = offsets[:, 0].astype(np.int64)
     owner, eot_token = locate(token_starts, spans, np.array(messages.eot, dtype=np.int64))
     reasoning = np.array(messages.reasoning, dtype=np.int64).reshape(-1, 2)
-    reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning), -1)
+    reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning), reasoning)
     return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning)
 
 

@@ -22,9 +22,10 @@ over token offsets that labels use (masking.py), and counts each message's token
   system prompt.
 * Tool use: an assistant message that calls tools counts under role TOOL_CALL (its text, its
   calls in the template's syntax and its end token), a tool result under `tool`; each message
-  also carries its number of calls its span shows (each found by its function name). An assistant's reasoning is found by its stripped text inside
-  the message's span; its supervised tokens are counted, and reasoning the template did not
-  render (history left out by Qwen3's design) is marked -1.
+  also carries the number of calls its span shows (each found by its function name). An
+  assistant's reasoning is found by its stripped text inside the message's span; its supervised
+  tokens are counted, and reasoning the template did not render (history left out by Qwen3's
+  design) is counted as -n, its n characters.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class MessageSpans:
     `spans` [start, end) per message, sorted and disjoint (a message not found is empty); `roles`
     TURN_ROLES codes; `eot` the first character of each message's end-of-turn token, -1 for none;
     `calls` each message's tool calls shown in its span; `reasoning` the characters of its rendered reasoning,
-    (0, 0) for none and NOT_RENDERED for reasoning the template left out.
+    (0, 0) for none and (-n, -n) for n characters of reasoning the template left out.
     Plain lists: a batch turns them into arrays at once (rows.py), not one small array each.
     """
 
@@ -64,7 +65,7 @@ class MessageSpans:
 class MessageTokens:
     """Where an example's messages lie among its tokens: `token_message` (n,) the message of each
     token (-1: markup), `roles` (m,), `eot` (m,) the token index of each end-of-turn token (-1: none),
-    `calls` (m,), `reasoning` (m, 2) each message's reasoning tokens [first, end) (NOT_RENDERED: left out)."""
+    `calls` (m,), `reasoning` (m, 2) each message's reasoning tokens [first, end) ((-n, -n): n characters left out)."""
 
     token_message: np.ndarray
     roles: np.ndarray
@@ -76,8 +77,8 @@ class MessageTokens:
 @dataclass(frozen=True, eq=False)
 class MessageCounts:
     """Per message of a batch of rows after truncation, flat in row order: role code, tokens,
-    supervised tokens, TURN_EOT code, tool calls, supervised reasoning tokens (-1: reasoning not
-    rendered); `lengths` (rows,) the messages of each row."""
+    supervised tokens, TURN_EOT code, tool calls, supervised reasoning tokens (-n: n characters of
+    reasoning not rendered); `lengths` (rows,) the messages of each row."""
 
     roles: np.ndarray
     tokens: np.ndarray
@@ -144,17 +145,14 @@ def _rendered_calls(text: str, turn: Turn, start: int, end: int) -> int:
     return shown
 
 
-NOT_RENDERED = (-1, -1)  # a message's reasoning that its template left out of the rendering
-
-
 def _reasoning_span(text: str, reasoning: str | None, start: int, end: int) -> tuple[int, int]:
     """Where a message's reasoning lies inside its span [start, end), found by its stripped text
-    (templates strip it): (0, 0) when it has none, NOT_RENDERED when it is not there."""
+    (templates strip it): (0, 0) when it has none, (-n, -n) when its n characters are not there."""
     wanted = (reasoning or "").strip()
     if not wanted:
         return (0, 0)
     found = text.find(wanted, start, end)
-    return (found, found + len(wanted)) if found >= 0 else NOT_RENDERED
+    return (found, found + len(wanted)) if found >= 0 else (-len(wanted), -len(wanted))
 
 
 def locate(starts: np.ndarray, spans: np.ndarray, eot_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,8 +207,8 @@ def count_rows(messages: Sequence[MessageTokens], labels: Sequence[np.ndarray]) 
 
 
 def _reasoning_supervised(messages: Sequence[MessageTokens], flat_labels: np.ndarray, kept: np.ndarray, first_token: np.ndarray) -> np.ndarray:
-    """Per message, its supervised reasoning tokens among the tokens a row kept (-1 where the
-    reasoning was not rendered): a difference of the running count of supervised labels."""
+    """Per message, its supervised reasoning tokens among the tokens a row kept (-n where n
+    characters of reasoning were not rendered): a difference of the running count of supervised labels."""
     if not messages:
         return np.zeros(0, dtype=np.int64)
     ranges = np.concatenate([m.reasoning.reshape(-1, 2) for m in messages])
@@ -219,7 +217,7 @@ def _reasoning_supervised(messages: Sequence[MessageTokens], flat_labels: np.nda
     running = np.concatenate([[0], np.cumsum(flat_labels != IGNORE_INDEX)])
     first = np.clip(ranges[:, 0], 0, row_kept) + row_first
     end = np.clip(ranges[:, 1], 0, row_kept) + row_first
-    return np.where(ranges[:, 0] < 0, -1, np.maximum(running[np.maximum(end, first)] - running[first], 0))
+    return np.where(ranges[:, 0] < 0, ranges[:, 0], np.maximum(running[np.maximum(end, first)] - running[first], 0))
 
 
 def pair_counts(source_tokens: np.ndarray, target_tokens: np.ndarray, target_cut: np.ndarray) -> MessageCounts:

@@ -48,6 +48,7 @@ TOOL_USE = (  # the report's `tool_use` block, counted over the messages of writ
     "reasoning_turns_trained",  # messages with reasoning tokens trained
     "reasoning_tokens_supervised",  # reasoning tokens trained
     "reasoning_not_rendered",  # messages whose reasoning the template left out (history, by design in Qwen3)
+    "reasoning_characters_not_rendered",  # the characters of that reasoning
 )
 MAX_TURN = 16  # turn indices from this one on are counted together ("16+")
 EXAMPLES_PER_REASON = 3
@@ -428,6 +429,7 @@ class Breakdown:
             "reasoning_turns_trained": int((reasoning > 0).sum()),
             "reasoning_tokens_supervised": int(reasoning[reasoning > 0].sum()),
             "reasoning_not_rendered": int((reasoning < 0).sum()),
+            "reasoning_characters_not_rendered": int(-reasoning[reasoning < 0].sum()),
         })
 
     def merge(self, other: Breakdown) -> Breakdown:
@@ -577,7 +579,7 @@ def report_text(report: dict[str, object]) -> str:
         lines.append(
             f"tool use              {tools['tool_calls_trained']:,} of {tools['tool_calls']:,} tool calls trained ({tools['parallel_call_turns']:,} turns with parallel calls),"
             f" {tools['tool_results']:,} tool results ({tools['tool_results_supervised']:,} supervised); reasoning tokens trained {tools['reasoning_tokens_supervised']:,}"
-            f" in {tools['reasoning_turns_trained']:,} turns, {tools['reasoning_not_rendered']:,} turns' reasoning not rendered by the template"
+            f" in {tools['reasoning_turns_trained']:,} turns, {tools['reasoning_not_rendered']:,} turns' reasoning ({tools['reasoning_characters_not_rendered']:,} characters) not rendered by the template"
         )
     lines += [f"  source {name}: {v['rows']:,} rows, {v['tokens']:,} tokens, supervised fraction {v['supervised_fraction']}" for name, v in report["by_source"].items()]
     if "packing" in report:

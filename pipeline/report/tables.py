@@ -142,7 +142,7 @@ def _tool_use(report: Mapping[str, object]) -> list[Table]:
         ("tool results", tools["tool_results"], "tool messages read back to the assistant (role tool)"),
         ("tool results supervised", tools["tool_results_supervised"], "should be 0: a result is input, not output"),
         ("reasoning tokens trained", tools["reasoning_tokens_supervised"], f"in {tools['reasoning_turns_trained']:,} turns"),
-        ("reasoning not rendered", tools["reasoning_not_rendered"], "turns whose reasoning the template left out (Qwen3 drops it from history by design)"),
+        ("reasoning not rendered", tools["reasoning_not_rendered"], f"turns whose reasoning ({tools['reasoning_characters_not_rendered']:,} characters) the template left out (Qwen3 drops it from history by design)"),
     )
     return [Table("tool-use", "Tool use and reasoning", "Counted over the messages of the rows written.", ("", "count", ""), rows)]
 

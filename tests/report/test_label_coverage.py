@@ -152,10 +152,11 @@ def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokeni
     reasoning = len(demo_tokenizer("Two cities, two calls.", add_special_tokens=False)["input_ids"])
     assert tool_use == {
         "tool_calls": 3, "tool_calls_trained": 3, "parallel_call_turns": 1, "tool_results": 2, "tool_results_supervised": 0,
-        "reasoning_turns_trained": 1, "reasoning_tokens_supervised": reasoning, "reasoning_not_rendered": 0,
+        "reasoning_turns_trained": 1, "reasoning_tokens_supervised": reasoning, "reasoning_not_rendered": 0, "reasoning_characters_not_rendered": 0,
     }
     assert reports[qwen3]["by_role"]["tool"]["tokens"] > 0 and reports[qwen3]["by_role"]["tool"]["tokens_supervised"] == 0
     assert reports[qwen3]["by_role"]["tool_call"]["supervised_fraction"] == 1.0
     plain = reports["chatml"]["tool_use"]
     assert (plain["tool_calls"], plain["tool_calls_trained"], plain["reasoning_not_rendered"], plain["tool_results"]) == (0, 0, 1, 2)
+    assert plain["reasoning_characters_not_rendered"] == len("Two cities, two calls.")
     assert "tool use" in report_text(reports[qwen3]) and "1 turns with parallel calls" in report_text(reports[qwen3])
