@@ -155,3 +155,18 @@ def test_a_special_token_in_a_tool_call_its_tools_or_a_result_field_is_text_too(
     assert row.input_ids.count(control) == 5 and clean.input_ids.count(control) == 3  # one per message (system, user, call, result, answer), never from text
     call = demo_tokenizer.decode(supervised_runs(row.input_ids, row.labels)[0], clean_up_tokenization_spaces=False)
     assert call == '<tool_call>\n{"name": "echo", "arguments": ' + json.dumps(arguments) + "}\n</tool_call>" + token
+
+
+def test_a_call_only_final_turn_trains_the_call_and_its_end_token(demo_tokenizer):
+    """--train-on last on a conversation ending in a tool call: the call in the template's syntax
+    and <|im_end|> are trained, the earlier answer and the result are not."""
+    import trl
+    from pathlib import Path
+
+    template = str(Path(trl.__file__).parent / "chat_templates" / "qwen2_5_training.jinja")
+    call = {"type": "function", "function": {"name": "lookup", "arguments": {"q": "tides"}}}
+    turns = (Turn("user", "Tides?"), Turn("assistant", "Which coast?", True), Turn("user", "North."), Turn("assistant", "", True, tool_calls=(call,)))
+    row = _build(demo_tokenizer, Example("f.jsonl:3", "f.jsonl", turns), template=template, train_on="last")
+    runs = [demo_tokenizer.decode(run, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
+    assert runs == ['<tool_call>\n{"name": "lookup", "arguments": {"q": "tides"}}\n</tool_call><|im_end|>']
+    assert row.turn_eot[-1] == 2 and row.turn_calls == [0, 0, 0, 1]
