@@ -1,0 +1,221 @@
+"""Template library C: the tool-calling and reasoning families, against the originals.
+
+Each bundled template here must render, byte for byte, what its family's original chat template
+renders under `apply_chat_template(messages, tools=...)`, for plain, system, reasoning, tool and
+parallel-call conversations (template_conversations.py), and must refuse what the original
+refuses. The originals are the ones the `trl` wheel ships (`trl/chat_templates/*.jinja`), read
+from the installed package, never copied here. Checked as well:
+
+1. the supervised tokens (transformers' own `return_assistant_tokens_mask` over our generation
+   marks) are exactly what the model generates: for each assistant turn one run, written out here
+   by hand from the published formats for the tool and reasoning cases;
+2. `--template auto` picks each family from its original, carried as a family tokenizer's chat
+   template, and falls back to the tokenizer's own template for one it does not know.
+
+Family tokenizers are Qwen2's 151k vocabulary with the family's special tokens and BOS/EOS.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import pytest
+import trl
+
+from expected import supervised_runs
+from template_conversations import CLASSES
+from test_template_library_a import _family
+from masked_shards.build.templates import TOKENIZER_TEMPLATE, resolve_template
+from masked_shards.bundled_templates import bundled
+
+ORIGINALS = Path(trl.__file__).parent / "chat_templates"
+QWEN_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+
+# bundled name -> (the originals it reproduces, tokenizer family)
+FAMILIES = {
+    "qwen2.5": (("qwen2_5.jinja",), "qwen"),
+    "qwen3": (("qwen3.jinja",), "qwen"),
+    "qwen3-2507": (("qwen3_instruct_2507.jinja",), "qwen"),
+    "qwen3.5": (("qwen3_5_think.jinja", "qwen3_5_nothink.jinja"), "qwen"),
+    "qwen3.6": (("qwen3_6.jinja",), "qwen"),
+    "llama3.1": (("llama3_1.jinja",), "llama"),
+    "llama3.2": (("llama3_2.jinja",), "llama"),
+}
+PAIRS = [(name, original) for name, (originals, _) in FAMILIES.items() for original in originals]
+CASES = [(cls, case) for cls, cases in CLASSES.items() for case in cases]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(qwen2_tokenizer):
+    return {
+        "qwen": _family(qwen2_tokenizer, [], bos=None, eos="<|im_end|>", plain=QWEN_PLAIN),
+        "llama": _family(qwen2_tokenizer, ["<|eom_id|>", "<|python_tag|>"], bos="<|begin_of_text|>", eos="<|eot_id|>"),
+    }
+
+
+def _original(filename: str) -> str:
+    return (ORIGINALS / filename).read_text(encoding="utf-8")
+
+
+def _render(tokenizer, source: str, cls: str, case: str, **extra):
+    messages, tools = CLASSES[cls][case]
+    return tokenizer.apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=source, tokenize=False, **extra)
+
+
+def test_every_family_is_bundled_with_a_description():
+    library = bundled()
+    for name in FAMILIES:
+        assert library[name] and not library[name].startswith(name)
+
+
+@pytest.mark.parametrize("name,original", PAIRS)
+@pytest.mark.parametrize("cls,case", CASES)
+def test_renders_byte_identical_to_the_original(tokenizers, name, original, cls, case):
+    tokenizer = tokenizers[FAMILIES[name][1]]
+    ours = resolve_template(name, None).source
+    try:
+        expected = _render(tokenizer, _original(original), cls, case)
+    except Exception as err:  # the original refuses this conversation: so must ours, with its words
+        with pytest.raises(Exception, match=str(err)[:40]):
+            _render(tokenizer, ours, cls, case)
+        return
+    assert _render(tokenizer, ours, cls, case) == expected
+
+
+@pytest.mark.parametrize("name", ["qwen3", "qwen3.5", "qwen3.6"])
+@pytest.mark.parametrize("thinking", [True, False])
+def test_generation_prompt_is_the_originals(tokenizers, name, thinking):
+    (original, *_), family = FAMILIES[name]
+    tokenizer = tokenizers[family]
+    for source in (original,):
+        expected = _render(tokenizer, _original(source), "plain", "single", add_generation_prompt=True, enable_thinking=thinking)
+        assert _render(tokenizer, resolve_template(name, None).source, "plain", "single", add_generation_prompt=True, enable_thinking=thinking) == expected
+
+
+def test_llama_dates_follow_the_originals(tokenizers):
+    for name in ("llama3.1", "llama3.2"):
+        source = resolve_template(name, None).source
+        (original,), _ = FAMILIES[name]
+        for extra in ({}, {"date_string": "01 Jan 2025"}):
+            assert _render(tokenizers["llama"], source, "tools", "single", **extra) == _render(tokenizers["llama"], _original(original), "tools", "single", **extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. What is trained: each assistant turn's run of supervised tokens, written from the formats.
+
+QWEN_CALL = '<tool_call>\n{{"name": "{}", "arguments": {}}}\n</tool_call>'
+OSLO = QWEN_CALL.format("get_weather", '{"city": "Oslo"}')
+TOKYO = QWEN_CALL.format("get_time", '{"zone": "Asia/Tokyo", "hour24": true}')
+ROME = QWEN_CALL.format("get_weather", '{"city": "Rome"}')
+ANSWER = "Oslo is at 3 °C; it is 09:30 in Tokyo.<|im_end|>"
+
+
+def _xml_call(name: str, **arguments: str) -> str:
+    parameters = "".join(f"<parameter={key}>\n{value}\n</parameter>\n" for key, value in arguments.items())
+    return f"<tool_call>\n<function={name}>\n{parameters}</function>\n</tool_call>"
+
+
+SUPERVISED = {
+    # Qwen2.5: the text, "\n" and each call on its own lines, <|im_end|>; the "\n" after the header is the prompt's.
+    ("qwen2.5", "parallel", "with_text"): [f"Checking both.\n{OSLO}\n{TOKYO}<|im_end|>", ANSWER],
+    ("qwen2.5", "tools", "call_only"): [QWEN_CALL.format("get_time", '{"zone": "America/Lima"}') + "<|im_end|>"],
+    # Qwen2.5 passes a string through tojson: the arguments are a JSON string.
+    ("qwen2.5", "tools", "string_arguments"): [QWEN_CALL.format("get_weather", '"{\\"city\\": \\"Rome\\"}"') + "<|im_end|>", "Clear.<|im_end|>"],
+    ("qwen3-2507", "parallel", "with_text"): [f"Checking both.\n{OSLO}\n{TOKYO}<|im_end|>", ANSWER],
+    ("qwen3-2507", "tools", "string_arguments"): [ROME + "<|im_end|>", "Clear.<|im_end|>"],
+    # Qwen3: the reasoning of both turns after the query is shown and trained; the call follows "</think>\n\n".
+    ("qwen3", "reasoning", "with_call"): [
+        f"<think>\nI should look it up.\n</think>\n\n{ROME}<|im_end|>",
+        "<think>\nThe tool says clear.\n</think>\n\nClear, 21 °C.<|im_end|>",
+    ],
+    # Before the last query reasoning is dropped; the final turn without reasoning keeps its empty
+    # think block untrained (the non-thinking prompt).
+    ("qwen3", "reasoning", "history"): ["4<|im_end|>", "<think>\n3 plus 3 makes 6.\n</think>\n\n6<|im_end|>"],
+    ("qwen3", "parallel", "with_text"): [f"Checking both.\n{OSLO}\n{TOKYO}<|im_end|>", ANSWER],
+    # Qwen3.5: "<think>\n" is the generation prompt; the model writes the rest; text and call apart by "\n\n".
+    ("qwen3.5", "reasoning", "with_call"): [
+        "I should look it up.\n</think>\n\n" + _xml_call("get_weather", city="Rome") + "<|im_end|>",
+        "The tool says clear.\n</think>\n\nClear, 21 °C.<|im_end|>",
+    ],
+    ("qwen3.5", "parallel", "with_text"): ["Checking both.\n\n" + _xml_call("get_weather", city="Oslo") + "\n" + _xml_call("get_time", zone="Asia/Tokyo", hour24="True") + "<|im_end|>", ANSWER],
+    ("qwen3.6", "parallel", "with_text"): ["Checking both.\n\n" + _xml_call("get_weather", city="Oslo") + "\n" + _xml_call("get_time", zone="Asia/Tokyo", hour24="true") + "<|im_end|>", ANSWER],
+    # Llama 3.1: one JSON call with "parameters", ended by <|eot_id|>; the text beside it is not rendered.
+    ("llama3.1", "tools", "text_and_call"): ['{"name": "get_weather", "parameters": {"city": "Rome"}}<|eot_id|>', "Clear.<|eot_id|>"],
+    ("llama3.2", "tools", "call_only"): ['{"name": "get_time", "parameters": {"zone": "America/Lima"}}<|eot_id|>'],
+}
+
+
+@pytest.mark.parametrize("name,cls,case", sorted(SUPERVISED))
+def test_supervised_tokens_are_what_the_model_generates(tokenizers, name, cls, case):
+    tokenizer = tokenizers[FAMILIES[name][1]]
+    messages, tools = CLASSES[cls][case]
+    encoded = tokenizer.apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=resolve_template(name, None).source, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
+    runs = supervised_runs(ids, [token if on else -100 for token, on in zip(ids, mask)])
+    assert [tokenizer.decode(run, skip_special_tokens=False) for run in runs] == SUPERVISED[(name, cls, case)]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("cls,case", CASES)
+def test_every_assistant_turn_is_one_run_ending_in_the_stop_token(tokenizers, name, cls, case):
+    """Over every conversation: one supervised run per assistant turn, ending in the family's end
+    of turn, holding the turn's calls by name, and nothing of the user's, the system's or a tool's."""
+    tokenizer = tokenizers[FAMILIES[name][1]]
+    messages, tools = CLASSES[cls][case]
+    try:
+        encoded = tokenizer.apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=resolve_template(name, None).source, return_dict=True, return_assistant_tokens_mask=True)
+    except Exception:  # refused as the original refuses (test_renders_byte_identical_to_the_original)
+        return
+    ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
+    runs = [tokenizer.decode(run, skip_special_tokens=False) for run in supervised_runs(ids, [t if on else -100 for t, on in zip(ids, mask)])]
+    turns = [m for m in messages if m["role"] == "assistant"]
+    assert len(runs) == len(turns)
+    for run, turn in zip(runs, turns):
+        assert run.endswith(tokenizer.eos_token)
+        for call in turn.get("tool_calls") or []:
+            assert call["function"]["name"] in run
+        for other in messages:
+            if other["role"] != "assistant" and len(other["content"]) > 3:
+                assert other["content"] not in run
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. --template auto
+
+
+@pytest.mark.parametrize("name,original", PAIRS)
+def test_auto_picks_each_family_from_its_original(tokenizers, name, original):
+    tokenizer = copy.copy(tokenizers[FAMILIES[name][1]])
+    tokenizer.chat_template = _original(original)
+    chosen = resolve_template("auto", tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
+    assert chosen.name == name
+    assert chosen.source == resolve_template(name, None).source
+    assert chosen.matched_sha256 == hashlib.sha256(tokenizer.chat_template.encode("utf-8")).hexdigest()
+
+
+def test_auto_picks_the_bundled_templates_of_older_families_too(tokenizers):
+    for name, original in (("llama3", "llama3.jinja"), ("gemma", "gemma.jinja"), ("gemma3", "gemma3.jinja"), ("phi3", "phi3.jinja")):
+        assert resolve_template("auto", _original(original), "<bos>", "<eos>").name == name
+
+
+def test_auto_falls_back_to_the_tokenizers_own_template_when_none_matches():
+    # A ChatML variant that writes tool calls its own way: no bundled template renders it.
+    own = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}[CALL {{ c.function.name }}]{% endfor %}<|im_end|>\n{% endfor %}"
+    )
+    chosen = resolve_template("auto", own, None, "<|im_end|>")
+    assert (chosen.name, chosen.source) == (TOKENIZER_TEMPLATE, own)
+    assert chosen.matched_sha256 == hashlib.sha256(own.encode("utf-8")).hexdigest()
+
+
+def test_auto_on_a_template_that_renders_no_probe_falls_back():
+    own = "{{ raise_exception('custom only') }}"
+    assert resolve_template("auto", own, None, "</s>").name == TOKENIZER_TEMPLATE
+
+
+def test_auto_needs_a_tokenizer_template():
+    with pytest.raises(Exception, match="--template auto was given but the tokenizer has no chat template"):
+        resolve_template("auto", None)
