@@ -104,7 +104,7 @@ def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None,
                 return ChatTemplate(spec, handle.read())
         except OSError as err:
             raise TemplateError(f"cannot read template file {spec} ({err.strerror})") from None
-    names = ", ".join([*available, TOKENIZER_TEMPLATE, AUTO_TEMPLATE])
+    names = ", ".join([*available, AUTO_TEMPLATE, TOKENIZER_TEMPLATE])
     raise TemplateError(f"unknown template {spec!r}; choose one of {names}, or a path to a .jinja file")
 
 

@@ -219,3 +219,23 @@ def test_auto_on_a_template_that_renders_no_probe_falls_back():
 def test_auto_needs_a_tokenizer_template():
     with pytest.raises(Exception, match="--template auto was given but the tokenizer has no chat template"):
         resolve_template("auto", None)
+
+
+def test_auto_is_the_default_with_a_tokenizer_and_the_demo_keeps_chatml():
+    from masked_shards.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["run", "--tokenizer", "Qwen/Qwen3-8B"])).template == "auto"
+    assert config_from_args(parser.parse_args(["run"])).template == "chatml"
+    assert config_from_args(parser.parse_args(["run", "--tokenizer", "Qwen/Qwen3-8B", "--template", "qwen3"])).template == "qwen3"
+
+
+def test_templates_command_lists_tools_and_reasoning(capsys):
+    from masked_shards.cli import main
+
+    assert main(["templates"]) == 0
+    rows = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines()[1:] if line and not line.startswith("masked-shards")}
+    assert set(rows) == set(bundled())
+    assert rows["qwen3"] == ["yes", "yes"] and rows["qwen3.5"] == ["yes", "yes"]
+    assert rows["qwen2.5"] == ["yes", "no"] and rows["llama3.1"] == ["yes", "no"]
+    assert rows["chatml"] == ["no", "no"] and rows["gemma3"] == ["no", "no"]
