@@ -48,6 +48,11 @@ CLASSES: dict[str, dict[str, tuple[list[dict], list[dict] | None]]] = {
         "single": PROBES["tools"],
         "call_only": PROBES["call_only"],
         "string_arguments": ([USER_Q, {"role": "assistant", "content": "", "tool_calls": [tool_call("get_weather", '{"city": "Rome"}', "call_9")]}, ROME_RESULT, {"role": "assistant", "content": "Clear."}], TOOLS),
+        "null_content": ([USER_Q, {"role": "assistant", "content": None, "tool_calls": [ROME_CALL]}, ROME_RESULT, {"role": "assistant", "content": "Clear."}], TOOLS),
+        "string_arguments_null_content": (
+            [USER_Q, {"role": "assistant", "content": None, "tool_calls": [tool_call("get_weather", '{"city": "Rome"}', "call_9")]}, ROME_RESULT, {"role": "assistant", "content": "Clear."}],
+            TOOLS,
+        ),
         "text_and_call": ([{"role": "system", "content": "Be brief."}, USER_Q, {"role": "assistant", "content": "Let me check.", "tool_calls": [ROME_CALL]}, ROME_RESULT, {"role": "assistant", "content": "Clear."}], TOOLS),
         "two_rounds": (
             [
@@ -69,6 +74,16 @@ CLASSES: dict[str, dict[str, tuple[list[dict], list[dict] | None]]] = {
             [
                 {"role": "user", "content": "Weather in Oslo and Rome?"},
                 {"role": "assistant", "content": "", "tool_calls": [tool_call("get_weather", {"city": "Oslo"}, "a"), tool_call("get_weather", {"city": "Rome"}, "b")]},
+                tool_result('{"temp_c": 3}', "get_weather", "a"),
+                tool_result('{"temp_c": 21}', "get_weather", "b"),
+                {"role": "assistant", "content": "Oslo 3 °C, Rome 21 °C."},
+            ],
+            TOOLS,
+        ),
+        "string_arguments": (
+            [
+                {"role": "user", "content": "Weather in Oslo and Rome?"},
+                {"role": "assistant", "content": None, "tool_calls": [tool_call("get_weather", '{"city": "Oslo"}', "a"), tool_call("get_weather", '{"city": "Rome"}', "b")]},
                 tool_result('{"temp_c": 3}', "get_weather", "a"),
                 tool_result('{"temp_c": 21}', "get_weather", "b"),
                 {"role": "assistant", "content": "Oslo 3 °C, Rome 21 °C."},
