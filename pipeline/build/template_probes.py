@@ -11,6 +11,7 @@ calls with their results in one turn, and a conversation ending on a call:
     tools      tools; user, assistant (one call), tool, assistant
     parallel   tools; system, user, assistant (text + two calls, one with a boolean argument), tool, tool, assistant
     call_only  tools; user, assistant (one call, no text)
+    string_arguments  tools; user, assistant (one call, its arguments a JSON string), tool, assistant
 
 Messages are in the Hugging Face shape `apply_chat_template` takes (`tool_calls` with arguments
 as an object, `role: "tool"` results), so any template sees what it would see at inference.
@@ -95,6 +96,16 @@ PROBES: dict[str, tuple[list[Message], list[dict[str, object]] | None]] = {
     ),
     "call_only": (
         [{"role": "user", "content": "Time in Lima?"}, {"role": "assistant", "content": "", "tool_calls": [tool_call("get_time", {"zone": "America/Lima"}, "call_1")]}],
+        TOOLS,
+    ),
+    # Some templates write arguments only as given (a string) and fail on an object (DeepSeek-V3).
+    "string_arguments": (
+        [
+            {"role": "user", "content": "Weather in Bergen?"},
+            {"role": "assistant", "content": "", "tool_calls": [tool_call("get_weather", '{"city": "Bergen"}', "call_1")]},
+            tool_result('{"temp_c": 9}', "get_weather", "call_1"),
+            {"role": "assistant", "content": "9 °C in Bergen."},
+        ],
         TOOLS,
     ),
 }

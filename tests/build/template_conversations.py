@@ -14,6 +14,32 @@ USER_Q = {"role": "user", "content": "Weather in Rome?"}
 ROME_CALL = tool_call("get_weather", {"city": "Rome"}, "call_9")
 ROME_RESULT = tool_result('{"temp_c": 21, "sky": "clear"}', "get_weather", "call_9")
 
+# A tool whose parameters use the JSON-schema shapes templates translate (gpt-oss writes TypeScript).
+RICH_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "search_flights",
+        "description": "Find flights.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "origin": {"type": "string", "description": "IATA code"},
+                "cabin": {"type": "string", "enum": ["economy", "business"], "default": "economy"},
+                "passengers": {"type": "integer", "default": 1},
+                "max_price": {"type": "number", "nullable": True},
+                "airlines": {"type": "array", "items": {"type": "string"}},
+                "legs": {"type": "array", "items": {"type": "object", "properties": {"date": {"type": "string"}}, "required": ["date"]}},
+                "flexible": {"type": "boolean", "default": False},
+                "window": {"type": "object", "properties": {"start": {"type": "string"}, "days": {"type": "integer"}}, "required": ["start"]},
+                "note": {"type": ["string", "null"]},
+                "seat": {"oneOf": [{"type": "string", "description": "a seat"}, {"type": "integer", "default": 0}]},
+            },
+            "required": ["origin"],
+        },
+    },
+}
+NO_PARAMETERS_TOOL = {"type": "function", "function": {"name": "ping", "description": "Check the service.", "parameters": {"type": "object", "properties": {}}}}
+
 CLASSES: dict[str, dict[str, tuple[list[dict], list[dict] | None]]] = {
     "plain": {
         "single": PROBES["plain"],
@@ -54,6 +80,15 @@ CLASSES: dict[str, dict[str, tuple[list[dict], list[dict] | None]]] = {
             TOOLS,
         ),
         "text_and_call": ([{"role": "system", "content": "Be brief."}, USER_Q, {"role": "assistant", "content": "Let me check.", "tool_calls": [ROME_CALL]}, ROME_RESULT, {"role": "assistant", "content": "Clear."}], TOOLS),
+        "rich_schema": (
+            [
+                {"role": "user", "content": "Flights from OSL?"},
+                {"role": "assistant", "content": "", "tool_calls": [tool_call("search_flights", {"origin": "OSL", "airlines": ["SK"], "flexible": True}, "f1")]},
+                tool_result('[{"price": 120}]', "search_flights", "f1"),
+                {"role": "assistant", "content": "One at 120."},
+            ],
+            [RICH_TOOL, NO_PARAMETERS_TOOL],
+        ),
         "two_rounds": (
             [
                 USER_Q,
