@@ -34,6 +34,8 @@ ORIGINALS = Path(trl.__file__).parent / "chat_templates"
 QWEN_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 
 DEEPSEEK = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>", "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>", "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>"]
+GLM = ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<|endoftext|>"]
+GLM_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<tool_response>", "</tool_response>")
 HARMONY = ["<|start|>", "<|message|>", "<|channel|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"]
 
 # bundled name -> (the originals it reproduces, tokenizer family, the tokens an assistant turn may end with)
@@ -49,7 +51,11 @@ FAMILIES = {
     "gpt-oss": (("gptoss.jinja",), "harmony", ("<|return|>", "<|end|>", "<|call|>")),
     "deepseek-v3": (("deepseekv3.jinja",), "deepseek", ("<｜end▁of▁sentence｜>",)),
     "deepseek-r1-distill": (("deepseek_r1_distill.jinja",), "deepseek", ("<｜end▁of▁sentence｜>",)),
+    # GLM-4.5 turns end with the next turn's marker, which the model writes
+    "glm4.5": (("glm4moe.jinja",), "glm", ("<|user|>", "<|observation|>")),
 }
+# Templates with a documented training fix: with as_published=true they render exactly as the original.
+TRAINING_FIX = {"glm4.5"}
 PAIRS = [(name, original) for name, (originals, _, _) in FAMILIES.items() for original in originals]
 CASES = [(cls, case) for cls, cases in CLASSES.items() for case in cases]
 
@@ -61,6 +67,7 @@ def tokenizers(qwen2_tokenizer):
         "llama": _family(qwen2_tokenizer, ["<|eom_id|>", "<|python_tag|>"], bos="<|begin_of_text|>", eos="<|eot_id|>"),
         "harmony": _family(qwen2_tokenizer, HARMONY, bos=None, eos="<|return|>"),
         "deepseek": _family(qwen2_tokenizer, DEEPSEEK, bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
+        "glm": _family(qwen2_tokenizer, GLM, bos=None, eos="<|endoftext|>", plain=GLM_PLAIN),
     }
 
 
@@ -90,7 +97,19 @@ def test_renders_byte_identical_to_the_original(tokenizers, name, original, cls,
         with pytest.raises(Exception):
             _render(tokenizer, ours, cls, case)
         return
-    assert _render(tokenizer, ours, cls, case) == expected
+    assert _render(tokenizer, ours, cls, case, **({"as_published": True} if name in TRAINING_FIX else {})) == expected
+
+
+@pytest.mark.parametrize("cls,case", CASES)
+def test_glm_training_fix_adds_only_the_last_turns_stop_token(tokenizers, cls, case):
+    """GLM-4.5's original ends the last answer with nothing; ours writes the token that stops it."""
+    messages, _ = CLASSES[cls][case]
+    try:
+        original = _render(tokenizers["glm"], _original("glm4moe.jinja"), cls, case)
+    except Exception:
+        return
+    stop = "<|observation|>" if messages[-1].get("tool_calls") else "<|user|>"
+    assert _render(tokenizers["glm"], resolve_template("glm4.5", None).source, cls, case) == original + stop
 
 
 @pytest.mark.parametrize("name", ["qwen3", "qwen3.5", "qwen3.6"])
@@ -163,6 +182,18 @@ SUPERVISED = {
     ("deepseek-v3", "tools", "string_arguments"): [
         '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{"city": "Rome"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>',
         "Clear.<｜end▁of▁sentence｜>",
+    ],
+    # GLM-4.5: after the prompt "<|assistant|>": the think block when there is reasoning, "\n" + text,
+    # the calls, and the next turn's marker; the last turn's <|user|> is the training fix.
+    ("glm4.5", "tools", "single"): ["\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call><|observation|>", "\nIt is 18 °C in Paris.<|user|>"],
+    ("glm4.5", "reasoning", "with_call"): [
+        "\n<think>I should look it up.</think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Rome</arg_value>\n</tool_call><|observation|>",
+        "\n<think>The tool says clear.</think>\nClear, 21 °C.<|user|>",
+    ],
+    ("glm4.5", "system", "multi"): ["\nHello.<|user|>", "\nBlue.<|user|>"],
+    ("glm4.5", "parallel", "call_only"): [
+        "\n<tool_call>get_time\n<arg_key>zone</arg_key>\n<arg_value>Europe/Oslo</arg_value>\n</tool_call>"
+        "\n<tool_call>get_time\n<arg_key>zone</arg_key>\n<arg_value>America/Lima</arg_value>\n</tool_call><|observation|>"
     ],
     ("deepseek-r1-distill", "reasoning", "history"): ["4<｜end▁of▁sentence｜>", "6<｜end▁of▁sentence｜>"],
     # Llama 3.1: one JSON call with "parameters", ended by <|eot_id|>; the text beside it is not rendered.
