@@ -7,6 +7,7 @@ calls with their results in one turn, and a conversation ending on a call:
 
     plain      user, assistant
     system     system, user, assistant, user, assistant
+    empty_system  system (empty), user, assistant
     reasoning  user, assistant (reasoning_content), user, assistant (reasoning_content)
     tools      tools; user, assistant (one call), tool, assistant
     parallel   tools; system, user, assistant (text + two calls, one with a boolean argument), tool, tool, assistant
@@ -61,6 +62,7 @@ PROBES: dict[str, tuple[list[Message], list[dict[str, object]] | None]] = {
         ],
         None,
     ),
+    "empty_system": ([{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], None),
     "reasoning": (
         [
             {"role": "user", "content": "What is 2+2?"},

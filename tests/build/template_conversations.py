@@ -55,6 +55,7 @@ CLASSES: dict[str, dict[str, tuple[list[dict], list[dict] | None]]] = {
     },
     "system": {
         "multi": PROBES["system"],
+        "empty": PROBES["empty_system"],
         "single": ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], None),
     },
     "reasoning": {

@@ -53,6 +53,12 @@ FAMILIES = {
     "deepseek-r1-distill": (("deepseek_r1_distill.jinja",), "deepseek", ("<｜end▁of▁sentence｜>",)),
     # GLM-4.5 turns end with the next turn's marker, which the model writes
     "glm4.5": (("glm4moe.jinja",), "glm", ("<|user|>", "<|observation|>")),
+    # families without tool branches, checked again on these conversations
+    "phi3.5": (("phi3_5.jinja",), "phi", ("<|end|>",)),
+    "phi3": (("phi3.jinja",), "phi", ("<|end|>",)),
+    "gemma3": (("gemma3.jinja",), "gemma", ("<end_of_turn>",)),
+    "gemma": (("gemma.jinja",), "gemma", ("<end_of_turn>",)),
+    "llama3": (("llama3.jinja",), "llama", ("<|eot_id|>",)),
 }
 # Templates with a documented training fix: with as_published=true they render exactly as the original.
 TRAINING_FIX = {"glm4.5"}
@@ -67,6 +73,8 @@ def tokenizers(qwen2_tokenizer):
         "llama": _family(qwen2_tokenizer, ["<|eom_id|>", "<|python_tag|>"], bos="<|begin_of_text|>", eos="<|eot_id|>"),
         "harmony": _family(qwen2_tokenizer, HARMONY, bos=None, eos="<|return|>"),
         "deepseek": _family(qwen2_tokenizer, DEEPSEEK, bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
+        "phi": _family(qwen2_tokenizer, ["<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], bos="<s>", eos="<|endoftext|>"),
+        "gemma": _family(qwen2_tokenizer, ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], bos="<bos>", eos="<eos>"),
         "glm": _family(qwen2_tokenizer, GLM, bos=None, eos="<|endoftext|>", plain=GLM_PLAIN),
     }
 
