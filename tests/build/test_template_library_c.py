@@ -34,6 +34,7 @@ ORIGINALS = Path(trl.__file__).parent / "chat_templates"
 QWEN_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 
 DEEPSEEK = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>", "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>", "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>"]
+COHERE = ["<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|SYSTEM_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>"]
 GLM = ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<|endoftext|>"]
 GLM_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<tool_response>", "</tool_response>")
 HARMONY = ["<|start|>", "<|message|>", "<|channel|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"]
@@ -53,6 +54,7 @@ FAMILIES = {
     "deepseek-r1-distill": (("deepseek_r1_distill.jinja",), "deepseek", ("<｜end▁of▁sentence｜>",)),
     # GLM-4.5 turns end with the next turn's marker, which the model writes
     "glm4.5": (("glm4moe.jinja",), "glm", ("<|user|>", "<|observation|>")),
+    "cohere2": (("cohere2.jinja",), "cohere", ("<|END_RESPONSE|><|END_OF_TURN_TOKEN|>",)),
     # families without tool branches, checked again on these conversations
     "phi3.5": (("phi3_5.jinja",), "phi", ("<|end|>",)),
     "phi3": (("phi3.jinja",), "phi", ("<|end|>",)),
@@ -75,6 +77,7 @@ def tokenizers(qwen2_tokenizer):
         "deepseek": _family(qwen2_tokenizer, DEEPSEEK, bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
         "phi": _family(qwen2_tokenizer, ["<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], bos="<s>", eos="<|endoftext|>"),
         "gemma": _family(qwen2_tokenizer, ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], bos="<bos>", eos="<eos>"),
+        "cohere": _family(qwen2_tokenizer, COHERE, bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>"),
         "glm": _family(qwen2_tokenizer, GLM, bos=None, eos="<|endoftext|>", plain=GLM_PLAIN),
     }
 
