@@ -27,6 +27,7 @@ import trl
 from expected import supervised_runs
 from template_conversations import CLASSES
 from test_template_library_a import _family
+from masked_shards.build.rows import check_template
 from masked_shards.build.templates import TOKENIZER_TEMPLATE, resolve_template
 from masked_shards.bundled_templates import bundled
 
@@ -318,3 +319,10 @@ def test_templates_command_lists_tools_and_reasoning(capsys):
     assert rows["qwen3"] == ["yes", "yes"] and rows["qwen3.5"] == ["yes", "yes"]
     assert rows["qwen2.5"] == ["yes", "no"] and rows["llama3.1"] == ["yes", "no"]
     assert rows["chatml"] == ["no", "no"] and rows["gemma3"] == ["no", "no"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_check_template_passes_with_the_family_tokenizer(tokenizers, name):
+    """At start: one span per answer, ended by special tokens (gpt-oss's span opens with the channel
+    header the model writes; Cohere's ends with two tokens)."""
+    check_template(resolve_template(name, None), tokenizers[FAMILIES[name][1]], name)
