@@ -78,7 +78,8 @@ def plan(config: PipelineConfig) -> JobPlan:
         tokenizer = tokenizer_for(config.tokenizer)
         template = resolve_template(config.template, getattr(tokenizer, "chat_template", None), tokenizer.bos_token, tokenizer.eos_token)
         if config.template == AUTO_TEMPLATE:
-            print(f"masked-shards: --template auto: {template.name} ({'renders' if template.name != TOKENIZER_TEMPLATE else 'no bundled template renders'} the tokenizer's chat template identically)", file=sys.stderr)
+            why = "the tokenizer has no chat template" if template.matched_sha256 is None else "no bundled template renders the tokenizer's chat template identically" if template.name == TOKENIZER_TEMPLATE else "renders the tokenizer's chat template identically"
+            print(f"masked-shards: --template auto: {template.name} ({why})", file=sys.stderr)
         if config.format != "text" and config.model_type == "decoder":
             check_template(template, tokenizer, config.tokenizer)
         if config.model_type == "seq2seq":

@@ -85,18 +85,22 @@ class Rendered:
 
 def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None, bos_token: str | None = None, eos_token: str | None = None) -> ChatTemplate:
     """A bundled name, `tokenizer` (the tokenizer's own template), `auto` (the bundled template that
-    renders like the tokenizer's own, else that one; BOS and EOS are the tokenizer's), or a path to
-    a `.jinja` file."""
+    renders like the tokenizer's own, else that one, `chatml` when it has none; BOS and EOS are the
+    tokenizer's), or a path to a `.jinja` file."""
     available = bundled_templates.bundled()
     if spec in available:
         return ChatTemplate(spec, bundled_templates.template_path(spec).read_text(encoding="utf-8"))
     if spec in (TOKENIZER_TEMPLATE, AUTO_TEMPLATE):
         if isinstance(tokenizer_template, dict):
             tokenizer_template = tokenizer_template.get("default")
-        if not tokenizer_template:
-            raise TemplateError(f"--template {spec} was given but the tokenizer has no chat template")
         if spec == AUTO_TEMPLATE:
+            # Without a template of its own (a translation or base tokenizer) there is nothing to
+            # match: generic ChatML, as before auto, and the start-up line says why.
+            if not tokenizer_template:
+                return ChatTemplate("chatml", bundled_templates.template_path("chatml").read_text(encoding="utf-8"))
             return match_bundled(tokenizer_template, {"bos_token": bos_token or "", "eos_token": eos_token or ""})
+        if not tokenizer_template:
+            raise TemplateError("--template tokenizer was given but the tokenizer has no chat template")
         return ChatTemplate(TOKENIZER_TEMPLATE, tokenizer_template)
     if spec.endswith(".jinja"):
         try:

@@ -296,9 +296,10 @@ def test_auto_on_a_template_that_renders_no_probe_falls_back():
     assert resolve_template("auto", own, None, "</s>").name == TOKENIZER_TEMPLATE
 
 
-def test_auto_needs_a_tokenizer_template():
-    with pytest.raises(Exception, match="--template auto was given but the tokenizer has no chat template"):
-        resolve_template("auto", None)
+def test_auto_without_a_tokenizer_template_is_chatml():
+    """A translation or base tokenizer has no chat template: nothing to match, generic ChatML."""
+    chosen = resolve_template("auto", None)
+    assert (chosen.name, chosen.matched_sha256) == ("chatml", None)
 
 
 def test_auto_is_the_default_with_a_tokenizer_and_the_demo_keeps_chatml():
