@@ -33,7 +33,7 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--input-pair", nargs=2, action="append", dest="input_pairs", metavar=("SRC.txt", "TGT.txt"), help="two line-aligned text files of translation pairs (repeatable)")
     add("--output", default=defaults.output, help="output folder (default: %(default)s)")
     add("--tokenizer", default=DEMO_TOKENIZER, help="fast tokenizer folder or hub id (default: the bundled demo tokenizer)")
-    add("--template", default=defaults.template, help="chatml, llama3, tokenizer (its own chat template) or PATH.jinja (default: %(default)s)")
+    add("--template", default=None, help="a bundled name (masked-shards templates lists them), auto (the bundled one that renders like the tokenizer's own chat template, else that one), tokenizer (its own) or PATH.jinja (default: auto with --tokenizer, chatml for the demo tokenizer)")
     add("--format", default=defaults.format, help="auto, alpaca, prompt_completion, messages, sharegpt, translation or text (default: %(default)s)")
     add("--field", action="append", default=[], metavar="CANONICAL=ACTUAL", help="read field CANONICAL from column ACTUAL, e.g. prompt=question, or from a dotted path with list indices, e.g. output=instances.0.output (repeatable)")
     add("--role-map", default="", metavar="FROM=ROLE,...", help="speaker aliases, e.g. human=user,gpt=assistant,bot=assistant")
@@ -116,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         max_length_ratio=args.max_length_ratio,
         output=args.output,
         tokenizer=args.tokenizer,
-        template=args.template,
+        template=args.template or (PipelineConfig.template if args.tokenizer == DEMO_TOKENIZER else "auto"),
         format=args.format,
         max_length=args.max_length,
         allow_max_length_above_model=args.allow_max_length_above_model,
@@ -171,13 +171,19 @@ def show_templates(name: str | None, tokenizer_name: str | None) -> str:
     """
     from masked_shards import bundled_templates as templates
     from masked_shards.records import Example, Turn
-    from masked_shards.build.templates import TOKENIZER_TEMPLATE, Renderer, TemplateError, resolve_template
+    from masked_shards.build.templates import TOKENIZER_TEMPLATE, Renderer, TemplateError, renders_tools_and_reasoning, resolve_template
     from masked_shards.build.tokenization import TokenizerError, load_tokenizer, special_tokens
 
     if name is None:
         described = templates.bundled()
         width = max(map(len, described))
-        return "\n".join(f"{n:<{width}}  {d}" for n, d in described.items()) + "\n\nmasked-shards templates NAME shows one rendered."
+        lines = [f"{'NAME':<{width}}  TOOLS  REASONING  CHECKPOINTS AND FORMAT"]
+        for n, description in described.items():
+            source = templates.template_path(n).read_text(encoding="utf-8")
+            bos, eos = templates.family_tokens(source) or (None, None)
+            tools, reasoning = renders_tools_and_reasoning(source, {"bos_token": bos or "", "eos_token": eos or ""})
+            lines.append(f"{n:<{width}}  {'yes' if tools else 'no':<5}  {'yes' if reasoning else 'no':<9}  {description}")
+        return "\n".join(lines) + "\n\nmasked-shards templates NAME shows one rendered; --template auto picks the one that renders like the tokenizer's own."
     if name == TOKENIZER_TEMPLATE and not tokenizer_name:
         raise ConfigError("templates tokenizer needs --tokenizer to know whose chat template to show")
     try:

@@ -39,7 +39,8 @@ class PipelineConfig:
     tokenizer: str = DEMO_TOKENIZER
     """Hugging Face fast tokenizer: a local folder or a hub id."""
     template: str = "chatml"
-    """Bundled template name, `tokenizer` for the tokenizer's own, or a path to a .jinja file."""
+    """Bundled template name, `tokenizer` for the tokenizer's own, `auto` for the bundled one that renders like
+    it (else it), or a path to a .jinja file. The command line defaults to `auto` with --tokenizer."""
     format: str = "auto"
     """Record format: auto (detected per record) or one of FORMATS."""
     field_map: tuple[tuple[str, str], ...] = ()

@@ -9,6 +9,11 @@ family's own BOS and EOS ("none" where the family has no BOS), the one record of
 
 `bundled()` reads the descriptions; `family_tokens()` the BOS and EOS, which
 `masked-shards templates NAME` renders with when no tokenizer is given.
+
+A template reproduces its family's original byte for byte under `apply_chat_template(messages,
+tools=...)`; the one allowed difference is a documented training fix (a stop token the original
+never writes, glm4.5), which the template leaves out when rendered with `as_published=true`, so
+`--template auto` can compare it with the original.
 """
 
 from __future__ import annotations

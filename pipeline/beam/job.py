@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -43,7 +44,7 @@ from masked_shards.beam.progress import ProgressLine
 from masked_shards.build.rows import RowBuilder, check_template
 from masked_shards.write.runs import RUNS
 from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_json, output_schema, schema_description, sha256
-from masked_shards.build.templates import ChatTemplate, TemplateError, resolve_template
+from masked_shards.build.templates import AUTO_TEMPLATE, TOKENIZER_TEMPLATE, ChatTemplate, TemplateError, resolve_template
 from masked_shards.build.tokenization import TokenizerError, fingerprint
 from masked_shards.read.translation import looks_language_keyed, needs_languages, translation_prompt
 
@@ -75,7 +76,10 @@ def plan(config: PipelineConfig) -> JobPlan:
     check_output(config.output, config.overwrite)
     try:
         tokenizer = tokenizer_for(config.tokenizer)
-        template = resolve_template(config.template, getattr(tokenizer, "chat_template", None))
+        template = resolve_template(config.template, getattr(tokenizer, "chat_template", None), tokenizer.bos_token, tokenizer.eos_token)
+        if config.template == AUTO_TEMPLATE:
+            why = "the tokenizer has no chat template" if template.matched_sha256 is None else "no bundled template renders the tokenizer's chat template identically" if template.name == TOKENIZER_TEMPLATE else "renders the tokenizer's chat template identically"
+            print(f"masked-shards: --template auto: {template.name} ({why})", file=sys.stderr)
         if config.format != "text" and config.model_type == "decoder":
             check_template(template, tokenizer, config.tokenizer)
         if config.model_type == "seq2seq":
@@ -316,7 +320,7 @@ class FinalizeFn(beam.DoFn):
         identity = {
             "config": config.recorded(),
             "tokenizer": self._plan.tokenizer,
-            "template": {"name": self._plan.template.name, "sha256": sha256(self._plan.template.source.encode("utf-8"))},
+            "template": {"name": self._plan.template.name, "sha256": sha256(self._plan.template.source.encode("utf-8")), "matched_tokenizer_template_sha256": self._plan.template.matched_sha256},
         }
         splits = SPLITS if config.validation_fraction else SPLITS[:1]
         sources = {unit.name: unit.source for unit in self._plan.files}

@@ -484,8 +484,10 @@ def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> No
 
     A probe conversation must render with one trainable span per assistant turn, each starting
     with the assistant's text after at most some whitespace (else the role header would be
-    trained on), and whatever follows
-    that text in the span (the end-of-turn marker) must be one special token of the tokenizer.
+    trained on; a template with generation marks says itself what the model writes, so there the
+    text may follow markup the model generates, as gpt-oss's "<|channel|>final<|message|>"), and
+    whatever follows that text in the span (the end-of-turn marker) must be special tokens of the
+    tokenizer (one, or a run of them: Cohere's "<|END_RESPONSE|><|END_OF_TURN_TOKEN|>").
     """
     renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=special_tokens(tokenizer))
     try:
@@ -496,8 +498,11 @@ def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> No
     # A span may open with the separator whitespace the model generates after the prompt
     # (Vicuna's "ASSISTANT:" + " answer"), never with any other text.
     spans = [s.text.lstrip() for s in rendered.segments if s.trainable]
+    if template.has_generation_marks:
+        spans = [span[span.find(answer) :] if answer in span else span for span, answer in zip(spans, answers)]
     if len(spans) != len(answers) or not all(span.startswith(answer) for span, answer in zip(spans, answers)):
         raise TemplateError(f"template {template.name!r} gives no usable assistant span (found {spans!r}); it must support add_generation_prompt or mark {{% generation %}} blocks")
     end_of_turn = spans[0][len(answers[0]) :].strip()
-    if end_of_turn and end_of_turn not in special_tokens(tokenizer):
-        raise TokenizerError(f"template {template.name!r} ends assistant turns with {end_of_turn!r}, which tokenizer {tokenizer_name!r} does not have as one special token")
+    specials = special_tokens(tokenizer)
+    if end_of_turn and not re.fullmatch("(?:" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True))) + ")+", end_of_turn):
+        raise TokenizerError(f"template {template.name!r} ends assistant turns with {end_of_turn!r}, which tokenizer {tokenizer_name!r} does not have as one special token or a run of them")

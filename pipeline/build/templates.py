@@ -23,6 +23,7 @@ it with its own control tokens, and is reported back as a `plain_spans` range of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -34,10 +35,12 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from masked_shards import bundled_templates
+from masked_shards.build.template_probes import PROBES
 from masked_shards.records import Example, Segment
 
 GEN_OPEN, GEN_CLOSE, PLAIN_MARK = "\ufdd0", "\ufdd1", "\ufdd2"
 TOKENIZER_TEMPLATE = "tokenizer"
+AUTO_TEMPLATE = "auto"
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
@@ -51,6 +54,8 @@ class ChatTemplate:
 
     name: str
     source: str
+    matched_sha256: str | None = None
+    """With `--template auto`: the sha256 of the tokenizer's own template this one was chosen for."""
 
     @property
     def has_generation_marks(self) -> bool:
@@ -78,14 +83,22 @@ class Rendered:
         return spans
 
 
-def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None) -> ChatTemplate:
-    """A bundled name, `tokenizer` (the tokenizer's own template), or a path to a `.jinja` file."""
+def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None, bos_token: str | None = None, eos_token: str | None = None) -> ChatTemplate:
+    """A bundled name, `tokenizer` (the tokenizer's own template), `auto` (the bundled template that
+    renders like the tokenizer's own, else that one, `chatml` when it has none; BOS and EOS are the
+    tokenizer's), or a path to a `.jinja` file."""
     available = bundled_templates.bundled()
     if spec in available:
         return ChatTemplate(spec, bundled_templates.template_path(spec).read_text(encoding="utf-8"))
-    if spec == TOKENIZER_TEMPLATE:
+    if spec in (TOKENIZER_TEMPLATE, AUTO_TEMPLATE):
         if isinstance(tokenizer_template, dict):
             tokenizer_template = tokenizer_template.get("default")
+        if spec == AUTO_TEMPLATE:
+            # Without a template of its own (a translation or base tokenizer) there is nothing to
+            # match: generic ChatML, as before auto, and the start-up line says why.
+            if not tokenizer_template:
+                return ChatTemplate("chatml", bundled_templates.template_path("chatml").read_text(encoding="utf-8"))
+            return match_bundled(tokenizer_template, {"bos_token": bos_token or "", "eos_token": eos_token or ""})
         if not tokenizer_template:
             raise TemplateError("--template tokenizer was given but the tokenizer has no chat template")
         return ChatTemplate(TOKENIZER_TEMPLATE, tokenizer_template)
@@ -95,8 +108,48 @@ def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None)
                 return ChatTemplate(spec, handle.read())
         except OSError as err:
             raise TemplateError(f"cannot read template file {spec} ({err.strerror})") from None
-    names = ", ".join([*available, TOKENIZER_TEMPLATE])
+    names = ", ".join([*available, AUTO_TEMPLATE, TOKENIZER_TEMPLATE])
     raise TemplateError(f"unknown template {spec!r}; choose one of {names}, or a path to a .jinja file")
+
+
+def match_bundled(original: str, variables: dict[str, str]) -> ChatTemplate:
+    """The first bundled chat template that renders every probe (template_probes.py) exactly as
+    `original` does, on the probes `original` can render at all; `original` itself (as the
+    `tokenizer` template) when none does or it renders none. Bundled templates render with
+    `as_published=true`, which leaves out a training fix (a stop token the original never writes).
+    Either way `matched_sha256` records which original the choice was made for."""
+    digest = hashlib.sha256(original.encode("utf-8")).hexdigest()
+    compiled = _compile(original)
+    expected = {name: text for name in PROBES if (text := _render_probe(compiled, name, variables)) is not None}
+    if expected:
+        for name in bundled_templates.bundled():
+            source = bundled_templates.template_path(name).read_text(encoding="utf-8")
+            compiled = _compile(source)
+            if all(_render_probe(compiled, probe, {**variables, "as_published": True}) == text for probe, text in expected.items()):
+                return ChatTemplate(name, source, digest)
+    return ChatTemplate(TOKENIZER_TEMPLATE, original, digest)
+
+
+def _render_probe(template: jinja2.Template, probe: str, variables: dict[str, object]) -> str | None:
+    """One probe rendered as `apply_chat_template` would (generation marks dropped), or None when
+    the template refuses it or fails on it: a template may fail in any way on a conversation it
+    cannot express (a tool call, a system message), which only means that probe tells nothing."""
+    messages, tools = PROBES[probe]
+    try:
+        text = template.render(messages=messages, tools=tools, add_generation_prompt=False, **variables)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+    return text.replace(GEN_OPEN, "").replace(GEN_CLOSE, "")
+
+
+def renders_tools_and_reasoning(source: str, variables: dict[str, str]) -> tuple[bool, bool]:
+    """Whether a template writes a tool call (the `call_only` probe's arguments appear) and the
+    reasoning of the final assistant turn (the `reasoning` probe's last thought appears)."""
+    compiled = _compile(source)
+    call = _render_probe(compiled, "call_only", variables) or ""
+    reasoning = _render_probe(compiled, "reasoning", variables) or ""
+    last_thought = PROBES["reasoning"][0][-1]["reasoning_content"]
+    return "America/Lima" in call, str(last_thought) in reasoning
 
 
 class _GenerationMarks(Extension):
