@@ -47,6 +47,7 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--model-type", default=defaults.model_type, help="decoder (chat-templated rows) or seq2seq (encoder-decoder rows) (default: %(default)s)")
     add("--max-length-ratio", type=float, default=None, help="reject translation pairs whose lengths differ by more than this ratio (default: off)")
     add("--max-length", type=int, default=defaults.max_length, help="longest row in tokens (default: %(default)s)")
+    add("--max-record-bytes", type=int, default=defaults.max_record_bytes, help="reject a record larger than this many bytes as it is read, before parsing or tokenizing (default: %(default)s, 8 MiB)")
     add("--allow-max-length-above-model", action="store_true", help="allow a --max-length above the tokenizer's model_max_length (refused by default)")
     add("--overlong", default=defaults.overlong, help="truncate or drop examples over --max-length, or split them into pieces that are each packed (with --packing) (default: %(default)s)")
     add("--packing", default=defaults.packing, help="none (one example a row), bfd (best-fit decreasing into rows of --max-length) or wrap (documents end to end, cut every --max-length tokens) (default: %(default)s)")
@@ -119,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         template=args.template or (PipelineConfig.template if args.tokenizer == DEMO_TOKENIZER else "auto"),
         format=args.format,
         max_length=args.max_length,
+        max_record_bytes=args.max_record_bytes,
         allow_max_length_above_model=args.allow_max_length_above_model,
         overlong=args.overlong,
         packing=args.packing,

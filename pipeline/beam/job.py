@@ -30,9 +30,10 @@ from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import masked_shards
 from masked_shards.bundled_templates import template_path
-from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.collector import data_flows, job_scope
 from masked_shards.config import ConfigError, PipelineConfig
+from masked_shards.read.compression import DamagedInput
 from masked_shards.read.hub import check_dataset, looks_like_path
 from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
 from masked_shards.read.formats import ParseOptions, detect_format
@@ -135,12 +136,15 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
         for path in matched:
             kind = file_kind(path)
             if kind is None:
-                raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file, nor a save_to_disk folder")
+                raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file (the text kinds also compressed, as .jsonl.gz, .json.zst, ...), nor a save_to_disk folder")
             found.append((name, path, kind, None))
     short = _short_names(found)
     units = [_named_unit(name, path, kind, split, short) for name, path, kind, split in found]
     for source_path, target_path in pairs:
-        source_lines, target_lines = count_lines(source_path, FileSystems.open), count_lines(target_path, FileSystems.open)
+        try:
+            source_lines, target_lines = count_lines(source_path, open_raw), count_lines(target_path, open_raw)
+        except DamagedInput:  # reading them rejects the damage, after the pairs before it
+            source_lines = target_lines = 0
         if source_lines != target_lines:
             raise ConfigError(f"--input-pair {source_path} has {source_lines} lines but {target_path} has {target_lines}")
         short = posixpath.basename(source_path)
@@ -197,7 +201,7 @@ def check_languages_not_needed(units: list[InputFile], config: PipelineConfig) -
 
 def _first_record(unit: InputFile) -> RawRecord | None:
     """The first record of a unit that parsed, looking at no more than a few records."""
-    records = read_records(unit, FileSystems.open)
+    records = read_records(unit, open_raw)
     try:
         return next((r for r in itertools.islice(records, 16) if isinstance(r, RawRecord)), None)
     except Exception:  # an unreadable file is reported by the job itself, record by record

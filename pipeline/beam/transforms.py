@@ -24,6 +24,7 @@ from pathlib import Path
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
@@ -98,9 +99,15 @@ def _ranges(unit: InputFile, limit: int | None = None) -> list[InputRange]:
     """The pieces one input is read in (sources.split_input): byte ranges of line files, runs of
     Parquet row groups, the whole of anything else; under --limit, the unit as one capped range."""
     try:
-        return split_input(unit, FileSystems.open, _size, limit=limit)
+        return split_input(unit, open_raw, _size, limit=limit)
     except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
         return [InputRange(unit, 0, None, "whole", limit)]
+
+
+def open_raw(path: str):  # -> a binary stream
+    """A file's bytes as stored: Beam would decompress a `.gz` by its name, and sources.py
+    decompresses by name and first bytes itself (compression.py), so the job reads them raw."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _size(path: str) -> int:
@@ -110,18 +117,18 @@ def _size(path: str) -> int:
 def _count(r: InputRange) -> tuple[tuple[str, int], int]:
     """(unit path, range start) -> records numbered in the range, for line numbers of later ranges."""
     try:
-        return (r.unit.path, r.start), count_range(r, FileSystems.open)
+        return (r.unit.path, r.start), count_range(r, open_raw)
     except Exception:  # noqa: BLE001
         return (r.unit.path, r.start), 0
 
 
-def _read_range(r: InputRange, counts: dict[tuple[str, int], int]) -> Iterator[Item]:
+def _read_range(r: InputRange, counts: dict[tuple[str, int], int], max_record_bytes: int | None) -> Iterator[Item]:
     """The records of one range, numbered after the lines of the unit's earlier ranges; a failure of
     the file itself after `n` records becomes one rejected entry (index None) saying so."""
     first = sum(n for (path, start), n in counts.items() if path == r.unit.path and start < r.start)
     read = 0
     try:
-        for item in read_range(r, FileSystems.open, first):
+        for item in read_range(r, open_raw, first, max_record_bytes=max_record_bytes):
             read += 1
             yield item
     except Exception as err:  # noqa: BLE001 - any failure here is the file's, never the job's
@@ -171,7 +178,7 @@ class ReadExamples(beam.PTransform):
         counts = beam.pvalue.AsDict(counted)
         raw, blank_lines = (
             ranges
-            | "ReadRanges" >> beam.FlatMap(_read_range, counts=counts)
+            | "ReadRanges" >> beam.FlatMap(_read_range, counts=counts, max_record_bytes=self._options.config.max_record_bytes)
             | "SetBlankLinesApart" >> beam.Partition(lambda item, _: int(isinstance(item, BlankLines)), 2)
         )
         parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._options, self._fail_fast)).with_outputs(REJECTED, main="examples")
@@ -195,8 +202,9 @@ class TallyFn(beam.DoFn):
 
 
 def range_tally(r: InputRange) -> dict[str, int]:
-    """Ranges read whole (JSON arrays, CSV, --limit) are not counted, so the total stays unknown."""
-    return {"ranges": 1, "uncounted": int(r.kind == "whole" or r.limit is not None)}
+    """Ranges read whole (JSON arrays, CSV, --limit, compressed files) are not counted, so the
+    total stays unknown."""
+    return {"ranges": 1, "uncounted": int(r.kind == "whole" or r.limit is not None or r.compression is not None)}
 
 
 def count_tally(counted: tuple[tuple[str, int], int]) -> dict[str, int]:

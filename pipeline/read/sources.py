@@ -26,6 +26,15 @@ trained on; they make the line, CSV row, or JSON array file a rejected `invalid_
 detail gives the first bad byte's offset and whose `raw` shows the bytes as `\\xNN` escapes, so
 rejected.jsonl stays valid UTF-8.
 
+Compression. A `.gz`, `.bz2`, `.xz`/`.lzma`, `.zst`/`.zstd` or `.deflate` file after any of the
+text kinds' extensions (`f.jsonl.gz`, `f.csv.bz2`) is read as the file it decompresses to, with the
+same ids, blank lines and rejections (compression.py says how the codec is found); it is one
+range, read by one worker. A damaged one ends in one rejected `damaged_file` entry saying how many
+records were read before the damage; those are kept.
+
+Size. A record over `max_record_bytes` (--max-record-bytes) is rejected as `record_too_large` with
+its size, found while reading: a line past the limit is never put together, so its cost is a chunk.
+
 Ranges. Memory stays flat in input size: every kind but a JSON array is read in bounded chunks,
 and a large file is read by many workers, each taking one `InputRange` of it (`split_input`):
 line-based files split into byte ranges, Parquet into groups of row groups. A range numbers its
@@ -44,9 +53,10 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Literal
 
+from masked_shards.read.compression import DamagedInput, codec_of, open_input, strip_compression
 from masked_shards.records import BlankLines, Rejected
 
 HF_PREFIX = "hf:"
@@ -60,6 +70,8 @@ _NESTED_COLUMNS = ("messages", "conversations", "translation")
 CHUNK_BYTES = 4 << 20
 # How much of a `.json` file is read at a time to see whether it opens with "[".
 _PEEK_BYTES = 64 << 10
+# How much of a record over the size limit rejected.jsonl shows.
+_SHOWN_BYTES = 200
 
 Opener = Callable[[str], IO[bytes]]
 # How an `InputRange` is read: lines of a byte range, a run of Parquet row groups, or a whole unit.
@@ -108,6 +120,7 @@ class InputRange:
     end: int | None
     kind: RangeKind
     limit: int | None = None
+    compression: str | None = None  # the codec of a compressed file (compression.py), read whole
 
 
 def split_name(spec: str) -> tuple[str | None, str]:
@@ -119,10 +132,12 @@ def split_name(spec: str) -> tuple[str | None, str]:
 
 
 def file_kind(path: str) -> str | None:
-    """The kind of a file from its name, or None when it is not a supported input."""
+    """The kind of a file from its name, a compression suffix aside (`f.jsonl.gz` is "jsonl"), or
+    None when it is not a supported input. Parquet compresses inside: a compressed one is not."""
+    plain = strip_compression(path)
     for suffix, kind in FILE_KINDS.items():
-        if path.lower().endswith(suffix):
-            return kind
+        if plain.lower().endswith(suffix):
+            return None if kind == "parquet" and plain != path else kind
     return None
 
 
@@ -137,34 +152,47 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
 
 @dataclass(frozen=True)
 class _Line:
-    """One line's bytes (without its "\\n" or a trailing "\\r"), its 0-based number, and the offset
-    of its first byte in the file."""
+    """One line's bytes (without its "\\n" or a trailing "\\r"), its 0-based number, the offset
+    of its first byte in the file, and its size; a line over the size limit holds only its first
+    bytes (`_stream_lines`)."""
 
     number: int
     offset: int
     data: bytes
+    size: int
 
 
-def _stream_lines(stream: IO[bytes], position: int, chunk_size: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, bytes) of each line read from `position` (the stream's place in the file) on, in
-    chunks, split at "\\n" only; a last line without "\\n" counts, nothing after a final "\\n" does.
+def _stream_lines(stream: IO[bytes], position: int, chunk_size: int, max_bytes: int | None = None) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, bytes, size) of each line read from `position` (the stream's place in the file) on,
+    in chunks, split at "\\n" only; a last line without "\\n" counts, nothing after a final "\\n" does.
     `str.splitlines` also splits at U+2028, U+0085 and form feeds, which are legal inside JSON
     strings and sentences, and would shift every later line of a line-aligned pair of files.
     Splitting the bytes before decoding lets a line that is not UTF-8 be rejected alone: byte 0x0A
-    never occurs inside a multi-byte UTF-8 character."""
+    never occurs inside a multi-byte UTF-8 character.
+
+    A line longer than `max_bytes` is never put together: past the limit only its first bytes are
+    kept, and its size is counted on, so it costs a chunk of memory however long it is."""
     pending: list[bytes] = []  # the start of a line no chunk read so far has ended
+    held = 0  # its size
     for chunk in iter(lambda: stream.read(chunk_size), b""):
         *ended, rest = chunk.split(b"\n")
         for line in ended:
-            if pending:
-                line = b"".join((*pending, line))
-                pending = []
-            yield position, line
-            position += len(line) + 1
+            size = held + len(line)
+            yield position, _kept(b"".join((*pending, line)) if pending else line, size, max_bytes), size
+            position += size + 1
+            pending, held = [], 0
         if rest:
+            held += len(rest)
             pending.append(rest)
+            if max_bytes is not None and held > max_bytes:
+                pending = [b"".join(pending)[:_SHOWN_BYTES]]
     if pending:
-        yield position, b"".join(pending)
+        yield position, _kept(b"".join(pending), held, max_bytes), held
+
+
+def _kept(line: bytes, size: int, max_bytes: int | None) -> bytes:
+    """A line, or only its first bytes when its `size` is over the limit."""
+    return line if max_bytes is None or size <= max_bytes else line[:_SHOWN_BYTES]
 
 
 def _content_start(stream: IO[bytes]) -> int:
@@ -176,23 +204,23 @@ def _content_start(stream: IO[bytes]) -> int:
     return 0
 
 
-def _range_lines(stream: IO[bytes], start: int, end: int | None, first_line: int, chunk_size: int) -> Iterator[_Line]:
+def _range_lines(stream: IO[bytes], start: int, end: int | None, first_line: int, chunk_size: int, max_bytes: int | None = None) -> Iterator[_Line]:
     """The lines whose first byte lies in [start, end), numbered from `first_line`; the last one
     read to its end even past `end`. The line holding byte start-1 began in an earlier range, so
     the range's first line is the one after the first "\\n" at or after start-1."""
     if start == 0:
         begin = _content_start(stream)
-        lines = _stream_lines(stream, begin, chunk_size)
+        lines = _stream_lines(stream, begin, chunk_size, max_bytes)
         if end is not None:
             end = max(end, begin + 1)  # the BOM is line 0's first bytes: line 0 is the first range's
     else:
         stream.seek(start - 1)
-        lines = _stream_lines(stream, start - 1, chunk_size)
+        lines = _stream_lines(stream, start - 1, chunk_size, max_bytes)
         next(lines, None)  # the end of the line holding byte start-1 ("" when that byte is "\n")
-    for number, (offset, data) in enumerate(lines, first_line):
+    for number, (offset, data, size) in enumerate(lines, first_line):
         if end is not None and offset >= end:
             return
-        yield _Line(number, offset, data.removesuffix(b"\r"))
+        yield _Line(number, offset, data.removesuffix(b"\r"), size)
 
 
 def _count_range_lines(stream: IO[bytes], start: int, end: int | None, chunk_size: int) -> int:
@@ -259,13 +287,16 @@ def split_input(unit: InputFile, opener: Opener, sizer: Callable[[str], int], ta
     a line pair's target line for a source byte offset is only known by reading the target up to
     it; and `datasets` shard their own reading.
 
+    A compressed file (compression.py) is one range too: no line start in it can be found without
+    decompressing everything before it.
+
     With `limit` (--limit N) the unit is one range that stops after N records: the first N are
     only known by reading from the start, and a reader that stops early costs what it read, not
     the file (counting a line file's lines for later ranges' ids would read all of it)."""
     whole = _unit_range(unit, opener)
     if limit is not None:
-        return [InputRange(unit, whole.start, whole.end, whole.kind, limit)]
-    if whole.kind == "lines":
+        return [replace(whole, limit=limit)]
+    if whole.kind == "lines" and whole.compression is None:
         size = sizer(unit.path)
         step = min(target_bytes, max(MIN_RANGE_BYTES, -(-size // RANGES_PER_FILE)))
         starts = [0, *range(step, size, step)]
@@ -279,13 +310,15 @@ def split_input(unit: InputFile, opener: Opener, sizer: Callable[[str], int], ta
 
 def _unit_range(unit: InputFile, opener: Opener) -> InputRange:
     """A whole unit as one range of the kind it is read as (a `.json` file is peeked at: an array
-    is read whole, anything else as JSON Lines)."""
+    is read whole, anything else as JSON Lines), with its codec when it is compressed (a text
+    file's first bytes are read for it: the name may lie)."""
+    compression = codec_of(unit.path, opener) if unit.kind in ("jsonl", "json", "text_lines", "csv") else None
     if unit.kind == "json":
-        with opener(unit.path) as stream:
+        with open_input(unit.path, opener) as stream:
             array = _holds_json_array(stream)
-        return InputRange(unit, 0, None, "whole" if array else "lines")
+        return InputRange(unit, 0, None, "whole" if array else "lines", compression=compression)
     kinds: dict[str, RangeKind] = {"jsonl": "lines", "text_lines": "lines", "parquet": "row_groups"}
-    return InputRange(unit, 0, None, kinds.get(unit.kind, "whole"))
+    return InputRange(unit, 0, None, kinds.get(unit.kind, "whole"), compression=compression)
 
 
 def _holds_json_array(stream: IO[bytes]) -> bool:
@@ -324,8 +357,9 @@ def count_range(r: InputRange, opener: Opener, chunk_size: int = CHUNK_BYTES) ->
     """How many ids a range spans, which the ranges after it in its unit add to their `first_line`:
     the lines whose first byte lies in it (blank and rejected ones too), read in chunks; the rows of
     its row groups, from the Parquet footer. A `whole` range is its unit's only range, so no range's
-    ids depend on it and it counts 0 without reading the unit; so does a limited range."""
-    if r.limit is not None:
+    ids depend on it and it counts 0 without reading the unit; so do a limited range and a
+    compressed file's (counting would decompress it twice)."""
+    if r.limit is not None or r.compression is not None:
         return 0
     if r.kind == "lines":
         with opener(r.unit.path) as stream:
@@ -343,33 +377,92 @@ def _row_groups(r: InputRange, count: int) -> range:
     return range(r.start, count if r.end is None else r.end)
 
 
-def read_range(r: InputRange, opener: Opener, first_line: int, chunk_size: int = CHUNK_BYTES) -> Iterator[Item]:
+def read_range(r: InputRange, opener: Opener, first_line: int, chunk_size: int = CHUNK_BYTES, max_record_bytes: int | None = None) -> Iterator[Item]:
     """The items of one range, in order, ids numbered from `first_line` (the sum of `count_range`
     over the ranges before it; 0 for the first, and for a `whole` range, which is always first),
     then the range's `BlankLines` when it has any: the report sums them over ranges. With
     `r.limit`, reading stops after that many records (read or rejected); the blank lines counted
-    are those before the last record read."""
-    unit, limit = r.unit, r.limit
+    are those before the last record read.
+
+    A record over `max_record_bytes` is rejected (`record_too_large`, with its size) as it is
+    read: a line is never put together past the limit, and a record of any other kind is
+    measured before it goes on. A compressed file found damaged becomes one rejected entry after
+    the records read before the damage (`_damaged`)."""
+    unit, limit, max_bytes = r.unit, r.limit, max_record_bytes
     if unit.kind in ("hf_disk", "hf_hub"):
-        yield from itertools.islice(_read_dataset(unit), limit)
+        yield from itertools.islice(_within_size(_read_dataset(unit), max_bytes), limit)
     elif unit.kind == "line_pair":
-        yield from itertools.islice(_read_line_pair(unit, opener, chunk_size), limit)
-    else:
+        yield from _until_damaged(unit, itertools.islice(_read_line_pair(unit, opener, chunk_size, max_bytes), limit))
+    elif r.kind == "row_groups":
         with opener(unit.path) as stream:
+            yield from itertools.islice(_within_size(_read_row_groups(r, stream, first_line), max_bytes), limit)
+    else:
+        with open_input(unit.path, opener) as stream:
             if r.kind == "lines":
-                yield from _line_records(unit, _range_lines(stream, r.start, r.end, first_line, chunk_size), _LINE_VALUES[unit.kind], limit)
-            elif r.kind == "row_groups":
-                yield from itertools.islice(_read_row_groups(r, stream, first_line), limit)
+                lines = _range_lines(stream, r.start, r.end, first_line, chunk_size, max_bytes)
+                yield from _line_records(unit, lines, _LINE_VALUES[unit.kind], limit, max_bytes)
             elif unit.kind == "csv":
-                yield from _read_csv(unit, stream, limit)
+                yield from _until_damaged(unit, _within_size(_read_csv(unit, stream, limit), max_bytes))
             else:
-                yield from itertools.islice(_read_json_array(unit, stream), limit)
+                yield from _until_damaged(unit, itertools.islice(_within_size(_read_json_array(unit, stream), max_bytes), limit))
 
 
-def read_records(unit: InputFile, opener: Opener, chunk_size: int = CHUNK_BYTES) -> Iterator[Item]:
+def read_records(unit: InputFile, opener: Opener, chunk_size: int = CHUNK_BYTES, max_record_bytes: int | None = None) -> Iterator[Item]:
     """Every record of one input unit, in order, each with its 0-based index (see the module
     docstring), then the unit's `BlankLines` when it has any: the unit read as one range."""
-    yield from read_range(_unit_range(unit, opener), opener, 0, chunk_size)
+    yield from read_range(_unit_range(unit, opener), opener, 0, chunk_size, max_record_bytes)
+
+
+def _damaged(unit: InputFile, read: int, err: DamagedInput) -> Rejected:
+    """The one entry a damaged compressed file leaves: its records before the damage are kept."""
+    return Rejected(unit.name, None, "damaged_file", f"{err}: {read} records were read before the damage and are kept; the rest of the file cannot be read", None)
+
+
+def _until_damaged(unit: InputFile, items: Iterator[Item]) -> Iterator[Item]:
+    """`items`, ending with `_damaged` where a compressed file turns out damaged."""
+    read = 0
+    try:
+        for item in items:
+            read += not isinstance(item, BlankLines)
+            yield item
+    except DamagedInput as err:
+        yield _damaged(unit, read, err)
+
+
+def _within_size(items: Iterator[Item], max_bytes: int | None) -> Iterator[Item]:
+    """Records of a kind read whole (Parquet and `datasets` rows, JSON array elements, CSV rows),
+    a record whose text is over `max_bytes` rejected with its size."""
+    for item in items:
+        size = None if max_bytes is None or not isinstance(item, RawRecord) else _text_bytes(item.value, max_bytes)
+        if size is not None and size > max_bytes:
+            yield Rejected(item.name, item.index, "record_too_large", _too_large(size, max_bytes), None)
+        else:
+            yield item
+
+
+def _text_bytes(value: object, max_bytes: int) -> int:
+    """The UTF-8 size of the text a record holds (its strings, at any depth), encoded only where
+    the character count leaves it in doubt: a character is 1 to 4 bytes."""
+    strings = list(_strings(value))
+    chars = sum(map(len, strings))
+    if chars > max_bytes or 4 * chars <= max_bytes:
+        return chars
+    return sum(len(text.encode("utf-8", errors="surrogatepass")) for text in strings)
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"record is {size} bytes, over --max-record-bytes {max_bytes}; it was not parsed or tokenized"
 
 
 def _json_value(text: str) -> object:
@@ -382,30 +475,37 @@ def _json_value(text: str) -> object:
         raise json.JSONDecodeError("nested deeper than the parser can read", text, 0) from None
 
 
-def _line_records(unit: InputFile, lines: Iterator[_Line], parse: Callable[[str], object], limit: int | None = None) -> Iterator[Item]:
+def _line_records(unit: InputFile, lines: Iterator[_Line], parse: Callable[[str], object], limit: int | None = None, max_bytes: int | None = None) -> Iterator[Item]:
     """One record per non-blank line, indexed by line number, the first `limit` (None: all); `parse`
     turns the line's text into the record's value (a JSONDecodeError from it rejects the line as
-    `invalid_json`)."""
+    `invalid_json`). A line over `max_bytes` is rejected unread (it holds only its first bytes);
+    damage to a compressed file ends the lines with one rejected entry, then the blank count."""
     blank = records = 0
-    for line in lines:
-        if records == limit:
-            break
-        try:
-            text = _decode(line.data, "line", line.offset)
-        except _NotUtf8 as err:
+    try:
+        for line in lines:
+            if records == limit:
+                break
             records += 1
-            yield Rejected(unit.name, line.number, "invalid_utf8", f"line is not valid UTF-8 ({err})", _shown(line.data))
-            continue
-        if not text.strip():
-            blank += 1
-            continue
-        records += 1
-        try:
-            value = parse(text)
-        except json.JSONDecodeError as err:
-            yield Rejected(unit.name, line.number, "invalid_json", f"line is not valid JSON ({err.msg})", text)
-            continue
-        yield RawRecord(unit.name, line.number, value, unit.source)
+            if max_bytes is not None and line.size > max_bytes:
+                yield Rejected(unit.name, line.number, "record_too_large", f"line {_too_large(line.size, max_bytes).removeprefix('record ')} (its first {len(line.data)} bytes are shown)", _shown(line.data))
+                continue
+            try:
+                text = _decode(line.data, "line", line.offset)
+            except _NotUtf8 as err:
+                yield Rejected(unit.name, line.number, "invalid_utf8", f"line is not valid UTF-8 ({err})", _shown(line.data))
+                continue
+            if not text.strip():
+                records -= 1
+                blank += 1
+                continue
+            try:
+                value = parse(text)
+            except json.JSONDecodeError as err:
+                yield Rejected(unit.name, line.number, "invalid_json", f"line is not valid JSON ({err.msg})", text)
+                continue
+            yield RawRecord(unit.name, line.number, value, unit.source)
+    except DamagedInput as err:
+        yield _damaged(unit, records, err)
     if blank:
         yield BlankLines(unit.name, blank)
 
@@ -522,12 +622,15 @@ def _shown_cells(cells: list[str]) -> list[str]:
     return [_shown(cell.encode("utf-8", errors="surrogateescape")) for cell in cells]
 
 
-def _read_line_pair(unit: InputFile, opener: Opener, chunk_size: int) -> Iterator[RawRecord | Rejected]:
+def _read_line_pair(unit: InputFile, opener: Opener, chunk_size: int, max_bytes: int | None = None) -> Iterator[RawRecord | Rejected]:
     """Two line-aligned text files (source, target) -> `{"src", "tgt"}` records, indexed by line,
     both read in chunks, line by line in step. Their line counts were checked equal at start
-    (`count_lines`). A line of either file that is not UTF-8 rejects its pair."""
-    with opener(unit.path) as source, opener(unit.target_path) as target:
-        for src, tgt in zip(_range_lines(source, 0, None, 0, chunk_size), _range_lines(target, 0, None, 0, chunk_size)):
+    (`count_lines`). A line of either file that is not UTF-8, or over `max_bytes`, rejects its pair."""
+    with open_input(unit.path, opener) as source, open_input(unit.target_path, opener) as target:
+        for src, tgt in zip(_range_lines(source, 0, None, 0, chunk_size, max_bytes), _range_lines(target, 0, None, 0, chunk_size, max_bytes)):
+            if max_bytes is not None and src.size + tgt.size > max_bytes:
+                yield Rejected(unit.name, src.number, "record_too_large", _too_large(src.size + tgt.size, max_bytes), {"src": _shown(src.data[:_SHOWN_BYTES]), "tgt": _shown(tgt.data[:_SHOWN_BYTES])})
+                continue
             value: dict[str, str] = {}
             problems: list[str] = []
             for key, side, line in (("src", "source", src), ("tgt", "target", tgt)):
@@ -542,8 +645,9 @@ def _read_line_pair(unit: InputFile, opener: Opener, chunk_size: int) -> Iterato
 
 
 def count_lines(path: str, opener: Opener, chunk_size: int = CHUNK_BYTES) -> int:
-    """The lines of a text file (blank ones too), counted in chunks."""
-    with opener(path) as stream:
+    """The lines of a text file (blank ones too), counted in chunks, decompressed if it is compressed
+    (a damaged one raises `DamagedInput`)."""
+    with open_input(path, opener) as stream:
         return _count_range_lines(stream, 0, None, chunk_size)
 
 
