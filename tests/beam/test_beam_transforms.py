@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import lzma
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -10,6 +12,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import Row, row_batch, rows_of, write_jsonl
+from memory_fs import MemoryFileSystem
+from masked_shards.beam.job import expand_inputs
 from masked_shards.beam.transforms import ReadExamples, TokenizeExamples, WriteShards
 from masked_shards.config import DEMO_TOKENIZER, PipelineConfig
 from masked_shards.read.sources import InputFile
@@ -35,6 +39,28 @@ def test_read_examples_routes_good_and_bad_records(tmp_path):
         assert_that(read["examples"] | beam.Map(lambda e: e.example_id), equal_to(["in.jsonl:0", "in.jsonl:2", "in.jsonl:4"]), label="examples")
         assert_that(read["rejected"] | beam.Map(lambda r: (r.index, r.reason)), equal_to([(1, "invalid_json"), (3, "missing_field")]), label="rejected")
         assert_that(read["read"], equal_to([5]), label="read")
+
+
+def test_read_examples_reads_compressed_files_on_any_filesystem_as_the_plain_file(tmp_path):
+    """Compressed copies in an object store (`memtest://`), one under a plain name that holds gzip
+    and one truncated: through the job's own file listing and reading, the same ids and reasons as
+    the plain file, and the truncated one ends in one `damaged_file` entry after its first records."""
+    data = write_jsonl(tmp_path / "in.jsonl", RECORDS * 400).read_bytes()
+    packed = gzip.compress(data)
+    MemoryFileSystem.objects.clear()
+    for name, content in (("a.jsonl.gz", packed), ("b.jsonl", packed), ("c.json.xz", lzma.compress(data)), ("d.jsonl.gz", packed[: len(packed) // 2])):
+        MemoryFileSystem.objects[f"memtest://bucket/in/{name}"] = content
+    units = expand_inputs(("memtest://bucket/in/*",))
+    assert [(u.name, u.kind) for u in units] == [("a.jsonl.gz", "jsonl"), ("b.jsonl", "jsonl"), ("c.json.xz", "json"), ("d.jsonl.gz", "jsonl")]
+    plain = [(n, 1 + 2 * (n % 5 == 1) + (n % 5 == 3)) for n in range(2000)]  # 1: example, 3: invalid_json, 2: missing_field
+    with _pipeline() as p:
+        read = p | ReadExamples(units)
+        examples = read["examples"] | "Examples" >> beam.Map(lambda e: (e.source, int(e.example_id.rpartition(":")[2]), 1))
+        rejected = read["rejected"] | "Rejected" >> beam.Map(lambda r: (r.source, r.index, {"invalid_json": 3, "missing_field": 2}.get(r.reason, r.reason)))
+        whole = [(name, n, kind) for name in ("a.jsonl.gz", "b.jsonl", "c.json.xz") for n, kind in plain]
+        assert_that((examples, rejected) | beam.Flatten() | beam.Filter(lambda item: item[0] != "d.jsonl.gz"), equal_to(whole), label="whole")
+        damaged = rejected | beam.Filter(lambda item: item[0] == "d.jsonl.gz" and item[1] is None) | beam.Map(lambda item: item[2])
+        assert_that(damaged, equal_to(["damaged_file"]), label="damaged")
 
 
 def test_tokenize_examples_labels_only_answers(tmp_path):
