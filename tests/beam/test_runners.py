@@ -16,8 +16,12 @@ portable proto with a Docker environment, pre-optimisation and graph validation 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -66,6 +70,47 @@ def test_portable_runner_writes_the_same_bytes_as_the_default_runner(tmp_path):
     assert {"manifest.json", "rejected/rejected.jsonl", "dropped/dropped.jsonl"} <= written
     assert {"data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"} <= written
     assert any(name.startswith("data/validation-") for name in written)
+    assert sorted(portable) == sorted(default)
+    for name in default:
+        assert portable[name] == default[name], name
+
+
+@pytest.fixture
+def worker_pool(tmp_path):
+    """Beam's own SDK worker pool, as Flink and Spark run one beside each task manager: a separate
+    process on loopback that starts an SDK worker process (`python` on PATH: this environment's,
+    with the installed package) for each job environment. Yields its address and its log."""
+    with socket.socket() as probe:  # a free port for it
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "worker_pool.log"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with log.open("wb") as out:
+        pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while socket.socket().connect_ex(("localhost", port)) != 0:
+            assert pool.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield f"localhost:{port}", log
+    finally:
+        os.killpg(pool.pid, signal.SIGTERM)  # the pool and the workers it started
+        pool.wait(timeout=30)
+
+
+def test_sdk_workers_in_a_separate_worker_pool_write_the_same_bytes_as_the_default_runner(tmp_path, worker_pool):
+    """The portable runner with `--environment_type EXTERNAL`: the job service hands every stage to
+    SDK worker processes the pool started, which unpickle our DoFns from the installed package,
+    load the tokenizer in their setup, and read and write through Beam's filesystems."""
+    address, log = worker_pool
+    inputs = _inputs(tmp_path / "in")
+    args = ["run", "--smoke-test", "off", "--quiet", "--input", str(inputs / "*.jsonl"), "--max-length", "96", "--overlong", "drop", "--num-shards", "2"]
+    external = ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "EXTERNAL", "--environment_config", address]
+    assert main([*args, "--output", str(tmp_path / "default")]) == 0
+    assert main([*args, "--output", str(tmp_path / "external"), *external]) == 0
+    assert "Starting worker with command" in log.read_text()  # the stages ran in the pool's processes
+    default, portable = _files(tmp_path / "default"), _files(tmp_path / "external")
+    assert {"manifest.json", "rejected/rejected.jsonl", "data/train-00000-of-00002.parquet"} <= set(default)
     assert sorted(portable) == sorted(default)
     for name in default:
         assert portable[name] == default[name], name
