@@ -4,7 +4,7 @@
 
 Reads the benchmark's chat JSONL (data.py) with the job's own reader (`read_records`: chunked
 lines, UTF-8 check, JSON parse; no tokenizing), plain and as `.jsonl.gz` / `.jsonl.zst` copies,
-each in a fresh process whose peak RSS is reported. Then writes a gzip file of at least
+each in a fresh (spawned) process whose peak RSS is reported. Then writes a gzip file of at least
 `--large-gb` GB uncompressed (the chat file repeated), reads it the same way, and deletes it.
 """
 
@@ -37,7 +37,7 @@ def _read(path: str, answer) -> None:
 
 def measure(path: Path) -> dict[str, float]:
     receive, send = multiprocessing.Pipe(duplex=False)
-    child = multiprocessing.get_context("fork").Process(target=_read, args=(str(path), send))
+    child = multiprocessing.get_context("spawn").Process(target=_read, args=(str(path), send))
     child.start()
     records, seconds, peak = receive.recv()
     child.join()

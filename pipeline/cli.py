@@ -217,11 +217,13 @@ def show_templates(name: str | None, tokenizer_name: str | None) -> str:
 def _on_directory(args: argparse.Namespace) -> int:
     """Run validate (exit 1 on any violation) or inspect (colours only on a terminal, unless asked)."""
     if args.command == "validate":
+        from masked_shards.check.folder import RunFolder
         from masked_shards.check.validation import validate_directory, validation_text
 
-        if not os.path.isdir(args.directory):
+        fs = _filesystem_for(args.directory)
+        if not RunFolder.at(args.directory, fs).is_folder():
             raise ConfigError(f"{args.directory} is not a folder")
-        result = validate_directory(args.directory)
+        result = validate_directory(args.directory, fs=fs)
         print(validation_text(result), end="")
         return 0 if result.ok else EXIT_FAILED
     from masked_shards.check.inspection import inspect_directory
@@ -229,8 +231,18 @@ def _on_directory(args: argparse.Namespace) -> int:
     if args.rows < 1:
         raise ConfigError(f"--rows must be positive, not {args.rows}")
     color = args.color or (not args.plain and sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb")
-    print(inspect_directory(args.directory, args.rows, args.example_id, args.tokenizer, color, args.ids), end="")
+    print(inspect_directory(args.directory, args.rows, args.example_id, args.tokenizer, color, args.ids, fs=_filesystem_for(args.directory)), end="")
     return 0
+
+
+def _filesystem_for(directory: str):  # -> pyarrow.fs.FileSystem | None
+    """Beam's filesystems for a path with a scheme (gs://, s3://, any a Beam plugin registers: the
+    job wrote it through them), pyarrow's own for a local folder (None)."""
+    if "://" not in directory:
+        return None
+    from masked_shards.beam.filesystem import beam_filesystem
+
+    return beam_filesystem()
 
 
 def run_smoke_test(output: str, device: str) -> int:

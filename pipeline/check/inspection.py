@@ -35,11 +35,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from masked_shards.config import ConfigError
 from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.check.folder import RunFolder
 
 SUPERVISED, MASKED, PAD = "supervised", "masked", "pad"
 OPEN, CLOSE = "[[", "]]"
@@ -217,19 +220,19 @@ def _tool_lines(tokenizer, ids: Sequence[int], labels: Sequence[int], attention:
     return lines
 
 
-def shard_paths(root: Path, manifest: dict | None) -> list[str]:
+def shard_paths(root: RunFolder, manifest: dict | None) -> list[str]:
     """The shards, relative to `root`: the manifest's list, else every Parquet file below it."""
     if manifest is not None:
         return sorted(entry["path"] for entry in manifest.get("shards", []))
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet") if "_runs" not in p.parts)
+    return root.files(".parquet")
 
 
-def pick_rows(root: Path, shards: list[str], rows: int, example_id: str | None) -> Iterator[ShownRow]:
+def pick_rows(root: RunFolder, shards: list[str], rows: int, example_id: str | None) -> Iterator[ShownRow]:
     """The first `rows` rows in shard order, or the row holding `example_id` (its own row, or the
     packed row listing it), streamed batch by batch."""
     left = rows
     for shard in shards:
-        parquet = pq.ParquetFile(root / shard)
+        parquet = pq.ParquetFile(root.open(shard))
         for start, batch in _batches(parquet):
             if example_id is None:
                 for n in range(min(left, batch.num_rows)):
@@ -255,16 +258,17 @@ def _batches(parquet: pq.ParquetFile) -> Iterator[tuple[int, object]]:
         start += batch.num_rows
 
 
-def inspect_directory(directory: str | Path, rows: int = 3, example_id: str | None = None, tokenizer_name: str | None = None, color: bool = False, show_ids: bool = False) -> str:
-    """The whole `inspect` output; ConfigError (one sentence) when there is nothing to show."""
+def inspect_directory(directory: str | Path, rows: int = 3, example_id: str | None = None, tokenizer_name: str | None = None, color: bool = False, show_ids: bool = False, fs: pafs.FileSystem | None = None) -> str:
+    """The whole `inspect` output; ConfigError (one sentence) when there is nothing to show. `fs`
+    reads the folder, as in `validate_directory`."""
     from masked_shards.build.tokenization import TokenizerError, load_tokenizer
 
-    root = Path(directory)
-    if not root.is_dir():
+    root = RunFolder.at(str(directory), fs)
+    if not root.is_folder():
         raise ConfigError(f"{directory} is not a folder")
     try:
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = json.loads(root.read_bytes("manifest.json").decode("utf-8"))
+    except (OSError, ValueError, pa.ArrowException):
         manifest = None
     name = tokenizer_name or (manifest or {}).get("tokenizer", {}).get("name_or_path")
     if not name:

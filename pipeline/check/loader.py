@@ -42,28 +42,21 @@ num_workers=N)`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.check.folder import filesystem
 
 LAYOUTS = ("padded", "flattened")
 TOKEN_COLUMNS = ("input_ids", "labels", "attention_mask", "position_ids", "seq_lengths")
 Batch = dict[str, torch.Tensor | int]
-
-
-def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem holding `path` and the path on it: a local path (relative or not)
-    or any URI pyarrow reads (gs://, s3://, ...), so a run's output is read where it was written."""
-    return pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
 
 
 def read_manifest(output: str) -> dict:

@@ -43,9 +43,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.check.folder import RunFolder
 
 MANIFEST = "manifest.json"
 MAX_LISTED = 20
@@ -96,29 +98,31 @@ class Validation:
             self.listed.append(violation)
 
 
-def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED) -> Validation:
-    """Check every shard under `directory` (see the module docstring); never raises for bad data."""
+def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, fs: pafs.FileSystem | None = None) -> Validation:
+    """Check every shard under `directory` (see the module docstring); never raises for bad data.
+    `fs` reads it (default: pyarrow's filesystem for the path; the command line passes Beam's for
+    a path with a scheme, so any store the job writes to is checked where it was written)."""
     start = time.perf_counter()
-    root = Path(directory)
+    root = RunFolder.at(str(directory), fs)
     manifest = _read_manifest(root)
     seq2seq = bool(manifest) and manifest.get("config", {}).get("model_type") == "seq2seq"
-    result = Validation(str(root), manifest is not None, seq2seq, max_listed=max_listed)
-    if manifest is None and (root / MANIFEST).exists():
+    result = Validation(str(directory), manifest is not None, seq2seq, max_listed=max_listed)
+    if manifest is None and root.is_file(MANIFEST):
         result.add(Violation(MANIFEST, None, "manifest_unreadable", "manifest.json is not valid JSON; only the structural checks ran"))
     listed = {entry["path"]: entry for entry in (manifest or {}).get("shards", [])}
-    on_disk = sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet") if "_runs" not in p.parts)
+    on_disk = root.files(".parquet")
     vocab = (manifest or {}).get("tokenizer", {}).get("vocab_size")
     schema = _normalised(manifest.get("schema")) if manifest else None
     for path in sorted(set(on_disk) | set(listed)):
         entry = listed.get(path)
         if manifest is not None and entry is None:
             result.add(Violation(path, None, "unlisted_shard", "a Parquet file under the directory that the manifest does not list"))
-        if not (root / path).is_file():
+        if not root.is_file(path):
             result.add(Violation(path, None, "missing_shard", "listed in the manifest but not found"))
             continue
         if entry is not None:
             _check_listing(root, path, entry, result)
-        rows = _check_shard(root / path, path, result, seq2seq, vocab, schema)
+        rows = _check_shard(root, path, result, seq2seq, vocab, schema)
         if entry is not None and rows is not None and rows != entry.get("rows"):
             result.add(Violation(path, None, "manifest_rows", f"the manifest says {entry.get('rows')} rows, the file holds {rows}"))
         result.shards += 1
@@ -129,10 +133,10 @@ def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED) -> V
     return result
 
 
-def _read_manifest(root: Path) -> dict | None:
+def _read_manifest(root: RunFolder) -> dict | None:
     try:
-        value = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        value = json.loads(root.read_bytes(MANIFEST).decode("utf-8"))
+    except (OSError, ValueError, pa.ArrowException):
         return None
     return value if isinstance(value, dict) else None
 
@@ -150,31 +154,30 @@ def _type_name(kind: str) -> str:
     return re.sub(r"<\w+: ", "<", kind)
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(root: RunFolder, name: str) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with root.open(name) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _check_listing(root: Path, path: str, entry: dict, result: Validation) -> None:
-    size = (root / path).stat().st_size
+def _check_listing(root: RunFolder, path: str, entry: dict, result: Validation) -> None:
+    size = root.size(path)
     if "bytes" in entry and size != entry["bytes"]:
         result.add(Violation(path, None, "manifest_size", f"the manifest says {entry['bytes']} bytes, the file has {size}"))
-    digest = file_sha256(root / path)
+    digest = file_sha256(root, path)
     if digest != entry.get("sha256"):
         result.add(Violation(path, None, "manifest_sha256", f"sha256 is {digest[:16]}.., the manifest says {str(entry.get('sha256'))[:16]}.."))
 
 
-def _check_record_files(root: Path, manifest: dict, result: Validation) -> None:
+def _check_record_files(root: RunFolder, manifest: dict, result: Validation) -> None:
     """rejected/ and dropped/ files: present, as many lines as listed, same sha256."""
     for entry in manifest.get("record_files", []):
-        path = root / entry["path"]
-        if not path.is_file():
+        if not root.is_file(entry["path"]):
             result.add(Violation(entry["path"], None, "missing_record_file", "listed in the manifest but not found"))
             continue
-        data = path.read_bytes()
+        data = root.read_bytes(entry["path"])
         if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
             result.add(Violation(entry["path"], None, "manifest_sha256", "sha256 differs from the manifest's"))
         lines = data.count(b"\n")
@@ -189,10 +192,10 @@ def _check_counts(manifest: dict, result: Validation) -> None:
         result.add(Violation(MANIFEST, None, "manifest_rows", f"counts.rows_written is {written} but the listed shards hold {listed} rows"))
 
 
-def _check_shard(path: Path, name: str, result: Validation, seq2seq: bool, vocab: int | None, schema: list[tuple[str, str]] | None) -> int | None:
+def _check_shard(root: RunFolder, name: str, result: Validation, seq2seq: bool, vocab: int | None, schema: list[tuple[str, str]] | None) -> int | None:
     """Stream one file's batches through the row checks; returns its rows, None if unreadable."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(root.open(name))
     except (OSError, pa.ArrowException) as err:  # a truncated or foreign file is a finding, not a crash
         result.add(Violation(name, None, "unreadable", f"not a readable Parquet file ({err})"))
         return None

@@ -224,3 +224,25 @@ def test_a_planted_packing_corruption_is_caught(corrupt, tmp_path):
 def test_not_a_folder_is_a_one_sentence_error(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err.strip() == f"masked-shards: {tmp_path / 'nothing'} is not a folder"
+
+
+def test_validate_and_inspect_read_a_run_on_any_beam_filesystem(runs, capsys):
+    """A run in an object store (`memtest://`, known to Beam only): validate reads it through Beam's
+    filesystems and passes; a shard changed there fails it, named; inspect shows its rows."""
+    from memory_fs import MemoryFileSystem
+
+    MemoryFileSystem.objects.clear()
+    for path in sorted(runs["decoder"].rglob("*")):
+        if path.is_file():
+            MemoryFileSystem.objects[f"memtest://bucket/run/{path.relative_to(runs['decoder']).as_posix()}"] = path.read_bytes()
+    assert main(["validate", "memtest://bucket/run"]) == 0
+    local, remote = validate_directory(runs["decoder"]), capsys.readouterr().out
+    assert f"{local.shards} shards, {local.rows:,} rows, {local.tokens:,} tokens" in remote and "OK" in remote
+    assert main(["inspect", "memtest://bucket/run", "--rows", "1", "--plain"]) == 0
+    assert "[[" in capsys.readouterr().out  # a supervised span, shown
+    shard = "memtest://bucket/run/data/train-00000-of-00001.parquet"
+    MemoryFileSystem.objects[shard] = MemoryFileSystem.objects[shard][: len(MemoryFileSystem.objects[shard]) // 2]
+    assert main(["validate", "memtest://bucket/run"]) == 1
+    assert "data/train-00000-of-00001.parquet" in capsys.readouterr().out
+    assert main(["validate", "memtest://bucket/nothing"]) == 2
+    assert "memtest://bucket/nothing is not a folder" in capsys.readouterr().err
