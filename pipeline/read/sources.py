@@ -8,8 +8,8 @@ An input is one of
     hf:NAME[:CONFIG][:SPLIT]  `datasets.load_dataset` (a local folder or script offline; the hub online)
 
 optionally prefixed `name=` to name the source (the `source` column, `--mix` weights and the report
-use it). Reading takes an `opener` (Beam's `FileSystems.open` in the job) so this module never
-imports Beam.
+use it). Reading takes an `opener` (in the job `open_raw`: Beam's `FileSystems.open`, bytes as
+stored) so this module never imports Beam.
 
 Ids. Every record keeps `<file name>:<0-based index>` as its id, the index being where an editor
 finds it. In line-based files (JSONL, JSON Lines in a `.json`, `.txt`) it is the line number, so
