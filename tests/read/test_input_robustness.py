@@ -8,6 +8,7 @@ shards, rejected.jsonl and the coverage report.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -54,6 +55,8 @@ INPUTS: dict[str, bytes] = {
     "odd.csv": b"a,b\n1,2,3\n",
     "notes.txt": BOM + b"First document.\n\nSecond document.\n",
     "seed_tasks.jsonl": b"".join(_line(record) for record in SEED_TASKS),
+    # gzip (named .gz), its line 1 over --max-record-bytes 2000
+    "packed.jsonl.gz": gzip.compress(_line({"prompt": "Short.", "completion": "yes"}) + _line({"prompt": "long " * 1000, "completion": "no"}) + _line({"prompt": "After.", "completion": "ok"})),
     "src.txt": BOM + b"Hallo Welt\n",
     "tgt.txt": BOM + b"Hello world\n",
 }
@@ -65,8 +68,8 @@ def run(tmp_path_factory) -> Path:
     for name, data in INPUTS.items():
         (folder / name).write_bytes(data)
     output = tmp_path_factory.mktemp("run") / "out"
-    args = ["run", "--smoke-test", "off", "--output", str(output), "--max-length", "256"]
-    for name in ("lines.jsonl", "array.json", "table.csv", "odd.csv", "notes.txt", "seed_tasks.jsonl"):
+    args = ["run", "--smoke-test", "off", "--output", str(output), "--max-length", "256", "--max-record-bytes", "2000"]
+    for name in ("lines.jsonl", "array.json", "table.csv", "odd.csv", "notes.txt", "seed_tasks.jsonl", "packed.jsonl.gz"):
         args += ["--input", str(folder / name)]
     args += ["--input-pair", str(folder / "src.txt"), str(folder / "tgt.txt")]
     args += ["--field", "input=instances.0.input", "--field", "output=instances.0.output"]
@@ -120,8 +123,8 @@ def test_blank_lines_keep_ids_on_line_numbers_and_are_counted(rows, report, run)
 
 
 def test_every_record_is_accounted_for(report):
-    # lines 3 + array 3 + table 4 + odd 1 + notes 2 + seed tasks 3 + pair 1; blank lines are not records
-    assert report["records_read"] == 17
+    # lines 3 + array 3 + table 4 + odd 1 + notes 2 + seed tasks 3 + packed 3 + pair 1; blank lines are not records
+    assert report["records_read"] == 20
     assert report["records_read"] == report["rows_written"] + report["rejected"] + report["dropped"]
 
 
@@ -150,3 +153,9 @@ def test_blank_lines_are_counted_apart_from_records_and_merge():
     right.add(Rejected("b.txt", 0, "invalid_utf8", "x"))
     report = left.merge(right).report(records_read=1, rows_in_shards=0)
     assert report["blank_lines"] == 5 and report["rejected"] == 1
+
+
+def test_a_compressed_file_is_read_and_a_record_over_max_record_bytes_is_rejected_with_its_size(rows, rejected, demo_tokenizer):
+    assert [_answers(demo_tokenizer, rows[f"packed.jsonl.gz:{n}"]) for n in (0, 2)] == [[SUPERVISED["chatml"]("yes")], [SUPERVISED["chatml"]("ok")]]
+    too_large = rejected["packed.jsonl.gz:1"]
+    assert too_large["reason"] == "record_too_large" and "is 5034 bytes, over --max-record-bytes 2000" in too_large["detail"]
