@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 def _run_parser(parser: argparse.ArgumentParser) -> None:
     defaults = PipelineConfig()
     add = parser.add_argument
-    add("--input", action="append", dest="inputs", metavar="[NAME=]INPUT", help="file or glob (.jsonl .json .parquet .csv), a save_to_disk folder, or hf:NAME[:CONFIG][:SPLIT]; repeatable; default: the bundled demo data")
+    add("--input", action="append", dest="inputs", metavar="[NAME=]INPUT", help="file or glob (.jsonl .json .parquet .csv .txt; the text kinds also compressed: .jsonl.gz, .json.zst, ...), a save_to_disk folder, or hf:NAME[:CONFIG][:SPLIT]; repeatable; default: the bundled demo data")
     add("--input-pair", nargs=2, action="append", dest="input_pairs", metavar=("SRC.txt", "TGT.txt"), help="two line-aligned text files of translation pairs (repeatable)")
     add("--output", default=defaults.output, help="output folder (default: %(default)s)")
     add("--tokenizer", default=DEMO_TOKENIZER, help="fast tokenizer folder or hub id (default: the bundled demo tokenizer)")
