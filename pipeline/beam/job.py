@@ -43,7 +43,7 @@ from masked_shards.build.masking import IGNORE_INDEX, describe_training
 from masked_shards.beam.progress import ProgressLine
 from masked_shards.build.rows import RowBuilder, check_template
 from masked_shards.write.runs import RUNS
-from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_json, output_schema, schema_description, sha256
+from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_counts, manifest_json, output_schema, schema_description, sha256
 from masked_shards.build.templates import AUTO_TEMPLATE, TOKENIZER_TEMPLATE, ChatTemplate, TemplateError, resolve_template
 from masked_shards.build.tokenization import TokenizerError, fingerprint
 from masked_shards.read.translation import looks_language_keyed, needs_languages, translation_prompt
@@ -350,7 +350,7 @@ class FinalizeFn(beam.DoFn):
             "shards": sorted(shards, key=lambda s: s["path"]),
             "record_files": sorted(record_files, key=lambda s: s["path"]),
             "report_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(reports.items())],
-            "counts": report,
+            "counts": manifest_counts(report, REPORT_JSON),
         }
         temporary = FileSystems.join(output, MANIFEST + ".partial")
         _write(output, MANIFEST + ".partial", manifest_json(manifest))
@@ -379,8 +379,10 @@ def record_smoke_test(output: str) -> None:
         with FileSystems.open(FileSystems.join(output, name)) as handle:
             return handle.read().decode("utf-8")
 
+    from masked_shards.check.smoke_test import steady  # torch: only once the stage has run
+
     result = json.loads(read(SMOKE_TEST_JSON))
-    report = {**json.loads(read(REPORT_JSON)), "smoke_test": result}
+    report = {**json.loads(read(REPORT_JSON)), "smoke_test": steady(result)}
     files = {REPORT_JSON: manifest_json(report), REPORT_MARKDOWN: report_markdown(report), REPORT_HTML: with_smoke_test(read(REPORT_HTML), report)}
     for name, content in files.items():
         _write(output, name, content)

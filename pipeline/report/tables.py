@@ -191,7 +191,7 @@ def smoke_test_table(report: Mapping[str, object]) -> Table | None:
     for name, check in result["checks"].items():
         numbers = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {_flat(value)}" for key, value in sorted(check.items()) if key not in ("passed", "losses", "problem"))
         rows.append((name, "passed" if check["passed"] else "FAILED", check.get("problem", numbers)))
-    note = f"A tiny random model trained on rows read back from the shards, on {result.get('device', '?')} in {result.get('seconds', '?')} s; every number is in smoke_test.json."
+    note = f"A tiny random model trained on rows read back from the shards, on {result.get('device', '?')}; every number, and the timings, are in smoke_test.json."
     return Table("smoke-test", "Smoke test", note, ("check", "result", "numbers"), tuple(rows))
 
 
