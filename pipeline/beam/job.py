@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import posixpath
-import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import masked_shards
 from masked_shards.bundled_templates import template_path
 from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.collector import data_flows, job_scope
+from masked_shards.beam.outputs import MANIFEST, check_output, clear_leftovers, hold_output, promote, staging
 from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.read.hub import check_dataset, looks_like_path
 from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
@@ -48,8 +48,6 @@ from masked_shards.build.templates import AUTO_TEMPLATE, TOKENIZER_TEMPLATE, Cha
 from masked_shards.build.tokenization import TokenizerError, fingerprint
 from masked_shards.read.translation import looks_language_keyed, needs_languages, translation_prompt
 
-MANIFEST = "manifest.json"
-OLD_REPORTS = ("coverage_report.txt", "coverage_report.png")  # what earlier versions wrote: still ours to --overwrite
 
 
 @dataclass(frozen=True)
@@ -215,72 +213,14 @@ def check_mix(units: list[InputFile], mix: tuple[tuple[str, float], ...]) -> Non
         raise ConfigError(f"--mix must give a weight to every source and only to them: sources are {sorted(sources)}, --mix names {sorted(weighted)}")
 
 
-def check_output(output: str, overwrite: bool) -> None:
-    """Refuse an output that holds anything, unless --overwrite and all of it is ours; delete nothing.
-
-    The output is a prefix on every filesystem: an object store such as gs:// has objects and no
-    folders, so `exists(output)` is false there however many objects lie under `output/`; we list
-    them instead. Deleting waits for `clear_output`, which `run` calls once every start-up check has
-    passed: a refused run leaves the earlier one exactly as it was. A file we did not write is
-    refused even with --overwrite, because we never delete what is not ours and, left beside a new
-    run, a stray file under data/ would load as part of the dataset.
-    """
-    found = output_files(output)
-    if found and not overwrite:
-        raise ConfigError(f"--output {output} is not empty; pass --overwrite to replace it")
-    foreign = [name for name in found if not _is_ours(name)]
-    if foreign:
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise ConfigError(f"--output {output} holds {foreign[0]}{more}, which masked-shards did not write and --overwrite does not delete; move it or choose another --output")
-
-
-def clear_output(output: str) -> None:
-    """Delete an earlier run's outputs under the prefix: shards of any count, record files, reports.
-
-    The manifest goes first, so an interrupted delete never leaves a manifest naming deleted shards.
-    """
-    ours = [name for name in output_files(output) if _is_ours(name)]
-    for batch in ([n for n in ours if n.startswith(MANIFEST)], [n for n in ours if not n.startswith(MANIFEST)]):
-        if batch:
-            FileSystems.delete([_prefix(output) + name for name in batch])
-
-
-def output_files(output: str) -> list[str]:
-    """Every file under `output/`, named relative to it (`data/train-00000-of-00001.parquet`).
-
-    `**` crosses "/" in Beam's patterns; Beam's local filesystem walks the folder and an object store
-    lists the prefix, so one pattern works on both, and `output2/` is never mistaken for `output/`.
-    """
-    prefix = _prefix(output)
-    return sorted(m.path[len(prefix):] for result in FileSystems.match([prefix + "**"]) for m in result.metadata_list)
-
-
-def _prefix(output: str) -> str:
-    return FileSystems.join(output, "")
-
-
-_OUR_NAMES = re.compile(
-    "|".join(
-        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML, *OLD_REPORTS)]
-        + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
-        + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
-        + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
-    )
-)
-
-
-def _is_ours(name: str) -> bool:
-    """Whether a path below the output is one this job writes (any shard count, any split)."""
-    return _OUR_NAMES.fullmatch(name) is not None
-
-
 class NoRowsWritten(Exception):
     """A run that wrote no row failed, though its report and record files are written; the
-    message is one sentence naming where the records went, and `report` holds the counts."""
+    message is one sentence naming where the records went, and `report` holds the counts. Beside
+    a finished run, which a failed one never replaces, its files stay in the staging prefix."""
 
-    def __init__(self, report: dict[str, object]) -> None:
+    def __init__(self, report: dict[str, object], folder: str = "") -> None:
         super().__init__(_no_rows_sentence(report))
-        self.report = report
+        self.report, self.folder = report, folder  # the staging prefix when a finished run was kept
 
 
 def _no_rows_sentence(report: dict[str, object]) -> str:
@@ -512,24 +452,31 @@ def without_timed_flush() -> None:
 def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object] | None:
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
     raise NoRowsWritten (after the report and record files are written) if no row was written.
-    Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None."""
+    Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None.
+
+    The run holds the output's lock from its first write to its last, writes under the staging
+    prefix and replaces the finished run only once its own manifest is written (outputs.py)."""
     with job_scope(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
         beam_args = for_remote_workers(config, with_default_runner(beam_args or []))
         job = plan(config)
         data_flows()
         without_timed_flush()
         options = PipelineOptions(beam_args)
-        dry_run = options.view_as(TestOptions).dry_run
+        if options.view_as(TestOptions).dry_run:
+            with beam.Pipeline(options=options) as pipe:
+                build(pipe, job)
+            return None
         if _shows_progress(options, config.quiet):
             job = replace(job, progress=scratch)
-        with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
-            build(pipe, job)
-            if config.overwrite and not dry_run:  # every check passed and the job is built: only now remove the earlier run
-                clear_output(config.output)
-    if dry_run:
-        return None
-    with FileSystems.open(FileSystems.join(config.output, REPORT_JSON)) as handle:
+        with hold_output(config.output):
+            check_output(config.output, config.overwrite)  # again: a run may have finished there since plan()
+            clear_leftovers(config.output)
+            staged = replace(job, config=replace(config, output=staging(config.output)))
+            with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
+                build(pipe, staged)
+            folder = config.output if promote(config.output) else staging(config.output)
+    with FileSystems.open(FileSystems.join(folder, REPORT_JSON)) as handle:
         report = json.loads(handle.read())
     if not report["rows_written"]:
-        raise NoRowsWritten(report)
+        raise NoRowsWritten(report, folder)
     return report

@@ -96,8 +96,12 @@ class Validation:
             self.listed.append(violation)
 
 
-def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED) -> Validation:
-    """Check every shard under `directory` (see the module docstring); never raises for bad data."""
+def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, bare: bool = False) -> Validation:
+    """Check every shard under `directory` (see the module docstring); never raises for bad data.
+
+    A folder with no shard fails, and so does one with no manifest unless `bare` asks for a folder
+    of shards on its own: a run that was killed or failed leaves no manifest (its shards, if any,
+    are not the dataset it was to write), and `OK` on it read as a finished run."""
     start = time.perf_counter()
     root = Path(directory)
     manifest = _read_manifest(root)
@@ -106,7 +110,7 @@ def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED) -> V
     if manifest is None and (root / MANIFEST).exists():
         result.add(Violation(MANIFEST, None, "manifest_unreadable", "manifest.json is not valid JSON; only the structural checks ran"))
     listed = {entry["path"]: entry for entry in (manifest or {}).get("shards", [])}
-    on_disk = sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet") if "_runs" not in p.parts)
+    on_disk = sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet") if not {"_runs", "_staging"} & set(p.parts))  # a run's leftovers, not its shards
     vocab = (manifest or {}).get("tokenizer", {}).get("vocab_size")
     schema = _normalised(manifest.get("schema")) if manifest else None
     for path in sorted(set(on_disk) | set(listed)):
@@ -125,6 +129,10 @@ def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED) -> V
     if manifest is not None:
         _check_record_files(root, manifest, result)
         _check_counts(manifest, result)
+    elif not bare and not (root / MANIFEST).exists():
+        result.add(Violation(MANIFEST, None, "no_manifest", "no manifest.json, so no finished run: one that was stopped or failed, or not a masked-shards output (validate --bare checks a folder of shards on its own)"))
+    if not result.shards:
+        result.add(Violation(".", None, "no_shards", "no shard under the directory"))
     result.seconds = time.perf_counter() - start
     return result
 
@@ -405,7 +413,7 @@ def validation_text(result: Validation) -> str:
         f"validated {result.directory}: {result.shards} shards, {result.rows:,} rows, {result.tokens:,} tokens in {result.seconds:.2f} s ({rate:,.0f} rows/s)",
         "checked: " + "; ".join(checked),
     ]
-    if not result.has_manifest:
+    if not result.has_manifest and "no_manifest" not in result.counts:
         lines.append("no manifest.json: structural checks only, rows checked as decoder rows; row counts and checksums not checked")
     total = sum(result.counts.values())
     if result.ok:
