@@ -34,6 +34,7 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--input", action="append", dest="inputs", metavar="[NAME=]INPUT", help="file or glob (.jsonl .json .parquet .csv), a save_to_disk folder, or hf:NAME[:CONFIG][:SPLIT]; repeatable; default: the bundled demo data")
     add("--input-pair", nargs=2, action="append", dest="input_pairs", metavar=("SRC.txt", "TGT.txt"), help="two line-aligned text files of translation pairs (repeatable)")
     add("--output", default=defaults.output, help="output folder (default: %(default)s)")
+    add("--output-format", default=defaults.output_format, choices=("parquet", "arrow"), help="parquet shards, or arrow: data/ in the save_to_disk layout that datasets.load_from_disk(OUT/data) reads (default: %(default)s)")
     add("--tokenizer", default=DEMO_TOKENIZER, help="fast tokenizer folder or hub id (default: the bundled demo tokenizer)")
     add("--template", default=None, help="a bundled name (masked-shards templates lists them), auto (the bundled one that renders like the tokenizer's own chat template, else that one), tokenizer (its own) or PATH.jinja (default: auto with --tokenizer, chatml for the demo tokenizer)")
     add("--format", default=defaults.format, help="auto, alpaca, prompt_completion, messages, sharegpt, translation or text (default: %(default)s)")
@@ -118,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         model_type=args.model_type,
         max_length_ratio=args.max_length_ratio,
         output=args.output,
+        output_format=args.output_format,
         tokenizer=args.tokenizer,
         template=args.template or (PipelineConfig.template if args.tokenizer == DEMO_TOKENIZER else "auto"),
         format=args.format,
@@ -344,7 +346,7 @@ def _on_interrupt(signum: int, frame: object) -> None:
 def _essence(err: BaseException) -> str:
     """Beam wraps worker errors in long tracebacks; keep our own sentence when there is one."""
     text = str(err)
-    for pattern in (r"record \S+ is bad \(.*?\); stopping because of --fail-fast", r"records do not reconcile: [^\n']*"):
+    for pattern in (r"record \S+ is bad \(.*?\); stopping because of --fail-fast", r"records do not reconcile: [^\n']*", r"cannot write \S+: [^\n'\[]*"):
         found = re.search(pattern, text)
         if found:
             return found.group(0)

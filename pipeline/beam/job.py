@@ -22,14 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions, WorkerOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import masked_shards
 from masked_shards.bundled_templates import template_path
-from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.collector import data_flows, job_scope
 from masked_shards.beam.outputs import MANIFEST, check_output, clear_leftovers, hold_output, promote, staging
 from masked_shards.config import ConfigError, PipelineConfig
@@ -42,6 +41,7 @@ from masked_shards.report.tables import report_markdown
 from masked_shards.build.masking import IGNORE_INDEX, describe_training
 from masked_shards.beam.progress import ProgressLine
 from masked_shards.build.rows import RowBuilder, check_template
+from masked_shards.write.arrow import ShardReader, layout_files
 from masked_shards.write.runs import RUNS
 from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_counts, manifest_json, output_schema, schema_description, sha256
 from masked_shards.build.templates import AUTO_TEMPLATE, TOKENIZER_TEMPLATE, ChatTemplate, TemplateError, resolve_template
@@ -276,6 +276,9 @@ class FinalizeFn(beam.DoFn):
         if not report["rows_written"]:
             yield report
             return
+        layout = layout_files(output_schema(config.packing, config.stride), shards) if config.output_format == "arrow" else {}
+        for name, content in layout.items():
+            _write(output, name, content)
         manifest = {
             "masked_shards_version": masked_shards.__version__,
             **identity,
@@ -289,6 +292,7 @@ class FinalizeFn(beam.DoFn):
             "schema": schema_description(output_schema(config.packing, config.stride)),
             "shards": sorted(shards, key=lambda s: s["path"]),
             "record_files": sorted(record_files, key=lambda s: s["path"]),
+            **({"dataset_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(layout.items())]} if layout else {}),
             "report_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(reports.items())],
             "counts": manifest_counts(report, REPORT_JSON),
         }
@@ -305,7 +309,7 @@ def _first_rows(output: str, shards: list[dict], config: PipelineConfig) -> list
         return []
     first = min(shards, key=lambda s: (s["split"] != "train", s["path"]))
     with FileSystems.open(FileSystems.join(output, first["path"])) as handle:
-        rows = pq.ParquetFile(handle).read_row_group(0)
+        rows = ShardReader(handle, first["path"]).read_row_group(0)
     return example_views(rows, tokenizer_for(config.tokenizer))
 
 
@@ -335,7 +339,7 @@ def record_smoke_test(output: str) -> None:
 
 
 def _write(output: str, name: str, content: str | bytes) -> None:
-    with FileSystems.create(FileSystems.join(output, name)) as handle:
+    with create_file(FileSystems.join(output, name)) as handle:
         handle.write(content.encode("utf-8") if isinstance(content, str) else content)
 
 

@@ -47,6 +47,7 @@ _OUR_NAMES = re.compile(
         + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
         + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
         + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
+        + [rf"data/(?:{'|'.join(SPLITS)})/(?:data-\d{{5,}}-of-\d{{5,}}\.arrow|dataset_info\.json|state\.json)", r"data/dataset_dict\.json"]  # --output-format arrow
         + [rf"{re.escape(LOCK)}(?:\.[0-9a-f]+\.(?:new|stale))?", rf"{STAGING}/.+"]
     )
 )

@@ -35,11 +35,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from masked_shards.config import ConfigError
 from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.check.validation import SHARD_PATTERNS
+from masked_shards.write.arrow import ShardReader
 
 SUPERVISED, MASKED, PAD = "supervised", "masked", "pad"
 OPEN, CLOSE = "[[", "]]"
@@ -218,10 +220,10 @@ def _tool_lines(tokenizer, ids: Sequence[int], labels: Sequence[int], attention:
 
 
 def shard_paths(root: Path, manifest: dict | None) -> list[str]:
-    """The shards, relative to `root`: the manifest's list, else every Parquet file below it."""
+    """The shards, relative to `root`: the manifest's list, else every Parquet or Arrow file below it."""
     if manifest is not None:
         return sorted(entry["path"] for entry in manifest.get("shards", []))
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet") if "_runs" not in p.parts)
+    return sorted(str(p.relative_to(root)) for pattern in SHARD_PATTERNS for p in root.rglob(pattern) if not {"_runs", "_staging"} & set(p.parts))
 
 
 def pick_rows(root: Path, shards: list[str], rows: int, example_id: str | None) -> Iterator[ShownRow]:
@@ -229,8 +231,7 @@ def pick_rows(root: Path, shards: list[str], rows: int, example_id: str | None) 
     packed row listing it), streamed batch by batch."""
     left = rows
     for shard in shards:
-        parquet = pq.ParquetFile(root / shard)
-        for start, batch in _batches(parquet):
+        for start, batch in _batches(ShardReader(pa.memory_map(str(root / shard)), shard)):
             if example_id is None:
                 for n in range(min(left, batch.num_rows)):
                     yield ShownRow(shard, start + n, {name: batch.column(name)[n].as_py() for name in batch.schema.names})
@@ -248,9 +249,9 @@ def pick_rows(root: Path, shards: list[str], rows: int, example_id: str | None) 
                 return
 
 
-def _batches(parquet: pq.ParquetFile) -> Iterator[tuple[int, object]]:
+def _batches(shard: ShardReader) -> Iterator[tuple[int, object]]:
     start = 0
-    for batch in parquet.iter_batches(batch_size=2048):
+    for batch in shard.iter_batches(2048):
         yield start, batch
         start += batch.num_rows
 

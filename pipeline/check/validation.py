@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.write.arrow import ShardReader
 
 MANIFEST = "manifest.json"
 MAX_LISTED = 20
@@ -53,6 +54,7 @@ BATCH_ROWS = 16_384
 # Our written column types; other columns (example_id, source, ...) are not checked.
 TOKEN_COLUMNS = ("input_ids", "labels", "attention_mask", "position_ids", "seq_lengths")
 REQUIRED = ("input_ids", "labels")
+SHARD_PATTERNS = ("*.parquet", "*.arrow")  # --output-format parquet | arrow (write/arrow.py)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, bare
     if manifest is None and (root / MANIFEST).exists():
         result.add(Violation(MANIFEST, None, "manifest_unreadable", "manifest.json is not valid JSON; only the structural checks ran"))
     listed = {entry["path"]: entry for entry in (manifest or {}).get("shards", [])}
-    on_disk = sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet") if not {"_runs", "_staging"} & set(p.parts))  # a run's leftovers, not its shards
+    on_disk = sorted(str(p.relative_to(root)) for pattern in SHARD_PATTERNS for p in root.rglob(pattern) if not {"_runs", "_staging"} & set(p.parts))  # a run's leftovers, not its shards
     vocab = (manifest or {}).get("tokenizer", {}).get("vocab_size")
     schema = _normalised(manifest.get("schema")) if manifest else None
     for path in sorted(set(on_disk) | set(listed)):
@@ -127,6 +129,11 @@ def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, bare
             result.add(Violation(path, None, "manifest_rows", f"the manifest says {entry.get('rows')} rows, the file holds {rows}"))
         result.shards += 1
     if manifest is not None:
+        for entry in manifest.get("dataset_files", []):  # the save_to_disk metadata of Arrow shards
+            if (root / entry["path"]).is_file():
+                _check_listing(root, entry["path"], entry, result)
+            else:
+                result.add(Violation(entry["path"], None, "missing_dataset_file", "listed in the manifest but not found"))
         _check_record_files(root, manifest, result)
         _check_counts(manifest, result)
     elif not bare and not (root / MANIFEST).exists():
@@ -200,11 +207,11 @@ def _check_counts(manifest: dict, result: Validation) -> None:
 def _check_shard(path: Path, name: str, result: Validation, seq2seq: bool, vocab: int | None, schema: list[tuple[str, str]] | None) -> int | None:
     """Stream one file's batches through the row checks; returns its rows, None if unreadable."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = ShardReader(pa.memory_map(str(path)), name)
     except (OSError, pa.ArrowException) as err:  # a truncated or foreign file is a finding, not a crash
-        result.add(Violation(name, None, "unreadable", f"not a readable Parquet file ({err})"))
+        result.add(Violation(name, None, "unreadable", f"not a readable {'Arrow' if name.endswith('.arrow') else 'Parquet'} file ({err})"))
         return None
-    arrow = parquet.schema_arrow
+    arrow = parquet.schema
     found = [(f.name, _type_name(str(f.type))) for f in arrow]
     if schema is not None and found != schema:
         result.add(Violation(name, None, "schema", f"columns {found} differ from the manifest's {schema}"))
@@ -212,12 +219,12 @@ def _check_shard(path: Path, name: str, result: Validation, seq2seq: bool, vocab
     problems += [f"{f.name} is {f.type}, not a list of integers" for f in arrow if f.name in TOKEN_COLUMNS and not _integer_list(f.type)]
     if problems:
         result.add(Violation(name, None, "schema", "; ".join(problems)))
-        return parquet.metadata.num_rows
+        return parquet.num_rows
     columns = [c for c in (*TOKEN_COLUMNS, "example_ids") if c in arrow.names]
     result.packed = result.packed or "seq_lengths" in columns
     rows = 0
     try:
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        for batch in parquet.iter_batches(BATCH_ROWS, columns=columns):
             for row, kind, detail in check_batch(batch, seq2seq=seq2seq, vocab=vocab):
                 result.add(Violation(name, rows + row, kind, detail))
             rows += batch.num_rows

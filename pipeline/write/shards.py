@@ -75,7 +75,11 @@ def shard_count(rows: int, num_shards: int, rows_per_shard: int) -> int:
     return min(num_shards or -(-rows // rows_per_shard), rows)
 
 
-def shard_name(split: str, index: int, shards: int) -> str:
+def shard_name(split: str, index: int, shards: int, output_format: str = "parquet") -> str:
+    """The shard's path under data/: `train-00000-of-00002.parquet`, or in save_to_disk's layout
+    (arrow.py) `train/data-00000-of-00002.arrow`."""
+    if output_format == "arrow":
+        return f"{split}/data-{index:05d}-of-{shards:05d}.arrow"
     return f"{split}-{index:05d}-of-{shards:05d}.parquet"
 
 

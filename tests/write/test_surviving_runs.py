@@ -5,6 +5,8 @@ leaves the previous result byte for byte and valid, an unfinished run is named a
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jsonl
+from memory_fs import MemoryFileSystem
 from masked_shards.cli import main
 from masked_shards.write.lock import LEASE_SECONDS, Holder, is_stale
 
@@ -177,3 +180,32 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(inputs, tmp_path, cap
     (output / "_lock.json").write_bytes(Holder("gone", "another-machine", 1, now - 2 * LEASE_SECONDS, now - LEASE_SECONDS).to_json())
     assert main(["run", "--smoke-test", "off", "--quiet", "--input", str(inputs / "small.jsonl"), "--output", str(output), "--overwrite"]) == 0
     assert not (output / "_lock.json").exists()
+
+
+class FullDisk(MemoryFileSystem):
+    """`fulltest://`: the in-memory store, whose shard writes fail as on a full disk."""
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "fulltest"
+
+    def create(self, path: str, *args: object, **kwargs: object) -> io.BytesIO:
+        return _FullUpload(self.objects, path) if "/data/" in path else super().create(path, *args, **kwargs)
+
+
+class _FullUpload(io.BytesIO):
+    def __init__(self, objects: dict[str, bytes], path: str) -> None:
+        super().__init__()
+        objects[path] = b""  # the empty file a full disk leaves
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_empty_shard_under_data(inputs, capsys):
+    """Old code left a zero-byte shard under data/ and printed an OSError naming a Beam step."""
+    output = "fulltest://bucket/out"
+    assert main(["run", "--smoke-test", "off", "--quiet", "--input", str(inputs / "small.jsonl"), "--output", output]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"masked-shards: run failed: cannot write {output}/_staging/data/train-00000-of-00001.parquet: No space left on device"
+    assert not [path for path in FullDisk.objects if path.startswith(f"{output}/data/")]
