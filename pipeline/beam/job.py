@@ -35,7 +35,7 @@ from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.read.hub import check_dataset, looks_like_path
 from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
 from masked_shards.read.formats import ParseOptions, detect_format
-from masked_shards.report.label_coverage import REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
+from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
 from masked_shards.report.html import example_views, with_smoke_test
 from masked_shards.report.tables import report_markdown
 from masked_shards.build.masking import IGNORE_INDEX, describe_training
@@ -115,9 +115,12 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
     """Every readable unit the inputs name, each with its source name and its id name.
 
     File names in ids are paths below the common folder of all matched files, so ids stay short
-    and stable wherever the data lives.
+    and stable wherever the data lives. The files of one glob are one source, named after the
+    glob (`*.jsonl`) unless NAME= names it: a corpus sharded into 50,000 files is one line of the
+    report, not 50,000 (each file's counts go to coverage_by_file.jsonl).
     """
     found: list[tuple[str | None, str, str, str | None]] = []  # (source name, path, kind, split)
+    globbed: dict[str, str] = {}  # file path -> the --input glob that matched it
     for spec in specs:
         name, target = split_name(spec)
         if target.startswith(HF_PREFIX):
@@ -130,13 +133,15 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
         matched = sorted(m.path for result in FileSystems.match([target]) for m in result.metadata_list)
         if not matched:
             raise ConfigError(f"--input {target} matches no file")
+        if any(char in target for char in "*?["):
+            globbed.update((path, target) for path in matched)
         for path in matched:
             kind = file_kind(path)
             if kind is None:
                 raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file, nor a save_to_disk folder")
             found.append((name, path, kind, None))
     short = _short_names(found)
-    units = [_named_unit(name, path, kind, split, short) for name, path, kind, split in found]
+    units = [_named_unit(name or _glob_name(globbed.get(path), path, short), path, kind, split, short) for name, path, kind, split in found]
     for source_path, target_path in pairs:
         source_lines, target_lines = count_lines(source_path, FileSystems.open), count_lines(target_path, FileSystems.open)
         if source_lines != target_lines:
@@ -147,6 +152,14 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
     if len(set(ids)) != len(ids):
         raise ConfigError("two inputs name the same file; list each file once")
     return units
+
+
+def _glob_name(glob: str | None, path: str, short: dict[str, str]) -> str | None:
+    """A glob's source name: the glob below the folder ids are named from ('/d/*.jsonl' -> '*.jsonl')."""
+    if glob is None:
+        return None
+    folder = path[: len(path) - len(short[path])]
+    return glob[len(folder) :] if folder and glob.startswith(folder) else glob
 
 
 def _short_names(found: list[tuple[str | None, str, str, str | None]]) -> dict[str, str]:
@@ -268,7 +281,7 @@ class FinalizeFn(beam.DoFn):
         if config.limit is not None:  # a quick look (--limit): say so wherever the counts are read
             report["limit"] = config.limit
         problem = reconcile(report)
-        reports = report_files(report, [] if problem else _first_rows(output, shards, config))
+        reports = report_files(report, [] if problem else _first_rows(output, shards, config)) | {REPORT_BY_FILE: b"".join(coverage.by_file(sources))}
         for name, content in reports.items():
             _write(output, name, content)
         if problem:
@@ -332,7 +345,8 @@ def record_smoke_test(output: str) -> None:
         _write(output, name, content)
     manifest = json.loads(read(MANIFEST))
     contents = {name: content.encode("utf-8") for name, content in files.items()}
-    manifest["report_files"] = [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(contents.items())]
+    kept = [entry for entry in manifest["report_files"] if entry["path"] not in contents]  # the per-file counts
+    manifest["report_files"] = sorted(kept + [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in contents.items()], key=lambda entry: entry["path"])
     manifest["smoke_test"] = {"passed": result["passed"], "device": result.get("device"), "file": SMOKE_TEST_JSON}
     _write(output, MANIFEST + ".partial", manifest_json(manifest))
     FileSystems.rename([FileSystems.join(output, MANIFEST + ".partial")], [FileSystems.join(output, MANIFEST)])

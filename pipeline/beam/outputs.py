@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from masked_shards.beam.transforms import DROPPED, REJECTED
 from masked_shards.config import ConfigError
-from masked_shards.report.label_coverage import REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN
+from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN
 from masked_shards.write.lock import LOCK, RENEW_SECONDS, Holder, held_sentence, is_stale, new_holder
 from masked_shards.write.runs import RUNS
 from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS
@@ -43,7 +43,7 @@ OLD_REPORTS = ("coverage_report.txt", "coverage_report.png")  # what earlier ver
 
 _OUR_NAMES = re.compile(
     "|".join(
-        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML, *OLD_REPORTS)]
+        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML, REPORT_BY_FILE, *OLD_REPORTS)]
         + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
         + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
         + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
