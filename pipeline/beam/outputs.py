@@ -254,6 +254,14 @@ class _OutputLock:
             FileSystems.delete([self._path])
 
     def _write(self, holder: Holder) -> None:
+        """A renewal: whole or not at all, so no reader ever sees a torn lock (and takes it for
+        stale). A local file is replaced by rename; an object store's upload appears complete."""
+        if "://" not in self._output:
+            draft = f"{self._path}.{holder.run}.new"
+            with open(draft, "wb") as handle:
+                handle.write(holder.to_json())
+            os.replace(draft, self._path)
+            return
         with FileSystems.create(self._path) as handle:
             handle.write(holder.to_json())
 
