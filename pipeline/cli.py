@@ -12,11 +12,13 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 
 from masked_shards.config import DEMO_INPUTS, DEMO_TOKENIZER, ConfigError, PipelineConfig
 
-EXIT_CONFIG, EXIT_FAILED = 2, 1
+EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +34,7 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     add("--input", action="append", dest="inputs", metavar="[NAME=]INPUT", help="file or glob (.jsonl .json .parquet .csv .txt; the text kinds also compressed: .jsonl.gz, .json.zst, ...), a save_to_disk folder, or hf:NAME[:CONFIG][:SPLIT]; repeatable; default: the bundled demo data")
     add("--input-pair", nargs=2, action="append", dest="input_pairs", metavar=("SRC.txt", "TGT.txt"), help="two line-aligned text files of translation pairs (repeatable)")
     add("--output", default=defaults.output, help="output folder (default: %(default)s)")
+    add("--output-format", default=defaults.output_format, choices=("parquet", "arrow"), help="parquet shards, or arrow: data/ in the save_to_disk layout that datasets.load_from_disk(OUT/data) reads (default: %(default)s)")
     add("--tokenizer", default=DEMO_TOKENIZER, help="fast tokenizer folder or hub id (default: the bundled demo tokenizer)")
     add("--template", default=None, help="a bundled name (masked-shards templates lists them), auto (the bundled one that renders like the tokenizer's own chat template, else that one), tokenizer (its own) or PATH.jinja (default: auto with --tokenizer, chatml for the demo tokenizer)")
     add("--format", default=defaults.format, help="auto, alpaca, prompt_completion, messages, sharegpt, translation or text (default: %(default)s)")
@@ -88,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _directory_parsers(commands: argparse._SubParsersAction) -> None:
     """`validate DIR` and `inspect DIR`: commands on a shard directory already written."""
     validate = commands.add_parser("validate", help="check a shard directory: columns, lengths, labels, packing, manifest row counts and sha256 (exit 1 on any violation)")
-    validate.add_argument("directory", metavar="DIR", help="a --output folder of masked-shards, or any folder of Parquet shards with input_ids and labels")
+    validate.add_argument("directory", metavar="DIR", help="a --output folder of masked-shards, or with --bare any folder of Parquet shards with input_ids and labels")
+    validate.add_argument("--bare", action="store_true", help="check a folder of shards without manifest.json (structural checks only); without it a folder with no manifest fails")
     inspect = commands.add_parser("inspect", help="show rows token by token: supervised, masked and pad tokens, and the decoded supervised text per turn")
     inspect.add_argument("directory", metavar="DIR", help="a --output folder of masked-shards (its manifest names the tokenizer)")
     inspect.add_argument("--rows", type=int, default=3, help="show the first N rows (default: %(default)s)")
@@ -116,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         model_type=args.model_type,
         max_length_ratio=args.max_length_ratio,
         output=args.output,
+        output_format=args.output_format,
         tokenizer=args.tokenizer,
         template=args.template or (PipelineConfig.template if args.tokenizer == DEMO_TOKENIZER else "auto"),
         format=args.format,
@@ -223,7 +228,7 @@ def _on_directory(args: argparse.Namespace) -> int:
         fs = _filesystem_for(args.directory)
         if not RunFolder.at(args.directory, fs).is_folder():
             raise ConfigError(f"{args.directory} is not a folder")
-        result = validate_directory(args.directory, fs=fs)
+        result = validate_directory(args.directory, fs=fs, bare=args.bare)
         print(validation_text(result), end="")
         return 0 if result.ok else EXIT_FAILED
     from masked_shards.check.inspection import inspect_directory
@@ -307,7 +312,11 @@ def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off") 
 
     with job_scope():  # no collections while Beam and transformers import (collector.py); run() has its own
         from masked_shards.beam.job import NoRowsWritten, run
+        from masked_shards.beam.outputs import hold_output, left_behind
         from masked_shards.report.label_coverage import gate_failure, report_text
+    _interrupted.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_interrupt)
     try:
         report = run(config, beam_args)
         if report is None:
@@ -318,24 +327,40 @@ def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off") 
                 print(f"masked-shards: {failed}", file=sys.stderr)
                 return EXIT_FAILED
             if smoke_test != "off" and not (smoke_test == "auto" and "://" in config.output):
-                return run_smoke_test(config.output, smoke_test)
+                with hold_output(config.output):  # it rewrites the report and manifest
+                    return run_smoke_test(config.output, smoke_test)
+    except KeyboardInterrupt:  # Ctrl-C: say what is left, exit as shells expect of SIGINT
+        print(f"\nmasked-shards: interrupted; {left_behind(config.output)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except NoRowsWritten as err:
-        print(report_text(err.report) + f"report and rejected/dropped records in {config.output}; no shards, no manifest")
+        print(report_text(err.report) + f"report and rejected/dropped records in {err.folder or config.output}; no shards, no manifest" + ("" if err.folder in ("", config.output) else f"; the finished run in {config.output} is kept"))
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as err:  # a failed Beam run: show its one meaningful sentence
+        if _interrupted.is_set():  # Ctrl-C inside a Beam step, which wraps it in its own error
+            print(f"\nmasked-shards: interrupted; {left_behind(config.output)}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(f"masked-shards: run failed: {_essence(err)}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 
 
+_interrupted = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """Python's own Ctrl-C (KeyboardInterrupt), remembered: Beam turns it into a step's error."""
+    _interrupted.set()
+    signal.default_int_handler(signum, frame)
+
+
 def _essence(err: BaseException) -> str:
     """Beam wraps worker errors in long tracebacks; keep our own sentence when there is one."""
     text = str(err)
-    for pattern in (r"record \S+ is bad \(.*?\); stopping because of --fail-fast", r"records do not reconcile: [^\n']*"):
+    for pattern in (r"record \S+ is bad \(.*?\); stopping because of --fail-fast", r"records do not reconcile: [^\n']*", r"cannot write \S+: [^\n'\[]*"):
         found = re.search(pattern, text)
         if found:
             return found.group(0)

@@ -20,6 +20,7 @@ OVERLONG_CHOICES = ("truncate", "drop", "split")  # split: only with packing (pa
 PACKING_CHOICES = ("none", "bfd", "wrap")  # packing.py
 SPECIAL_TEXT_CHOICES = ("reject", "plain")
 MODEL_TYPES = ("decoder", "seq2seq")
+OUTPUT_FORMATS = ("parquet", "arrow")  # write/arrow.py writes both
 
 
 class ConfigError(Exception):
@@ -36,6 +37,9 @@ class PipelineConfig:
     """Line-aligned (source, target) text files for translation."""
     output: str = "out"
     """Output folder; must be empty or absent unless overwrite is set."""
+    output_format: str = "parquet"
+    """parquet (zstd shards under data/) or arrow (data/ in the layout of `datasets`' save_to_disk,
+    read by `load_from_disk`); write/arrow.py."""
     tokenizer: str = DEMO_TOKENIZER
     """Hugging Face fast tokenizer: a local folder or a hub id."""
     template: str = "chatml"
@@ -128,6 +132,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.inputs or self.input_pairs), "--input or --input-pair needs at least one file")
+        _check(self.output_format in OUTPUT_FORMATS, f"--output-format must be parquet or arrow, not {self.output_format!r}")
         _check(self.format in ("auto", *FORMATS), f"--format must be one of auto, {', '.join(FORMATS)}, not {self.format!r}")
         _check(self.max_length >= 2, f"--max-length must be at least 2, not {self.max_length}")
         _check(self.max_record_bytes >= 1, f"--max-record-bytes must be positive, not {self.max_record_bytes}")

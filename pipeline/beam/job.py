@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import posixpath
-import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,34 +22,33 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions, WorkerOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import masked_shards
 from masked_shards.bundled_templates import template_path
-from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.collector import data_flows, job_scope
+from masked_shards.beam.outputs import MANIFEST, check_output, clear_leftovers, hold_output, promote, staging
 from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.read.compression import DamagedInput
 from masked_shards.read.hub import check_dataset, looks_like_path
 from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
 from masked_shards.read.formats import ParseOptions, detect_format
-from masked_shards.report.label_coverage import REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
+from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
 from masked_shards.report.html import example_views, with_smoke_test
 from masked_shards.report.tables import report_markdown
 from masked_shards.build.masking import IGNORE_INDEX, describe_training
 from masked_shards.beam.progress import ProgressLine
 from masked_shards.build.rows import RowBuilder, check_template
+from masked_shards.write.arrow import ShardReader, layout_files
 from masked_shards.write.runs import RUNS
-from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_json, output_schema, schema_description, sha256
+from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_counts, manifest_json, output_schema, schema_description, sha256
 from masked_shards.build.templates import AUTO_TEMPLATE, TOKENIZER_TEMPLATE, ChatTemplate, TemplateError, resolve_template
 from masked_shards.build.tokenization import TokenizerError, fingerprint
 from masked_shards.read.translation import looks_language_keyed, needs_languages, translation_prompt
 
-MANIFEST = "manifest.json"
-OLD_REPORTS = ("coverage_report.txt", "coverage_report.png")  # what earlier versions wrote: still ours to --overwrite
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,12 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
     """Every readable unit the inputs name, each with its source name and its id name.
 
     File names in ids are paths below the common folder of all matched files, so ids stay short
-    and stable wherever the data lives.
+    and stable wherever the data lives. The files of one glob are one source, named after the
+    glob (`*.jsonl`) unless NAME= names it: a corpus sharded into 50,000 files is one line of the
+    report, not 50,000 (each file's counts go to coverage_by_file.jsonl).
     """
     found: list[tuple[str | None, str, str, str | None]] = []  # (source name, path, kind, split)
+    globbed: dict[str, str] = {}  # file path -> the --input glob that matched it
     for spec in specs:
         name, target = split_name(spec)
         if target.startswith(HF_PREFIX):
@@ -133,13 +134,15 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
         matched = sorted(m.path for result in FileSystems.match([target]) for m in result.metadata_list)
         if not matched:
             raise ConfigError(f"--input {target} matches no file")
+        if any(char in target for char in "*?["):
+            globbed.update((path, target) for path in matched)
         for path in matched:
             kind = file_kind(path)
             if kind is None:
                 raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file (the text kinds also compressed, as .jsonl.gz, .json.zst, ...), nor a save_to_disk folder")
             found.append((name, path, kind, None))
     short = _short_names(found)
-    units = [_named_unit(name, path, kind, split, short) for name, path, kind, split in found]
+    units = [_named_unit(name or _glob_name(globbed.get(path), path, short), path, kind, split, short) for name, path, kind, split in found]
     for source_path, target_path in pairs:
         try:
             source_lines, target_lines = count_lines(source_path, open_raw), count_lines(target_path, open_raw)
@@ -153,6 +156,14 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
     if len(set(ids)) != len(ids):
         raise ConfigError("two inputs name the same file; list each file once")
     return units
+
+
+def _glob_name(glob: str | None, path: str, short: dict[str, str]) -> str | None:
+    """A glob's source name: the glob below the folder ids are named from ('/d/*.jsonl' -> '*.jsonl')."""
+    if glob is None:
+        return None
+    folder = path[: len(path) - len(short[path])]
+    return glob[len(folder) :] if folder and glob.startswith(folder) else glob
 
 
 def _short_names(found: list[tuple[str | None, str, str, str | None]]) -> dict[str, str]:
@@ -219,72 +230,14 @@ def check_mix(units: list[InputFile], mix: tuple[tuple[str, float], ...]) -> Non
         raise ConfigError(f"--mix must give a weight to every source and only to them: sources are {sorted(sources)}, --mix names {sorted(weighted)}")
 
 
-def check_output(output: str, overwrite: bool) -> None:
-    """Refuse an output that holds anything, unless --overwrite and all of it is ours; delete nothing.
-
-    The output is a prefix on every filesystem: an object store such as gs:// has objects and no
-    folders, so `exists(output)` is false there however many objects lie under `output/`; we list
-    them instead. Deleting waits for `clear_output`, which `run` calls once every start-up check has
-    passed: a refused run leaves the earlier one exactly as it was. A file we did not write is
-    refused even with --overwrite, because we never delete what is not ours and, left beside a new
-    run, a stray file under data/ would load as part of the dataset.
-    """
-    found = output_files(output)
-    if found and not overwrite:
-        raise ConfigError(f"--output {output} is not empty; pass --overwrite to replace it")
-    foreign = [name for name in found if not _is_ours(name)]
-    if foreign:
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise ConfigError(f"--output {output} holds {foreign[0]}{more}, which masked-shards did not write and --overwrite does not delete; move it or choose another --output")
-
-
-def clear_output(output: str) -> None:
-    """Delete an earlier run's outputs under the prefix: shards of any count, record files, reports.
-
-    The manifest goes first, so an interrupted delete never leaves a manifest naming deleted shards.
-    """
-    ours = [name for name in output_files(output) if _is_ours(name)]
-    for batch in ([n for n in ours if n.startswith(MANIFEST)], [n for n in ours if not n.startswith(MANIFEST)]):
-        if batch:
-            FileSystems.delete([_prefix(output) + name for name in batch])
-
-
-def output_files(output: str) -> list[str]:
-    """Every file under `output/`, named relative to it (`data/train-00000-of-00001.parquet`).
-
-    `**` crosses "/" in Beam's patterns; Beam's local filesystem walks the folder and an object store
-    lists the prefix, so one pattern works on both, and `output2/` is never mistaken for `output/`.
-    """
-    prefix = _prefix(output)
-    return sorted(m.path[len(prefix):] for result in FileSystems.match([prefix + "**"]) for m in result.metadata_list)
-
-
-def _prefix(output: str) -> str:
-    return FileSystems.join(output, "")
-
-
-_OUR_NAMES = re.compile(
-    "|".join(
-        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML, *OLD_REPORTS)]
-        + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
-        + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
-        + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
-    )
-)
-
-
-def _is_ours(name: str) -> bool:
-    """Whether a path below the output is one this job writes (any shard count, any split)."""
-    return _OUR_NAMES.fullmatch(name) is not None
-
-
 class NoRowsWritten(Exception):
     """A run that wrote no row failed, though its report and record files are written; the
-    message is one sentence naming where the records went, and `report` holds the counts."""
+    message is one sentence naming where the records went, and `report` holds the counts. Beside
+    a finished run, which a failed one never replaces, its files stay in the staging prefix."""
 
-    def __init__(self, report: dict[str, object]) -> None:
+    def __init__(self, report: dict[str, object], folder: str = "") -> None:
         super().__init__(_no_rows_sentence(report))
-        self.report = report
+        self.report, self.folder = report, folder  # the staging prefix when a finished run was kept
 
 
 def _no_rows_sentence(report: dict[str, object]) -> str:
@@ -332,7 +285,7 @@ class FinalizeFn(beam.DoFn):
         if config.limit is not None:  # a quick look (--limit): say so wherever the counts are read
             report["limit"] = config.limit
         problem = reconcile(report)
-        reports = report_files(report, [] if problem else _first_rows(output, shards, config))
+        reports = report_files(report, [] if problem else _first_rows(output, shards, config)) | {REPORT_BY_FILE: b"".join(coverage.by_file(sources))}
         for name, content in reports.items():
             _write(output, name, content)
         if problem:
@@ -340,6 +293,9 @@ class FinalizeFn(beam.DoFn):
         if not report["rows_written"]:
             yield report
             return
+        layout = layout_files(output_schema(config.packing, config.stride), shards) if config.output_format == "arrow" else {}
+        for name, content in layout.items():
+            _write(output, name, content)
         manifest = {
             "masked_shards_version": masked_shards.__version__,
             **identity,
@@ -353,8 +309,9 @@ class FinalizeFn(beam.DoFn):
             "schema": schema_description(output_schema(config.packing, config.stride)),
             "shards": sorted(shards, key=lambda s: s["path"]),
             "record_files": sorted(record_files, key=lambda s: s["path"]),
+            **({"dataset_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(layout.items())]} if layout else {}),
             "report_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(reports.items())],
-            "counts": report,
+            "counts": manifest_counts(report, REPORT_JSON),
         }
         temporary = FileSystems.join(output, MANIFEST + ".partial")
         _write(output, MANIFEST + ".partial", manifest_json(manifest))
@@ -369,7 +326,7 @@ def _first_rows(output: str, shards: list[dict], config: PipelineConfig) -> list
         return []
     first = min(shards, key=lambda s: (s["split"] != "train", s["path"]))
     with FileSystems.open(FileSystems.join(output, first["path"])) as handle:
-        rows = pq.ParquetFile(handle).read_row_group(0)
+        rows = ShardReader(handle, first["path"]).read_row_group(0)
     return example_views(rows, tokenizer_for(config.tokenizer))
 
 
@@ -383,21 +340,24 @@ def record_smoke_test(output: str) -> None:
         with FileSystems.open(FileSystems.join(output, name)) as handle:
             return handle.read().decode("utf-8")
 
+    from masked_shards.check.smoke_test import steady  # torch: only once the stage has run
+
     result = json.loads(read(SMOKE_TEST_JSON))
-    report = {**json.loads(read(REPORT_JSON)), "smoke_test": result}
+    report = {**json.loads(read(REPORT_JSON)), "smoke_test": steady(result)}
     files = {REPORT_JSON: manifest_json(report), REPORT_MARKDOWN: report_markdown(report), REPORT_HTML: with_smoke_test(read(REPORT_HTML), report)}
     for name, content in files.items():
         _write(output, name, content)
     manifest = json.loads(read(MANIFEST))
     contents = {name: content.encode("utf-8") for name, content in files.items()}
-    manifest["report_files"] = [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(contents.items())]
+    kept = [entry for entry in manifest["report_files"] if entry["path"] not in contents]  # the per-file counts
+    manifest["report_files"] = sorted(kept + [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in contents.items()], key=lambda entry: entry["path"])
     manifest["smoke_test"] = {"passed": result["passed"], "device": result.get("device"), "file": SMOKE_TEST_JSON}
     _write(output, MANIFEST + ".partial", manifest_json(manifest))
     FileSystems.rename([FileSystems.join(output, MANIFEST + ".partial")], [FileSystems.join(output, MANIFEST)])
 
 
 def _write(output: str, name: str, content: str | bytes) -> None:
-    with FileSystems.create(FileSystems.join(output, name)) as handle:
+    with create_file(FileSystems.join(output, name)) as handle:
         handle.write(content.encode("utf-8") if isinstance(content, str) else content)
 
 
@@ -514,24 +474,31 @@ def without_timed_flush() -> None:
 def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object] | None:
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
     raise NoRowsWritten (after the report and record files are written) if no row was written.
-    Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None."""
+    Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None.
+
+    The run holds the output's lock from its first write to its last, writes under the staging
+    prefix and replaces the finished run only once its own manifest is written (outputs.py)."""
     with job_scope(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
         beam_args = for_remote_workers(config, with_default_runner(beam_args or []))
         job = plan(config)
         data_flows()
         without_timed_flush()
         options = PipelineOptions(beam_args)
-        dry_run = options.view_as(TestOptions).dry_run
+        if options.view_as(TestOptions).dry_run:
+            with beam.Pipeline(options=options) as pipe:
+                build(pipe, job)
+            return None
         if _shows_progress(options, config.quiet):
             job = replace(job, progress=scratch)
-        with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
-            build(pipe, job)
-            if config.overwrite and not dry_run:  # every check passed and the job is built: only now remove the earlier run
-                clear_output(config.output)
-    if dry_run:
-        return None
-    with FileSystems.open(FileSystems.join(config.output, REPORT_JSON)) as handle:
+        with hold_output(config.output):
+            check_output(config.output, config.overwrite)  # again: a run may have finished there since plan()
+            clear_leftovers(config.output)
+            staged = replace(job, config=replace(config, output=staging(config.output)))
+            with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
+                build(pipe, staged)
+            folder = config.output if promote(config.output) else staging(config.output)
+    with FileSystems.open(FileSystems.join(folder, REPORT_JSON)) as handle:
         report = json.loads(handle.read())
     if not report["rows_written"]:
-        raise NoRowsWritten(report)
+        raise NoRowsWritten(report, folder)
     return report

@@ -4,7 +4,7 @@
     TokenizeExamples  Example batches -> RowBatch  (Arrow columns; + rejected, + dropped)
     PackRows          RowBatch -> windows of examples by a seeded hash -> PackedBatch   (--packing)
     StrideRows        RowBatch -> StridedBatch, each long row as overlapping windows   (--stride)
-    WriteShards       RowBatch -> sorted runs -> shard info (deterministic Parquet files, runs.py)
+    WriteShards       RowBatch -> sorted runs -> shard info (deterministic Parquet or Arrow files, runs.py)
     WriteJsonLines    Rejected/Dropped -> one sorted JSONL file
     ReportCoverage    everything -> Coverage
 """
@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,6 +85,17 @@ def _local_copy(folder: str) -> str:
         except OSError:
             shutil.rmtree(partial, ignore_errors=True)
     return str(local)
+
+
+@contextmanager
+def create_file(path: str) -> Iterator[object]:
+    """`FileSystems.create`, with a failed write (a full disk, a quota) named by its file: Beam's
+    error names only the step, and the raw OSError no path at all."""
+    try:
+        with FileSystems.create(path) as handle:
+            yield handle
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
 
 
 class FailFast(Exception):
@@ -414,7 +426,7 @@ class SpillRunsFn(beam.DoFn):
             return
         for split, table in keyed_runs(pending, self._seed).items():
             path = FileSystems.join(self._output, RUNS, f"{split}-{uuid.uuid4().hex}.parquet")
-            with FileSystems.create(path) as handle:
+            with create_file(path) as handle:
                 write_run(table, handle)
             yield {"path": path, "split": split, "rows": table.num_rows}
 
@@ -443,14 +455,14 @@ def _reader(run: dict[str, object]) -> RunReader:
 class MergeShardFn(beam.DoFn):
     """ShardRange -> its Parquet file, merged from its slice of every run of the split."""
 
-    def __init__(self, output: str, schema: pa.Schema) -> None:
-        self._output, self._schema = output, schema
+    def __init__(self, output: str, schema: pa.Schema, output_format: str = "parquet") -> None:
+        self._output, self._schema, self._format = output, schema, output_format
 
     def process(self, shard: ShardRange, runs: list[dict[str, object]]) -> Iterator[dict[str, object]]:
         readers = [_reader(run) for run in sorted(runs, key=lambda r: r["path"]) if run["split"] == shard.split]
-        name = shard_name(shard.split, shard.index, shard.count)
-        with FileSystems.create(FileSystems.join(self._output, "data", name)) as handle:
-            info = merge_shard(shard, readers, handle, self._schema)
+        name = shard_name(shard.split, shard.index, shard.count, self._format)
+        with create_file(FileSystems.join(self._output, "data", name)) as handle:
+            info = merge_shard(shard, readers, handle, self._schema, self._format)
         yield {"path": posixpath.join("data", name), "split": shard.split, "index": shard.index, **info}
 
 
@@ -470,7 +482,7 @@ class WriteShards(beam.PTransform):
             | "Once" >> beam.Create([None])
             | "PlanShards" >> beam.FlatMap(_plan_shards, runs=runs, config=self._config)
             | "SpreadShards" >> beam.Reshuffle()
-            | "MergeShard" >> beam.ParDo(MergeShardFn(self._output, output_schema(self._config.packing, self._config.stride)), runs=runs)
+            | "MergeShard" >> beam.ParDo(MergeShardFn(self._output, output_schema(self._config.packing, self._config.stride), self._config.output_format), runs=runs)
         )
         return {"shards": shards, "runs": spilled}
 
@@ -488,7 +500,7 @@ class WriteJsonLines(beam.PTransform):
         def write(keyed: tuple[None, list[tuple[tuple[str, int], str]]]) -> dict[str, object]:
             lines = [line for _, line in sorted(keyed[1])]
             data = "".join(line + "\n" for line in lines).encode("utf-8")
-            with FileSystems.create(FileSystems.join(output, folder, f"{folder}.jsonl")) as handle:
+            with create_file(FileSystems.join(output, folder, f"{folder}.jsonl")) as handle:
                 handle.write(data)
             return {"path": posixpath.join(folder, f"{folder}.jsonl"), "rows": len(lines), "sha256": sha256(data)}
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+SHARD_SUFFIXES = (".parquet", ".arrow")  # --output-format parquet | arrow (write/arrow.py)
+LEFTOVERS = ("_runs", "_staging")  # a run's spent sorted runs and unpromoted files: never its shards
+
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem holding `path` and the path on it: a local path (relative or not)
@@ -56,9 +59,9 @@ class RunFolder:
         with self.open(name) as handle:
             return handle.read()
 
-    def files(self, suffix: str) -> list[str]:
-        """The names of every file below the folder ending in `suffix`, in name order, except the
-        spent sorted runs a killed run leaves under `_runs/`."""
+    def files(self, *suffixes: str) -> list[str]:
+        """The names of every file below the folder ending in one of `suffixes`, in name order,
+        except the leftovers a killed run leaves under `_runs/` and `_staging/`."""
         found = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
-        names = (info.path[len(self.root) + 1 :] for info in found if info.type == pafs.FileType.File and info.path.endswith(suffix))
-        return sorted(name for name in names if "_runs" not in name.split("/"))
+        names = (info.path[len(self.root) + 1 :] for info in found if info.type == pafs.FileType.File and info.path.endswith(suffixes))
+        return sorted(name for name in names if not set(LEFTOVERS) & set(name.split("/")))

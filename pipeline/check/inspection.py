@@ -37,12 +37,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from masked_shards.config import ConfigError
 from masked_shards.build.masking import IGNORE_INDEX
-from masked_shards.check.folder import RunFolder
+from masked_shards.check.folder import SHARD_SUFFIXES, RunFolder
+from masked_shards.write.arrow import ShardReader
 
 SUPERVISED, MASKED, PAD = "supervised", "masked", "pad"
 OPEN, CLOSE = "[[", "]]"
@@ -221,10 +220,10 @@ def _tool_lines(tokenizer, ids: Sequence[int], labels: Sequence[int], attention:
 
 
 def shard_paths(root: RunFolder, manifest: dict | None) -> list[str]:
-    """The shards, relative to `root`: the manifest's list, else every Parquet file below it."""
+    """The shards, relative to `root`: the manifest's list, else every Parquet or Arrow file below it."""
     if manifest is not None:
         return sorted(entry["path"] for entry in manifest.get("shards", []))
-    return root.files(".parquet")
+    return root.files(*SHARD_SUFFIXES)
 
 
 def pick_rows(root: RunFolder, shards: list[str], rows: int, example_id: str | None) -> Iterator[ShownRow]:
@@ -232,8 +231,7 @@ def pick_rows(root: RunFolder, shards: list[str], rows: int, example_id: str | N
     packed row listing it), streamed batch by batch."""
     left = rows
     for shard in shards:
-        parquet = pq.ParquetFile(root.open(shard))
-        for start, batch in _batches(parquet):
+        for start, batch in _batches(ShardReader(root.open(shard), shard)):
             if example_id is None:
                 for n in range(min(left, batch.num_rows)):
                     yield ShownRow(shard, start + n, {name: batch.column(name)[n].as_py() for name in batch.schema.names})
@@ -251,9 +249,9 @@ def pick_rows(root: RunFolder, shards: list[str], rows: int, example_id: str | N
                 return
 
 
-def _batches(parquet: pq.ParquetFile) -> Iterator[tuple[int, object]]:
+def _batches(shard: ShardReader) -> Iterator[tuple[int, object]]:
     start = 0
-    for batch in parquet.iter_batches(batch_size=2048):
+    for batch in shard.iter_batches(2048):
         yield start, batch
         start += batch.num_rows
 

@@ -1,7 +1,8 @@
 """A plain PyTorch path from the shards to model batches: no `datasets`, no Trainer.
 
-`ShardStream` is an `IterableDataset` that reads the Parquet shards a row group at a time
-(`ParquetFile.iter_batches`), so memory holds one batch of rows, never a shard. Each batch of
+`ShardStream` is an `IterableDataset` that reads the shards (Parquet, or Arrow streams under
+`--output-format arrow`, memory-mapped) a row group at a time, so memory holds one batch of
+rows, never a shard. Each batch of
 rows becomes one model batch, built with numpy over the Arrow buffers (no per-token Python loop),
 in one of two layouts:
 
@@ -47,12 +48,13 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from masked_shards.build.masking import IGNORE_INDEX
 from masked_shards.check.folder import filesystem
+from masked_shards.write.arrow import ShardReader
 
 LAYOUTS = ("padded", "flattened")
 TOKEN_COLUMNS = ("input_ids", "labels", "attention_mask", "position_ids", "seq_lengths")
@@ -109,14 +111,20 @@ def read_rows(files: Sequence[str], rows_per_batch: int, share: tuple[int, int] 
     k, n = share
     seen = 0
     for name in files:
-        fs, path = filesystem(name)
-        with fs.open_input_file(path) as handle:
-            shard = pq.ParquetFile(handle)
+        with open_shard(name) as handle:
+            shard = ShardReader(handle, name)
             mine = [group for group in range(shard.num_row_groups) if (seen + group) % n == k]
             seen += shard.num_row_groups
-            columns = [c for c in TOKEN_COLUMNS if c in shard.schema_arrow.names]
+            columns = [c for c in TOKEN_COLUMNS if c in shard.schema.names]
             if mine:
-                yield from shard.iter_batches(batch_size=rows_per_batch, row_groups=mine, columns=columns)
+                yield from shard.iter_batches(rows_per_batch, row_groups=mine, columns=columns)
+
+
+def open_shard(name: str) -> pa.NativeFile:
+    """A shard file for ShardReader: memory-mapped on a local disk (an Arrow shard's batches are
+    then read only where used, as `datasets` reads them), a stream anywhere else."""
+    fs, path = filesystem(name)
+    return pa.memory_map(path) if isinstance(fs, pafs.LocalFileSystem) else fs.open_input_file(path)
 
 
 def padded_batch(rows: pa.RecordBatch, pad_id: int = 0) -> Batch:

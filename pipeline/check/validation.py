@@ -44,10 +44,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from masked_shards.build.masking import IGNORE_INDEX
-from masked_shards.check.folder import RunFolder
+from masked_shards.check.folder import SHARD_SUFFIXES, RunFolder
+from masked_shards.write.arrow import ShardReader
 
 MANIFEST = "manifest.json"
 MAX_LISTED = 20
@@ -98,10 +98,14 @@ class Validation:
             self.listed.append(violation)
 
 
-def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, fs: pafs.FileSystem | None = None) -> Validation:
+def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, fs: pafs.FileSystem | None = None, bare: bool = False) -> Validation:
     """Check every shard under `directory` (see the module docstring); never raises for bad data.
     `fs` reads it (default: pyarrow's filesystem for the path; the command line passes Beam's for
-    a path with a scheme, so any store the job writes to is checked where it was written)."""
+    a path with a scheme, so any store the job writes to is checked where it was written).
+
+    A folder with no shard fails, and so does one with no manifest unless `bare` asks for a folder
+    of shards on its own: a run that was killed or failed leaves no manifest (its shards, if any,
+    are not the dataset it was to write), and `OK` on it read as a finished run."""
     start = time.perf_counter()
     root = RunFolder.at(str(directory), fs)
     manifest = _read_manifest(root)
@@ -110,7 +114,7 @@ def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, fs: 
     if manifest is None and root.is_file(MANIFEST):
         result.add(Violation(MANIFEST, None, "manifest_unreadable", "manifest.json is not valid JSON; only the structural checks ran"))
     listed = {entry["path"]: entry for entry in (manifest or {}).get("shards", [])}
-    on_disk = root.files(".parquet")
+    on_disk = root.files(*SHARD_SUFFIXES)  # a run's leftovers (_runs/, _staging/) are not its shards
     vocab = (manifest or {}).get("tokenizer", {}).get("vocab_size")
     schema = _normalised(manifest.get("schema")) if manifest else None
     for path in sorted(set(on_disk) | set(listed)):
@@ -127,8 +131,17 @@ def validate_directory(directory: str | Path, max_listed: int = MAX_LISTED, fs: 
             result.add(Violation(path, None, "manifest_rows", f"the manifest says {entry.get('rows')} rows, the file holds {rows}"))
         result.shards += 1
     if manifest is not None:
+        for entry in manifest.get("dataset_files", []):  # the save_to_disk metadata of Arrow shards
+            if root.is_file(entry["path"]):
+                _check_listing(root, entry["path"], entry, result)
+            else:
+                result.add(Violation(entry["path"], None, "missing_dataset_file", "listed in the manifest but not found"))
         _check_record_files(root, manifest, result)
         _check_counts(manifest, result)
+    elif not bare and not root.is_file(MANIFEST):
+        result.add(Violation(MANIFEST, None, "no_manifest", "no manifest.json, so no finished run: one that was stopped or failed, or not a masked-shards output (validate --bare checks a folder of shards on its own)"))
+    if not result.shards:
+        result.add(Violation(".", None, "no_shards", "no shard under the directory"))
     result.seconds = time.perf_counter() - start
     return result
 
@@ -195,11 +208,11 @@ def _check_counts(manifest: dict, result: Validation) -> None:
 def _check_shard(root: RunFolder, name: str, result: Validation, seq2seq: bool, vocab: int | None, schema: list[tuple[str, str]] | None) -> int | None:
     """Stream one file's batches through the row checks; returns its rows, None if unreadable."""
     try:
-        parquet = pq.ParquetFile(root.open(name))
+        parquet = ShardReader(root.open(name), name)
     except (OSError, pa.ArrowException) as err:  # a truncated or foreign file is a finding, not a crash
-        result.add(Violation(name, None, "unreadable", f"not a readable Parquet file ({err})"))
+        result.add(Violation(name, None, "unreadable", f"not a readable {'Arrow' if name.endswith('.arrow') else 'Parquet'} file ({err})"))
         return None
-    arrow = parquet.schema_arrow
+    arrow = parquet.schema
     found = [(f.name, _type_name(str(f.type))) for f in arrow]
     if schema is not None and found != schema:
         result.add(Violation(name, None, "schema", f"columns {found} differ from the manifest's {schema}"))
@@ -207,12 +220,12 @@ def _check_shard(root: RunFolder, name: str, result: Validation, seq2seq: bool, 
     problems += [f"{f.name} is {f.type}, not a list of integers" for f in arrow if f.name in TOKEN_COLUMNS and not _integer_list(f.type)]
     if problems:
         result.add(Violation(name, None, "schema", "; ".join(problems)))
-        return parquet.metadata.num_rows
+        return parquet.num_rows
     columns = [c for c in (*TOKEN_COLUMNS, "example_ids") if c in arrow.names]
     result.packed = result.packed or "seq_lengths" in columns
     rows = 0
     try:
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        for batch in parquet.iter_batches(BATCH_ROWS, columns=columns):
             for row, kind, detail in check_batch(batch, seq2seq=seq2seq, vocab=vocab):
                 result.add(Violation(name, rows + row, kind, detail))
             rows += batch.num_rows
@@ -408,7 +421,7 @@ def validation_text(result: Validation) -> str:
         f"validated {result.directory}: {result.shards} shards, {result.rows:,} rows, {result.tokens:,} tokens in {result.seconds:.2f} s ({rate:,.0f} rows/s)",
         "checked: " + "; ".join(checked),
     ]
-    if not result.has_manifest:
+    if not result.has_manifest and "no_manifest" not in result.counts:
         lines.append("no manifest.json: structural checks only, rows checked as decoder rows; row counts and checksums not checked")
     total = sum(result.counts.values())
     if result.ok:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,7 @@ from masked_shards.write.shards import manifest_json
 from masked_shards.shape.striding import StridedBatch
 
 REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML = "coverage_report.json", "coverage_report.md", "coverage_report.html"
+REPORT_BY_FILE = "coverage_by_file.jsonl"  # one line per input file; the report itself counts per source
 TOOL_USE = (  # the report's `tool_use` block, counted over the messages of written rows
     "tool_calls",  # calls made by assistant messages
     "tool_calls_trained",  # of those, calls in a message with supervised tokens
@@ -168,6 +169,10 @@ class Coverage:
     source_rows: Counter = field(default_factory=Counter)
     source_tokens: Counter = field(default_factory=Counter)
     source_supervised: Counter = field(default_factory=Counter)
+    file_rows: Counter = field(default_factory=Counter)  # input file (id name) -> rows; REPORT_BY_FILE
+    file_tokens: Counter = field(default_factory=Counter)
+    file_supervised: Counter = field(default_factory=Counter)
+    file_dropped: Counter = field(default_factory=Counter)
     blank_lines: int = 0  # skipped in line-based inputs: no records, but they shift ids (sources.py)
     truncated: int = 0
     split_at_boundaries: int = 0
@@ -185,6 +190,7 @@ class Coverage:
             self.detail.add(item)
         elif isinstance(item, Dropped):
             self.dropped[item.reason] += 1
+            self.file_dropped[item.example_id.rsplit(":", 1)[0]] += 1
             self.detail.add(item)
         elif isinstance(item, SampledOut):
             self.sampled_out[item.source] += 1
@@ -217,6 +223,10 @@ class Coverage:
         self.source_rows.update(_sums(rows.column("source"), np.ones(rows.num_rows, dtype=np.int64)))
         self.source_tokens.update(_sums(rows.column("source"), tokens))
         self.source_supervised.update(_sums(rows.column("source"), supervised))
+        files = pc.replace_substring_regex(rows.column("example_id"), r":[0-9]+$", "")  # "dir/a.jsonl:17" -> "dir/a.jsonl"
+        self.file_rows.update(_sums(files, np.ones(rows.num_rows, dtype=np.int64)))
+        self.file_tokens.update(_sums(files, tokens))
+        self.file_supervised.update(_sums(files, supervised))
         self.detail.add_rows(rows, tokens, supervised)
 
     def merge(self, other: Coverage) -> Coverage:
@@ -228,6 +238,10 @@ class Coverage:
         self.source_rows += other.source_rows
         self.source_tokens += other.source_tokens
         self.source_supervised += other.source_supervised
+        self.file_rows += other.file_rows
+        self.file_tokens += other.file_tokens
+        self.file_supervised += other.file_supervised
+        self.file_dropped += other.file_dropped
         self.truncated += other.truncated
         self.split_at_boundaries += other.split_at_boundaries
         self.tokens += other.tokens
@@ -311,6 +325,7 @@ class Coverage:
             },
             "rejected_examples": {reason: [entry for _, entry in kept] for reason, kept in sorted(detail.rejected_examples.items())},
             "dropped_examples": {reason: [entry for _, entry in kept] for reason, kept in sorted(detail.dropped_examples.items())},
+            "by_file": REPORT_BY_FILE,
             "record_files": {kind: f"{kind}/{kind}.jsonl" for kind, count in (("rejected", sum(self.rejected.values())), ("dropped", sum(self.dropped.values()))) if count},
         }
         if run is not None:
@@ -321,6 +336,16 @@ class Coverage:
             if (limit := (gates or {}).get(flag)) is not None
         ]
         return report
+
+    def by_file(self, sources: Mapping[str, str]) -> Iterator[bytes]:
+        """REPORT_BY_FILE, line by line in file order: what each input file gave. The report counts
+        per source (an --input, its glob's files together), so its size does not grow with the
+        number of files; this file does, and is read a line at a time."""
+        rejected = self.detail.rejected_at
+        for name in sorted(set(self.file_rows) | set(rejected) | set(self.file_dropped)):
+            counts = {"file": name, "source": sources.get(name, name), "rows": self.file_rows[name], "rejected": rejected[name], "dropped": self.file_dropped[name]}
+            counts |= {"tokens": self.file_tokens[name], "tokens_supervised": self.file_supervised[name]}
+            yield (json.dumps(counts, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
     def _by_source(self, sources: Mapping[str, str]) -> dict[str, dict[str, object]]:
         """Per source: records read (every record ends as a row, a rejection, a drop or a --mix

@@ -77,12 +77,20 @@ def _gates(report: Mapping[str, object]) -> Table:
     return Table("gates", "Quality gates", "A failed gate makes the run exit 1 after its shards and this report are written.", ("gate", "limit", "value", "result"), rows)
 
 
+TOP_SOURCES = 20  # sources shown one by one; the rest are summed in one row
+
+
 def _sources(report: Mapping[str, object]) -> Table:
-    rows = tuple(
-        (name, v["read"], v["rows"], v["rejected"], v["dropped"], v["truncated"], v["sampled_out"], v["tokens"], v["tokens_supervised"], v["supervised_fraction"])
-        for name, v in report["by_source"].items()
-    )
-    note = "read = rows + rejected + dropped + sampled out; truncated counts rows cut and kept plus examples cut and then dropped."
+    """The sources with the most records read, then the rest summed, so the page stays readable
+    however many inputs a run names (every file's own counts are in coverage_by_file.jsonl)."""
+    fields = ("read", "rows", "rejected", "dropped", "truncated", "sampled_out", "tokens", "tokens_supervised")
+    ranked = sorted(report["by_source"].items(), key=lambda item: (-item[1]["read"], item[0]))
+    rows = [(name, *(v[f] for f in fields), v["supervised_fraction"]) for name, v in ranked[:TOP_SOURCES]]
+    if rest := ranked[TOP_SOURCES:]:
+        sums = [sum(v[f] for _, v in rest) for f in fields]
+        rows.append((f"{len(rest):,} more sources", *sums, round(sums[-1] / sums[-2], 6) if sums[-2] else None))
+    rows = tuple(rows)
+    note = "read = rows + rejected + dropped + sampled out; truncated counts rows cut and kept plus examples cut and then dropped. Each input file's counts: coverage_by_file.jsonl."
     return Table("sources", "Records per source", note, ("source", "read", "rows", "rejected", "dropped", "truncated", "sampled out", "tokens", "supervised", "fraction"), rows)
 
 
@@ -191,7 +199,7 @@ def smoke_test_table(report: Mapping[str, object]) -> Table | None:
     for name, check in result["checks"].items():
         numbers = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {_flat(value)}" for key, value in sorted(check.items()) if key not in ("passed", "losses", "problem"))
         rows.append((name, "passed" if check["passed"] else "FAILED", check.get("problem", numbers)))
-    note = f"A tiny random model trained on rows read back from the shards, on {result.get('device', '?')} in {result.get('seconds', '?')} s; every number is in smoke_test.json."
+    note = f"A tiny random model trained on rows read back from the shards, on {result.get('device', '?')}; every number, and the timings, are in smoke_test.json."
     return Table("smoke-test", "Smoke test", note, ("check", "result", "numbers"), tuple(rows))
 
 

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from masked_shards.write.arrow import ShardWriter
 from masked_shards.write.shards import ROW_GROUP_ROWS, SCHEMA, stable_hash
 
 KEY = "key"
@@ -123,17 +124,18 @@ def _count_in(keys: np.ndarray, low: int, high: int | None) -> int:
     return int(last - first)
 
 
-def merge_shard(shard: ShardRange, runs: list[RunReader], sink: IO[bytes], schema: pa.Schema = SCHEMA) -> dict[str, object]:
-    """Write one shard's Parquet bytes to `sink`, row group by row group, in the columns of
-    `schema` (shards.output_schema); returns rows, bytes, sha256."""
+def merge_shard(shard: ShardRange, runs: list[RunReader], sink: IO[bytes], schema: pa.Schema = SCHEMA, output_format: str = "parquet") -> dict[str, object]:
+    """Write one shard's bytes to `sink` (Parquet, or an Arrow stream: arrow.py), row group by row
+    group, in the columns of `schema` (shards.output_schema); returns rows, bytes, sha256."""
     keys = np.sort(np.concatenate([r.keys[(r.keys >= np.uint64(shard.low)) & (_below(r.keys, shard.high))] for r in runs]))
     cuts = [int(k) for k in keys[::ROW_GROUP_ROWS]] + [shard.high]
     hashing = _HashingSink(sink)
-    with pq.ParquetWriter(hashing, schema, compression="zstd", write_statistics=False) as writer:
-        for low, high in zip(cuts, cuts[1:]):
-            pieces = [piece for piece in (r.slice(low, high) for r in runs) if piece is not None]
-            group = pa.concat_tables(pieces)
-            writer.write_table(group.sort_by(_order(group)).select(schema.names).cast(schema), row_group_size=ROW_GROUP_ROWS)
+    writer = ShardWriter(hashing, schema, output_format)
+    for low, high in zip(cuts, cuts[1:]):
+        pieces = [piece for piece in (r.slice(low, high) for r in runs) if piece is not None]
+        group = pa.concat_tables(pieces)
+        writer.write(group.sort_by(_order(group)).select(schema.names).cast(writer.schema), ROW_GROUP_ROWS)
+    writer.close()
     return {"rows": len(keys), "bytes": hashing.size, "sha256": hashing.digest()}
 
 

@@ -75,7 +75,11 @@ def shard_count(rows: int, num_shards: int, rows_per_shard: int) -> int:
     return min(num_shards or -(-rows // rows_per_shard), rows)
 
 
-def shard_name(split: str, index: int, shards: int) -> str:
+def shard_name(split: str, index: int, shards: int, output_format: str = "parquet") -> str:
+    """The shard's path under data/: `train-00000-of-00002.parquet`, or in save_to_disk's layout
+    (arrow.py) `train/data-00000-of-00002.arrow`."""
+    if output_format == "arrow":
+        return f"{split}/data-{index:05d}-of-{shards:05d}.arrow"
     return f"{split}-{index:05d}-of-{shards:05d}.parquet"
 
 
@@ -92,6 +96,20 @@ def output_schema(packing: str, stride: int | None) -> pa.Schema:
 
 def schema_description(schema: pa.Schema = SCHEMA) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+# What a consumer checks shards against; everything else is in the report the manifest points to.
+MANIFEST_COUNTS = (
+    "records_read", "rows_written", "rows_by_split", "tokens_total", "tokens_supervised", "tokens_padding",
+    "rejected", "rejected_by_reason", "dropped", "dropped_by_reason", "sampled_out", "limit",
+)
+
+
+def manifest_counts(report: dict[str, object], report_file: str) -> dict[str, object]:
+    """The report's totals a consumer needs beside the shards (rows per split, tokens, supervised
+    tokens, rejected and dropped by reason), and where the rest is: the whole report repeated
+    here made a 3,600-line manifest for 800 records, growing with the number of input files."""
+    return {**{key: report[key] for key in MANIFEST_COUNTS if key in report}, "report": report_file}
 
 
 def manifest_json(manifest: dict[str, object]) -> str:

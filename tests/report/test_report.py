@@ -227,7 +227,7 @@ def test_html_report_is_one_self_contained_page_with_its_plots_and_rows(run):
 def test_manifest_lists_the_report_files_with_their_checksums(run):
     manifest = json.loads((run["output"] / "manifest.json").read_text(encoding="utf-8"))
     listed = {entry["path"]: entry for entry in manifest["report_files"]}
-    assert set(listed) == {"coverage_report.json", "coverage_report.md", "coverage_report.html"}
+    assert set(listed) == {"coverage_report.json", "coverage_report.md", "coverage_report.html", "coverage_by_file.jsonl"}
     for name, entry in listed.items():
         data = (run["output"] / name).read_bytes()
         assert (entry["bytes"], entry["sha256"]) == (len(data), sha256(data))

@@ -209,5 +209,5 @@ def test_overwrite_on_an_object_store_removes_a_larger_earlier_run(memory_run, i
     assert _job(inputs, again, "--overwrite", "--num-shards", "2") == 0
     written = _under(again + "/")
     assert sorted(name for name in written if name.startswith("data/")) == ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
-    assert sorted(written) == sorted(["coverage_report.json", "coverage_report.html", "coverage_report.md", "manifest.json", *(n for n in written if n.startswith("data/"))])
+    assert sorted(written) == sorted(["coverage_report.json", "coverage_report.html", "coverage_report.md", "coverage_by_file.jsonl", "manifest.json", *(n for n in written if n.startswith("data/"))])
     assert sum(pq.read_table(io.BytesIO(written[n])).num_rows for n in written if n.startswith("data/")) == len(GOOD)

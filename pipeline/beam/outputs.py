@@ -1,0 +1,274 @@
+"""The output prefix on Beam's filesystems: what is ours there, who holds it, and how a new run
+replaces the last one without a moment in which neither is whole.
+
+    out/_lock.json         the holder's lease while a run writes (write/lock.py)
+    out/_staging/...       the run being written: data/, record files, reports, its manifest
+    out/manifest.json ...  the last finished run, untouched until its successor's manifest exists
+
+A run writes everything under `_staging/` (outside `data/`, so `load_dataset(data_dir=out/data)`
+and `validate` see only the finished run). Once its manifest is written there, `promote` deletes
+the old manifest, then the old run's other files, moves the staged files into place and the
+manifest last. A run killed before that leaves the previous result byte for byte as it was, plus
+`_staging/` leftovers that the next run deletes; a run killed inside `promote` (a handful of
+renames) leaves no manifest, which the next run and `validate` name as an unfinished run.
+
+The output is a prefix on every filesystem: an object store such as gs:// has objects and no
+folders, so `exists(output)` is false there however many objects lie under `output/`; we list
+them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from apache_beam.io.filesystems import FileSystems
+
+from masked_shards.beam.transforms import DROPPED, REJECTED
+from masked_shards.config import ConfigError
+from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN
+from masked_shards.write.lock import LOCK, RENEW_SECONDS, Holder, held_sentence, is_stale, new_holder
+from masked_shards.write.runs import RUNS
+from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS
+
+MANIFEST = "manifest.json"
+STAGING = "_staging"
+OLD_REPORTS = ("coverage_report.txt", "coverage_report.png")  # what earlier versions wrote: still ours to --overwrite
+
+_OUR_NAMES = re.compile(
+    "|".join(
+        [re.escape(name) for name in (MANIFEST, MANIFEST + ".partial", REPORT_JSON, REPORT_MARKDOWN, REPORT_HTML, REPORT_BY_FILE, *OLD_REPORTS)]
+        + [re.escape(f"{folder}/{folder}.jsonl") for folder in (REJECTED, DROPPED)]
+        + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
+        + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
+        + [rf"data/(?:{'|'.join(SPLITS)})/(?:data-\d{{5,}}-of-\d{{5,}}\.arrow|dataset_info\.json|state\.json)", r"data/dataset_dict\.json"]  # --output-format arrow
+        + [rf"{re.escape(LOCK)}(?:\.[0-9a-f]+\.(?:new|stale))?", rf"{STAGING}/.+"]
+    )
+)
+
+
+def is_ours(name: str) -> bool:
+    """Whether a path below the output is one this job writes (any shard count, any split)."""
+    return _OUR_NAMES.fullmatch(name) is not None
+
+
+def output_files(output: str) -> list[str]:
+    """Every file under `output/`, named relative to it (`data/train-00000-of-00001.parquet`).
+
+    `**` crosses "/" in Beam's patterns; Beam's local filesystem walks the folder and an object store
+    lists the prefix, so one pattern works on both, and `output2/` is never mistaken for `output/`.
+    """
+    prefix = _prefix(output)
+    return sorted(m.path[len(prefix) :] for result in FileSystems.match([prefix + "**"]) for m in result.metadata_list)
+
+
+def staging(output: str) -> str:
+    """Where a run writes until it is finished (module docstring)."""
+    return FileSystems.join(output, STAGING)
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Refuse an output that a live run holds, or that holds anything unless --overwrite and all of
+    it is ours; delete nothing (a refused run leaves the earlier one exactly as it was).
+
+    A file we did not write is refused even with --overwrite, because we never delete what is not
+    ours and, left beside a new run, a stray file under data/ would load as part of the dataset.
+    """
+    ours = bool(_held.get(output))  # this process holds it: the lock is its own
+    holder = None if ours else lock_holder(output)
+    if holder is not None and not is_stale(holder, time.time()):
+        raise ConfigError(held_sentence(output, holder))
+    found = [name for name in output_files(output) if not (ours and name == LOCK)]
+    if found and not overwrite:
+        if MANIFEST not in found:
+            raise ConfigError(f"--output {output} holds an unfinished run (no manifest.json: it was stopped, or failed); pass --overwrite to replace it")
+        raise ConfigError(f"--output {output} is not empty; pass --overwrite to replace it")
+    foreign = [name for name in found if not is_ours(name)]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ConfigError(f"--output {output} holds {foreign[0]}{more}, which masked-shards did not write and --overwrite does not delete; move it or choose another --output")
+
+
+def clear_leftovers(output: str) -> None:
+    """Delete what killed runs left outside the finished run: staged files, sorted runs of older
+    versions, a manifest's temporary name. Called by the holder only."""
+    _delete(output, [n for n in output_files(output) if n.startswith((STAGING + "/", RUNS + "/")) or n == MANIFEST + ".partial"])
+    for folder in (staging(output), FileSystems.join(output, RUNS)):
+        if FileSystems.exists(folder):  # a local folder (object stores have none)
+            FileSystems.delete([folder])
+
+
+def promote(output: str) -> bool:
+    """Replace the finished run in `output` by the staged one (module docstring); False, moving
+    nothing, when the staged run has no manifest (it wrote no row) and a finished run is there:
+    a failed run never replaces a good one."""
+    staged = output_files(staging(output))
+    old = [n for n in output_files(output) if is_ours(n) and not n.startswith((STAGING + "/", LOCK))]
+    if MANIFEST not in staged and MANIFEST in old:
+        return False
+    _delete(output, [n for n in old if n.startswith(MANIFEST)])  # first: no manifest ever names a deleted shard
+    _delete(output, [n for n in old if not n.startswith(MANIFEST)])
+    moved = [n for n in staged if n != MANIFEST]
+    if "://" not in output:  # Beam's local rename needs the folders; object stores have none
+        for folder in {posixpath.dirname(n) for n in moved} - {""}:
+            os.makedirs(os.path.join(output, folder), exist_ok=True)
+    for names in (moved, [MANIFEST] if MANIFEST in staged else []):  # the manifest last
+        if names:
+            FileSystems.rename([FileSystems.join(staging(output), n) for n in names], [FileSystems.join(output, n) for n in names])
+    clear_leftovers(output)
+    return True
+
+
+def left_behind(output: str) -> str:
+    """What an interrupted run leaves, in words, for the line printed when it stops."""
+    if FileSystems.exists(FileSystems.join(output, MANIFEST)):
+        return f"the previous run in {output} is as it was; the next run there deletes the unfinished files in {staging(output)}"
+    return f"{output} holds an unfinished run (no manifest.json), which the next run with --overwrite replaces"
+
+
+def _delete(output: str, names: list[str]) -> None:
+    if names:
+        FileSystems.delete([_prefix(output) + name for name in names])
+
+
+def _prefix(output: str) -> str:
+    return FileSystems.join(output, "")
+
+
+def lock_holder(output: str) -> Holder | None:
+    """The holder `output/_lock.json` names; None when there is no lock."""
+    path = FileSystems.join(output, LOCK)
+    if not FileSystems.exists(path):
+        return None
+    try:
+        with FileSystems.open(path) as handle:
+            return Holder.from_json(handle.read()) or Holder("unreadable", "", -1, 0.0, 0.0)
+    except Exception:  # noqa: BLE001 - deleted between the two calls: released
+        return None
+
+
+_held: dict[str, int] = {}  # outputs this process holds, with how many `hold_output`s are open on each
+
+
+@contextmanager
+def hold_output(output: str) -> Iterator[None]:
+    """Hold `output` for the block: take its lock (ConfigError naming the holder if a live run has
+    it), renew the lease while the block runs, remove the lock at the end, however it ends.
+    Nested holds of one output in one process share the lock (the command line holds it across the
+    job and the smoke-test stage, the job across its own run)."""
+    if _held.get(output):
+        _held[output] += 1
+        try:
+            yield
+        finally:
+            _held[output] -= 1
+        return
+    lock = _OutputLock(output)
+    lock.acquire()
+    _held[output] = 1
+    try:
+        yield
+    finally:
+        _held.pop(output, None)
+        lock.release()
+
+
+class _OutputLock:
+    """`output/_lock.json`, taken atomically where the filesystem allows: on a local disk by
+    hard-linking a complete file to the lock's name (fails if the name exists, so exactly one
+    run wins); on an object store by writing it where none is and reading it back, which keeps
+    apart runs that start more than a moment apart (Beam's filesystems offer no create-if-absent)."""
+
+    def __init__(self, output: str) -> None:
+        self._output, self._path = output, FileSystems.join(output, LOCK)
+        self._holder: Holder | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        for _ in range(3):
+            found = lock_holder(self._output)
+            if found is not None:
+                if not is_stale(found, time.time()):
+                    raise ConfigError(held_sentence(self._output, found))
+                self._remove(found)
+            holder = new_holder(time.time())
+            if self._create(holder):
+                self._holder = holder
+                self._renewer = threading.Thread(target=self._renew, name="masked-shards-lease", daemon=True)
+                self._renewer.start()
+                return
+        raise ConfigError(f"--output {self._output} is being taken by another run at this moment; try again or choose another --output")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        found = lock_holder(self._output)
+        if found is not None and self._holder is not None and found.run == self._holder.run:
+            FileSystems.delete([self._path])
+
+    def _create(self, holder: Holder) -> bool:
+        if "://" not in self._output:
+            os.makedirs(self._output, exist_ok=True)
+            draft = f"{self._path}.{holder.run}.new"
+            with open(draft, "wb") as handle:
+                handle.write(holder.to_json())
+            try:
+                os.link(draft, self._path)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(draft)
+            return True
+        if FileSystems.exists(self._path):
+            return False
+        self._write(holder)
+        found = lock_holder(self._output)
+        return found is not None and found.run == holder.run
+
+    def _remove(self, stale: Holder) -> None:
+        """Take a stale lock away; on a disk by renaming it first, so of two runs that both found
+        it stale only one removes it (the other's rename fails) and neither removes a new lock."""
+        if "://" not in self._output:
+            aside = f"{self._path}.{uuid.uuid4().hex}.stale"
+            try:
+                os.rename(self._path, aside)
+            except FileNotFoundError:
+                return
+            with open(aside, "rb") as handle:
+                taken = Holder.from_json(handle.read())
+            if taken is not None and taken.run != stale.run:  # a live lock made since we looked: put it back
+                try:
+                    os.link(aside, self._path)
+                except FileExistsError:
+                    pass
+            os.unlink(aside)
+        else:
+            FileSystems.delete([self._path])
+
+    def _write(self, holder: Holder) -> None:
+        """A renewal: whole or not at all, so no reader ever sees a torn lock (and takes it for
+        stale). A local file is replaced by rename; an object store's upload appears complete."""
+        if "://" not in self._output:
+            draft = f"{self._path}.{holder.run}.new"
+            with open(draft, "wb") as handle:
+                handle.write(holder.to_json())
+            os.replace(draft, self._path)
+            return
+        with FileSystems.create(self._path) as handle:
+            handle.write(holder.to_json())
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_SECONDS):
+            found = lock_holder(self._output)
+            if found is None or found.run != self._holder.run:
+                return  # taken from us (our lease ran out): the next check_output of that run says so
+            self._holder = self._holder.renewed(time.time())
+            self._write(self._holder)
