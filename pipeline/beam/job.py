@@ -80,7 +80,9 @@ def plan(config: PipelineConfig) -> JobPlan:
             why = "the tokenizer has no chat template" if template.matched_sha256 is None else "no bundled template renders the tokenizer's chat template identically" if template.name == TOKENIZER_TEMPLATE else "renders the tokenizer's chat template identically"
             print(f"masked-shards: --template auto: {template.name} ({why})", file=sys.stderr)
         if config.format != "text" and config.model_type == "decoder":
-            check_template(template, tokenizer, config.tokenizer)
+            warning = check_template(template, tokenizer, config.tokenizer)
+            if warning:
+                print(f"masked-shards: warning: {warning}", file=sys.stderr)
         if config.model_type == "seq2seq":
             RowBuilder(config, tokenizer, template)  # refuses a tokenizer without EOS (or pad, when padding)
     except (TokenizerError, TemplateError, ValueError) as err:

@@ -39,6 +39,15 @@ _PROBE = Example(
 )
 
 
+_TOOL_PROBE_TOOLS = [{"type": "function", "function": {"name": "probe_lookup", "description": "Look a word up.", "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}}]
+_TOOL_PROBE = (
+    {"role": "user", "content": "Probe question one?"},
+    {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "probe_lookup", "arguments": {"word": "probe"}}}]},
+    {"role": "tool", "tool_call_id": "call_1", "name": "probe_lookup", "content": "Probe result."},
+    {"role": "assistant", "content": "Probe answer one."},
+)
+
+
 @dataclass(frozen=True, eq=False)
 class Tokens:
     """One example encoded, before it is fitted to length.
@@ -284,7 +293,7 @@ class DecoderEncoding:
         try:
             rendered = self._renderer.render(example, protect=self._specials if plain else ())
         except TemplateError as err:
-            return rejected(example, "template_error", str(err))
+            return rejected(example, err.reason, str(err))
         return _generated(rendered, self._prompt_tail, self._end_of_turn)
 
 
@@ -479,30 +488,43 @@ def _special_text(texts: Iterator[tuple[str, str]], pattern: re.Pattern[str] | N
     return None
 
 
-def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> None:
-    """Fail at start, in one sentence, when a template cannot serve this tokenizer.
+def check_template(template: ChatTemplate, tokenizer, tokenizer_name: str) -> str | None:
+    """Fail at start, in one sentence, when a template cannot serve this tokenizer; return one
+    warning line when some assistant turn of it ends with no stop token, else None.
 
-    A probe conversation must render with one trainable span per assistant turn, each starting
-    with the assistant's text after at most some whitespace (else the role header would be
-    trained on; a template with generation marks says itself what the model writes, so there the
-    text may follow markup the model generates, as gpt-oss's "<|channel|>final<|message|>"), and
-    whatever follows that text in the span (the end-of-turn marker) must be special tokens of the
-    tokenizer (one, or a run of them: Cohere's "<|END_RESPONSE|><|END_OF_TURN_TOKEN|>").
+    Two probe conversations: a plain one (it must render; `add_generation_prompt` must add the
+    assistant header, else the header cannot be told from the answer; each span must hold its
+    answer and after it only special tokens, the stop, which the tokenizer must have as such),
+    and one with a tool call, its result and an answer (a template that renders no tool calls is
+    not refused: such records are rejected one by one, `template_dropped_tool_calls`). A span
+    that ends in no special token (the original GLM-4.5 ends its last answer with nothing)
+    teaches no stop: the job runs, with the warning, and the report counts those turns (end of
+    turn "none").
     """
-    renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=special_tokens(tokenizer))
+    specials = special_tokens(tokenizer)
+    renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=specials)
     try:
         rendered = renderer.render(_PROBE)
+        first = [_PROBE.turns[0].message()]
+        prompted = renderer.render_text(first, add_generation_prompt=True) != renderer.render_text(first, add_generation_prompt=False)
     except TemplateError as err:
         raise TemplateError(f"template {template.name!r} cannot render a plain user/assistant conversation: {err}") from None
     answers = [t.content for t in _PROBE.turns if t.role == "assistant"]
-    # A span may open with the separator whitespace the model generates after the prompt
-    # (Vicuna's "ASSISTANT:" + " answer"), never with any other text.
-    spans = [s.text.lstrip() for s in rendered.segments if s.trainable]
-    if template.has_generation_marks:
-        spans = [span[span.find(answer) :] if answer in span else span for span, answer in zip(spans, answers)]
-    if len(spans) != len(answers) or not all(span.startswith(answer) for span, answer in zip(spans, answers)):
+    spans = [s.text for s in rendered.segments if s.trainable]
+    if not (prompted or template.has_generation_marks) or len(spans) != len(answers) or not all(answer in span for span, answer in zip(spans, answers)):
         raise TemplateError(f"template {template.name!r} gives no usable assistant span (found {spans!r}); it must support add_generation_prompt or mark {{% generation %}} blocks")
-    end_of_turn = spans[0][len(answers[0]) :].strip()
-    specials = special_tokens(tokenizer)
-    if end_of_turn and not re.fullmatch("(?:" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True))) + ")+", end_of_turn):
-        raise TokenizerError(f"template {template.name!r} ends assistant turns with {end_of_turn!r}, which tokenizer {tokenizer_name!r} does not have as one special token or a run of them")
+    closing = _alternation(specials)
+    for span, answer in zip(spans, answers):
+        end_of_turn = span[span.index(answer) + len(answer) :].strip()
+        if end_of_turn and (closing is None or closing.sub("", end_of_turn).strip()):
+            raise TokenizerError(f"template {template.name!r} ends assistant turns with {end_of_turn!r}, which tokenizer {tokenizer_name!r} does not have as one special token or a run of them")
+    probes = {"a plain answer": spans}
+    try:
+        tool_use = renderer.render_messages([dict(m) for m in _TOOL_PROBE], [m["role"] == "assistant" for m in _TOOL_PROBE], tools=_TOOL_PROBE_TOOLS)
+        probes["a tool call and its answer"] = [s.text for s in tool_use.segments if s.trainable]
+    except TemplateError:
+        pass  # no tool calls in this template: records with them are rejected, each with its reason
+    unstopped = [f"{name} (turn {k + 1})" for name, found in probes.items() for k, span in enumerate(found) if not (specials and span.rstrip().endswith(specials))]
+    if unstopped:
+        return f"template {template.name!r} ends some assistant turns with no stop token ({', '.join(unstopped)}), so the model does not learn to stop there; the report counts such turns (end of turn: none)"
+    return None

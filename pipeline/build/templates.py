@@ -1,6 +1,7 @@
 """Render an `Example` through a chat template into ordered `Segment`s.
 
-The segments join to the exact training string, and each says whether its characters are
+The segments join to the exact training string (byte for byte what Hugging Face's
+`apply_chat_template(messages, tools=tools)` renders), and each says whether its characters are
 trained on. Two ways to find the trainable characters, both ending in the same `Rendered`:
 
 1. The template marks them with `{% generation %}...{% endgeneration %}` (every bundled template
@@ -10,11 +11,44 @@ trained on. Two ways to find the trainable characters, both ending in the same `
        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" | "Hello<|im_end|>" | "\n"
         trainable=False                                            trainable=True     False
 
-2. The template has no markers (most chat templates shipped with tokenizers). We render growing
-   prefixes of the conversation: the assistant turn i is what `messages[:i+1]` adds to
-   `messages[:i]` rendered with `add_generation_prompt=True`; whitespace after a closing special
-   token (ChatML's "\n") is left out. A template whose renderings are not prefixes of each other
-   cannot be read this way and the record is rejected with that reason.
+2. The template has no markers (most chat templates shipped with tokenizers). The conversation is
+   rendered once as it is and once with sentinels: each message's content, each assistant's
+   reasoning and each tool call's name replaced by a unique marker (a noncharacter-delimited
+   number). The two renderings are aligned piece by piece, so every character of the sentinel
+   rendering has its place in the real one, and each assistant turn's span is found in the ONE
+   full rendering, whatever the template does to earlier turns as the conversation grows:
+
+       sentinel  "<|im_start|>user\n" ①u "<|im_end|>\n<|im_start|>assistant\n" ②a "<|im_end|>\n"
+       real      "<|im_start|>user\n" Hi "<|im_end|>\n<|im_start|>assistant\n" Hello "<|im_end|>\n"
+       span                                                             [--------------------]
+
+   The rule is "train what the model generates after the generation prompt":
+   * Start: where `messages[:i]` rendered with `add_generation_prompt=True` ends, when that is a
+     prefix of the full rendering. Otherwise (Qwen3 dropping past reasoning, Mistral moving the
+     system text, a generation prompt that opens a think block this turn lacks) the generation
+     prompt's tail after its last message is compared with the full rendering after the same
+     message, and the span starts where they stop agreeing, backed off to just after a special
+     token or a newline: at the latest, the end of the assistant header. So text the template
+     prefills (`<think>\n` of DeepSeek-R1) is masked, and text the model writes itself before its
+     answer (`<think></think>`, gpt-oss's `<|channel|>final<|message|>`) is trained.
+   * Inside: reasoning as rendered (Qwen3 and DeepSeek-R1 show it only after the last user
+     message; it is trained where it is rendered, nowhere else), the text, the tool calls in the
+     template's own syntax.
+   * End: the first stop token after the turn's last marker and before the next message:
+     `<|im_end|>`, `<|eot_id|>`, `<|eom_id|>`, gpt-oss `<|call|>`/`<|return|>`/`<|end|>`, GLM's
+     next-turn marker `<|user|>`/`<|observation|>` (the model must emit it), the tokenizer's EOS,
+     ... (STOP_TOKENS, those the tokenizer has as special tokens). A turn with none (the original
+     GLM-4.5 ends its last answer with nothing) ends where `messages[:i+1]` rendered alone stops
+     agreeing with the full rendering; its span then has no stop token, which the start-up probe
+     warns about once and the report counts (`turn_eot` none).
+
+Safety: a tool call whose name the rendering lacks rejects the record (`template_dropped_tool_calls`)
+rather than train a turn without it; reasoning on the final assistant turn that the template does
+not render rejects it (`template_dropped_reasoning`); reasoning left out of earlier turns by design
+is no error (the report counts it, turn_counts.py). A template that writes one assistant message in pieces
+around other messages (Gemma 4 puts the text of a tool-call message after the call's results), or
+whose layout changes with what a text says beyond the tags sentinels keep (`</think>`,
+`<tool_response>`), rejects the record (`template_error`) rather than train part of a turn.
 
 Text a user typed that spells a special token can be kept as plain text (`protect`): each such
 occurrence is broken with a third noncharacter before rendering, so the template cannot confuse
@@ -25,7 +59,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,16 +73,35 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from masked_shards import bundled_templates
 from masked_shards.build.template_probes import PROBES
-from masked_shards.records import Example, Segment
+from masked_shards.records import REASONING_KEYS, Example, Segment
 
 GEN_OPEN, GEN_CLOSE, PLAIN_MARK = "\ufdd0", "\ufdd1", "\ufdd2"
 TOKENIZER_TEMPLATE = "tokenizer"
 AUTO_TEMPLATE = "auto"
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+SENTINEL_OPEN, SENTINEL_CLOSE = "\ufdd3", "\ufdd4"  # around a sentinel's number: "\ufdd3" "7" "\ufdd4"
+# Tokens that end an assistant turn in the families we know, the model's last generated token:
+# ChatML, Llama 3 (eot, eom after a built-in tool call), gpt-oss (end, call, return), Phi-3, Gemma
+# 1-3, Gemma 4 (`<|tool_response>` after a call), Cohere, SmolVLM/Idefics3, and GLM's next-turn markers. The tokenizer's EOS is
+# added per tokenizer (`</s>`, `<|endoftext|>`, DeepSeek's end of sentence, ...).
+STOP_TOKENS = (
+    "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<|call|>", "<|return|>", "<end_of_turn>", "<turn|>",
+    "<|END_OF_TURN_TOKEN|>", "<end_of_utterance>", "<|eot|>", "<|eom|>", "<|tool_response>", "<|user|>", "<|observation|>",
+)  # fmt: skip
+_SENTINEL = re.compile(f"{SENTINEL_OPEN}(\\d+){SENTINEL_CLOSE}")
+# Tags that templates look for inside a text (Qwen3 and GLM split content at </think>, Qwen3 takes
+# a user message wrapped in <tool_response> for a tool result): sentinels keep them, so a
+# template decides the same on the sentinel text as on the real one.
+_TEXT_TAGS = re.compile(r"(</?think>|</?tool_response>)")
 
 
 class TemplateError(Exception):
-    """A template that cannot be used (config time) or cannot render one record (reject)."""
+    """A template that cannot be used (config time) or cannot render one record (reject, with
+    `reason` as the rejection's code)."""
+
+    def __init__(self, message: str, reason: str = "template_error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -202,19 +258,28 @@ class Renderer:
         self._marked = template.has_generation_marks
         self._variables = {"bos_token": bos_token or "", "eos_token": eos_token or ""}
         self._special_tokens = tuple(sorted(special_tokens, key=len, reverse=True))
+        known = set(special_tokens)
+        stops = [t for t in (*STOP_TOKENS, eos_token) if t and (not known or t in known)]
+        self._stops = re.compile("|".join(re.escape(t) for t in sorted(set(stops), key=len, reverse=True))) if stops else None
 
     def render(self, example: Example, protect: tuple[str, ...] = ()) -> Rendered:
         """Render one example; raises TemplateError when the template refuses or cannot be read."""
         messages = [{key: value if key == "role" else _break_all(value, protect) for key, value in t.message().items()} for t in example.turns]
-        tools = _break_all(example.tools, protect)
-        assistant_turns = [n for n, t in enumerate(example.turns) if t.role == "assistant"]
+        return self.render_messages(messages, [t.trainable for t in example.turns], tools=_break_all(example.tools, protect), protect=protect)
+
+    def render_messages(self, messages: list[dict], trainable: list[bool], *, tools: list[dict] | None = None, protect: tuple[str, ...] = ()) -> Rendered:
+        """Render Hugging Face chat messages (and `tools`) as `apply_chat_template` does, with the
+        spans of the assistant messages; `trainable[n]` says whether message n is trained on."""
+        messages = [{key: value for key, value in message.items() if value is not None} for message in messages]  # as Hugging Face does
+        assistant = [n for n, message in enumerate(messages) if message.get("role") == "assistant"]
         if self._marked:
             text, spans = self._render_marked(messages, tools)
         else:
-            text, spans = self._render_by_prefixes(messages, assistant_turns, tools)
-        if len(spans) != len(assistant_turns):
-            raise TemplateError(f"template marked {len(spans)} assistant spans for {len(assistant_turns)} assistant turns")
-        return _finish(text, spans, [(n, example.turns[n].trainable) for n in assistant_turns], protect)
+            text, spans = self._render_by_sentinels(messages, tools, assistant)
+        if len(spans) != len(assistant):
+            raise TemplateError(f"template marked {len(spans)} assistant spans for {len(assistant)} assistant turns")
+        _check_rendered(text, spans, assistant, messages)
+        return _finish(text, spans, [(n, trainable[n]) for n in assistant], protect)
 
     def generation_prompt(self, example: Example) -> str:
         """The text a model is given to write the next assistant turn after `example`'s messages
@@ -222,18 +287,25 @@ class Renderer:
         text = self._run([t.message() for t in example.turns], add_generation_prompt=True, tools=example.tools)
         return text.replace(GEN_OPEN, "").replace(GEN_CLOSE, "")
 
-    def _run(self, messages: list[dict[str, object]], add_generation_prompt: bool, tools: list[dict[str, object]] | None = None) -> str:
+    def render_text(self, messages: list[dict], *, add_generation_prompt: bool, tools: list[dict] | None = None) -> str:
+        """The template's text for these messages, nothing located (the start-up probe's look at
+        the generation prompt)."""
+        return self._run(messages, add_generation_prompt, tools)
+
+    def _run(self, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None) -> str:
         try:
-            return self._jinja.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=tools, **self._variables)
+            return self._jinja.render(messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **self._variables)
         except TemplateError:
             raise
         except jinja2.TemplateError as err:
             raise TemplateError(f"template failed: {err}") from None
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:  # a template's own Python-level slip
+            raise TemplateError(f"template failed: {type(err).__name__}: {err}") from None
 
-    def _render_marked(self, messages: list[dict[str, object]], tools: list[dict[str, object]] | None) -> tuple[str, list[tuple[int, int]]]:
-        marked = self._run(messages, add_generation_prompt=False, tools=tools)
+    def _render_marked(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
+        marked = self._run(messages, False, tools)
         text_parts, spans, position = [], [], 0
-        for n, part in enumerate(re.split(f"([{GEN_OPEN}{GEN_CLOSE}])", marked)):
+        for part in re.split(f"([{GEN_OPEN}{GEN_CLOSE}])", marked):
             if part == GEN_OPEN:
                 spans.append([position, None])
             elif part == GEN_CLOSE:
@@ -245,20 +317,203 @@ class Renderer:
                 position += len(part)
         return "".join(text_parts), [(start, end) for start, end in spans]
 
-    def _render_by_prefixes(self, messages: list[dict[str, object]], assistant_turns: list[int], tools: list[dict[str, object]] | None) -> tuple[str, list[tuple[int, int]]]:
-        full = self._run(messages, add_generation_prompt=False, tools=tools)
-        spans = []
-        for n in assistant_turns:
-            before = self._run(messages[:n], add_generation_prompt=True, tools=tools)
-            through = self._run(messages[: n + 1], add_generation_prompt=False, tools=tools)
-            if not (through.startswith(before) and full.startswith(through)):
-                raise TemplateError(f"chat template renders turn {n} differently as the conversation grows, so its span cannot be found")
-            end = len(through)
-            stripped = through.rstrip()
-            if stripped.endswith(self._special_tokens) and len(stripped) > len(before):
-                end = len(stripped)
-            spans.append((len(before), end))
-        return full, spans
+    def _render_by_sentinels(self, messages: list[dict], tools: list[dict] | None, assistant: list[int]) -> tuple[str, list[tuple[int, int]]]:
+        """The real rendering and each assistant turn's span in it, found in the sentinel
+        rendering (module docstring, method 2) and carried over by the alignment."""
+        real = self._run(messages, False, tools)
+        marked, values, owners = _with_sentinels(messages)
+        sentinel = self._run(marked, False, tools)
+        place = _align(sentinel, real, values)
+        found = [(m.start(), m.end(), owners[int(m.group(1))]) for m in _SENTINEL.finditer(sentinel)]
+        spans, previous = [], 0
+        for n in assistant:
+            own = [(a, b) for a, b, owner in found if owner == n]
+            if not own:
+                if messages[n].get("tool_calls"):
+                    raise TemplateError(f"the chat template leaves out the tool calls of message {n}", "template_dropped_tool_calls")
+                raise TemplateError(f"the chat template renders nothing of assistant message {n}")
+            first = own[0][0]
+            limit = next((a for a, _, owner in found if a > first and owner != n), len(sentinel))
+            if any(sentinel.find(sentinel[a:b], first) >= limit for a, b in own):
+                # Gemma 4 writes the text of a tool-call message after the call's results.
+                raise TemplateError(f"the chat template writes assistant message {n} in pieces around other messages, which cannot be trained as one turn")
+            start = max(previous, min(first, self._start(sentinel, marked[:n], first, tools)))
+            end = self._end(sentinel, marked[: n + 1], found, n, first, limit, tools)
+            spans.append((place(start), place(end)))
+            previous = end
+        return real, spans
+
+    def _start(self, sentinel: str, before: list[dict], first: int, tools: list[dict] | None) -> int:
+        """Where the model starts generating turn n: the end of the generation prompt after
+        `before` (messages[:n]), or where that prompt and the rendering stop agreeing."""
+        prompt = self._run(before, True, tools)
+        if sentinel.startswith(prompt):
+            return len(prompt)
+        for mark in reversed(list(_SENTINEL.finditer(prompt))):  # the last message both show
+            at = sentinel.rfind(mark.group(), 0, first)
+            if at >= 0:
+                anchor = at + len(mark.group())
+                return anchor + _agreed(prompt[mark.end() :], sentinel[anchor:first], self._special_tokens)
+        return _agreed(prompt, sentinel[:first], self._special_tokens)
+
+    def _end(self, sentinel: str, through: list[dict], found: list[tuple[int, int, int]], n: int, first: int, limit: int, tools: list[dict] | None) -> int:
+        """Where turn n ends: after the first stop token that follows its last sentinel (each
+        sentinel's first showing: gpt-oss repeats a call's name in the result's header) and comes
+        before the next message (at `limit`); without one, where `through` (messages[:n+1])
+        rendered alone stops agreeing with the full rendering."""
+        last = max({sentinel[a:b]: b for a, b, owner in reversed(found) if owner == n and first <= a < limit}.values())
+        region = sentinel[last:limit]
+        stop = self._stops.search(region) if self._stops else None
+        if stop:
+            return last + stop.end()
+        alone = self._run(through, False, tools)
+        mark = sentinel[sentinel.rfind(SENTINEL_OPEN, 0, last) : last]
+        tail = alone[alone.rfind(mark) + len(mark) :] if mark in alone else ""
+        return last + len(region[: _agreed(tail, region, self._special_tokens)].rstrip())
+
+
+def _with_sentinels(messages: list[dict]) -> tuple[list[dict], list[str], list[int]]:
+    """The messages with each text a span is located by replaced by numbered sentinels: every
+    message's content, an assistant's reasoning (the same sentinels under all its names) and its
+    tool calls' names. Returns them, each sentinel's real value, and the message it belongs to.
+    Empty texts are left as they are, so a template's `if message.content` decides the same."""
+    values: list[str] = []
+    owners: list[int] = []
+
+    def sentinel(value: str, n: int) -> str:
+        """The text with each non-blank run between _TEXT_TAGS replaced by a sentinel."""
+        pieces = _TEXT_TAGS.split(value)
+        for k in range(0, len(pieces), 2):
+            if pieces[k].strip():
+                values.append(pieces[k])
+                owners.append(n)
+                pieces[k] = f"{SENTINEL_OPEN}{len(values) - 1}{SENTINEL_CLOSE}"
+        return "".join(pieces)
+
+    marked = []
+    for n, message in enumerate(messages):
+        message = dict(message)
+        if isinstance(message.get("content"), str) and message["content"]:
+            message["content"] = sentinel(message["content"], n)
+        if message.get("role") == "assistant":
+            reasoning: dict[str, str] = {}
+            for field in REASONING_KEYS:
+                value = message.get(field)
+                if isinstance(value, str) and value:
+                    message[field] = reasoning[value] if value in reasoning else reasoning.setdefault(value, sentinel(value, n))
+            if isinstance(message.get("tool_calls"), list):
+                message["tool_calls"] = [_named(call, lambda name: sentinel(name, n)) for call in message["tool_calls"]]
+        marked.append(message)
+    return marked, values, owners
+
+
+def _named(call: object, rename) -> object:
+    """A tool call with its name replaced (`{"function": {"name"}}`, or a bare `{"name"}`)."""
+    if not isinstance(call, dict):
+        return call
+    call = dict(call)
+    holder = call["function"] = dict(call["function"]) if isinstance(call.get("function"), dict) else call
+    if isinstance(holder.get("name"), str) and holder["name"]:
+        holder["name"] = rename(holder["name"])
+    return call
+
+
+def _align(sentinel: str, real: str, values: list[str]):
+    """A map from positions of the sentinel rendering to positions of the real one.
+
+    The sentinel rendering is literal pieces and sentinels; the real one is the same pieces with
+    each sentinel's text as the template rendered it: the value, trimmed, or JSON-escaped, or (a
+    template that cuts text, as DeepSeek-R1 cuts reasoning out of content) whatever lies before
+    the next piece. Raises TemplateError when the pieces do not line up (a template whose
+    layout depends on what the text says)."""
+    pieces = _SENTINEL.split(sentinel)
+    literals, numbers = pieces[0::2], [int(p) for p in pieces[1::2]]
+    starts, real_starts = [0], [0]  # each literal's place in both renderings
+    position, at = 0, 0
+    if not real.startswith(literals[0]):
+        raise _unaligned()
+    for k, number in enumerate(numbers):
+        position += len(literals[k]) + len(f"{SENTINEL_OPEN}{number}{SENTINEL_CLOSE}")
+        at += len(literals[k])
+        length = _rendered_length(real, at, values[number], literals[k + 1], k + 1 == len(numbers))
+        if length is None:
+            raise _unaligned()
+        at += length
+        starts.append(position)
+        real_starts.append(at)
+    if real[at:] != literals[-1]:
+        raise _unaligned()
+    ends = [start + len(literal) for start, literal in zip(starts, literals)]
+
+    def place(p: int) -> int:
+        k = bisect_right(starts, p) - 1
+        return real_starts[k] + min(p, ends[k]) - starts[k]  # inside a sentinel: where its text starts
+
+    return place
+
+
+def _rendered_length(real: str, at: int, value: str, following: str, last: bool) -> int | None:
+    """How many characters of `real` from `at` a sentinel's text takes, given the literal piece
+    that must follow it (the last piece must end the rendering)."""
+    for form in _forms(value):
+        if real.startswith(form, at) and (len(real) - len(following) == at + len(form) if last else real.startswith(following, at + len(form))):
+            return len(form)
+    end = len(real) - len(following) if last else (real.find(following, at) if following else -1)
+    return end - at if end >= at else None
+
+
+def _forms(value: str) -> Iterator[str]:
+    """The ways templates write a text, the plain one first (and usually the only one tried):
+    as it is, trimmed (`| trim`, Qwen3's `strip('\\n')`), or JSON-escaped (`| tojson`)."""
+    yield value
+    yield from (value.strip(), value.strip("\n"), value.lstrip("\n"), value.rstrip("\n"), value.lstrip(), value.rstrip())
+    yield json.dumps(value)[1:-1]
+    yield json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+def _unaligned() -> TemplateError:
+    return TemplateError("the chat template lays this conversation out differently depending on what its messages say, so the assistant spans cannot be located")
+
+
+def _agreed(expected: str, rendered: str, special_tokens: tuple[str, ...]) -> int:
+    """How far `rendered` agrees with `expected`: all of it, or the common start backed off to
+    just after a special token or a newline, never inside a token the model writes whole.
+
+        expected "<|im_start|>assistant\n<think>\n"   rendered "<|im_start|>assistant\n<tool_call>"  ->  22"""
+    agreed = len(os.path.commonprefix([expected, rendered]))
+    if agreed == len(expected):
+        return agreed
+    while agreed and rendered[agreed - 1] != "\n" and not any(rendered.endswith(t, 0, agreed) for t in special_tokens):
+        agreed -= 1
+    return agreed
+
+
+def _shown(value: object, span: str) -> bool:
+    """Whether a string argument is in the span, as it is or JSON-escaped; other values pass."""
+    return not isinstance(value, str) or value in span or json.dumps(value)[1:-1] in span or json.dumps(value, ensure_ascii=False)[1:-1] in span
+
+
+def _check_rendered(text: str, spans: list[tuple[int, int]], assistant: list[int], messages: list[dict]) -> None:
+    """Reject what would train a turn without something it carries. Past turns' reasoning may be
+    left out (Qwen3, DeepSeek-R1 do by design); the final assistant turn's may not. The final
+    assistant turn is the last one when no user message follows it (tool results may).
+
+    A tool call is rendered when its name (as often as calls bear it), each key of its arguments
+    and each string value are in the turn's span; reasoning when its text is."""
+    final = assistant[-1] if assistant and all(m.get("role") != "user" for m in messages[assistant[-1] :]) else None
+    for (start, end), n in zip(spans, assistant):
+        span = text[start:end]
+        calls = [call.get("function", call) for call in messages[n].get("tool_calls") or [] if isinstance(call, dict)]
+        names = [call.get("name") for call in calls]
+        for call in calls:
+            name, arguments = call.get("name"), call.get("arguments")
+            arguments = arguments if isinstance(arguments, dict) else {}
+            shown = isinstance(name, str) and span.count(name) >= names.count(name)  # gpt-oss renders only the first of parallel calls
+            if not shown or any(str(key) not in span or not _shown(value, span) for key, value in arguments.items()):
+                raise TemplateError(f"the chat template leaves out the tool call {name!r} of message {n}", "template_dropped_tool_calls")
+        reasoning = next((messages[n][f] for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
+        if n == final and reasoning is not None and reasoning.strip() not in span:
+            raise TemplateError(f"the chat template does not render the reasoning of the final assistant message {n}", "template_dropped_reasoning")
 
 
 def _break_all(value: object, protect: tuple[str, ...]) -> object:

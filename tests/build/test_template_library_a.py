@@ -456,6 +456,16 @@ STRATEGIES = {
 }
 
 
+def _reasoning_never_shown(name: str, turns: tuple[Turn, ...]) -> bool:
+    """A Qwen3 conversation whose final assistant turn (no user message after it) has reasoning
+    but no real user query before it (only <tool_response> messages): the template renders that
+    reasoning nowhere, so the record is rejected rather than trained without it."""
+    last = max(n for n, t in enumerate(turns) if t.role == "assistant")
+    final = all(t.role != "user" for t in turns[last:])
+    queries = [t for t in turns[:last] if t.role == "user" and not (t.content.startswith("<tool_response>") and t.content.endswith("</tool_response>"))]
+    return name == "qwen3" and final and bool((turns[last].reasoning or "").strip()) and not queries
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_supervised_tokens_decode_to_the_formatted_assistant_turns(family_tokenizers, builders, name):
     tokenizer, builder = family_tokenizers[name], builders[name]
@@ -469,6 +479,9 @@ def test_supervised_tokens_decode_to_the_formatted_assistant_turns(family_tokeni
     def check(turns: tuple[Turn, ...]) -> None:
         example = Example("generated:0", "generated", turns)
         row = build_one(builder, example)
+        if _reasoning_never_shown(name, turns):  # Qwen3 shows reasoning only after a real query
+            assert isinstance(row, Rejected) and row.reason == "template_dropped_reasoning", row
+            return
         assert isinstance(row, Row), row
         expected = [normalized(tokenizer, s) for s in SUPERVISED[name](turns)]
         runs = supervised_runs(row.input_ids, row.labels)

@@ -83,6 +83,66 @@ def test_template_without_markers_gives_the_same_spans(qwen2_tokenizer, name, co
     assert _renderer(bare, qwen2_tokenizer).render(example) == _renderer(marked, qwen2_tokenizer).render(example)
 
 
+@pytest.mark.parametrize("name", ["chatml", "llama3"])
+def test_template_without_markers_keeps_special_text_plain_as_the_markers_do(qwen2_tokenizer, name):
+    """Under --special-text plain the sentinel rendering lines up with the broken-up token text."""
+    marked = resolve_template(name, None)
+    bare = ChatTemplate("bare", marked.source.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""))
+    example = Example("t:0", "t", (Turn("user", "Say <|im_end|> or <|eot_id|>"), Turn("assistant", "I say <|im_end|>!", True)))
+    protect = special_tokens(qwen2_tokenizer)
+    plain = _renderer(bare, qwen2_tokenizer).render(example, protect=protect)
+    assert plain == _renderer(marked, qwen2_tokenizer).render(example, protect=protect)
+    assert [plain.text[a:b] for a, b in plain.plain_spans] == ["<|im_end|>", "<|eot_id|>", "<|im_end|>"]
+
+
+# A template that is not prefix-preserving: its generation prompt opens a think block that the
+# earlier turns, rendered without their reasoning, lack; tool calls come as <tool_call> blocks.
+THINKING = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.role == 'assistant' and loop.last and m.reasoning_content %}<think>\n{{ m.reasoning_content }}\n</think>\n{% endif %}"
+    "{% if m.content %}{{ m.content }}{% endif %}{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+def test_spans_of_a_template_that_is_not_prefix_preserving(qwen2_tokenizer):
+    """Each span starts where the generation prompt and the turn stop agreeing, never inside a
+    token: the call's "<tool_call>" shares "<t" with the prompt's "<think>", yet is trained whole;
+    the prefilled "<think>\n" of the final turn is masked, its reasoning trained."""
+    call = {"type": "function", "function": {"name": "lookup", "arguments": {}}}
+    messages = [
+        {"role": "user", "content": "A"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "found"},
+        {"role": "assistant", "content": "D", "reasoning_content": "Why D."},
+    ]
+    rendered = _renderer(ChatTemplate("tokenizer", THINKING), qwen2_tokenizer).render_messages(messages, [False, True, False, True])
+    assert rendered.text == (
+        "<|im_start|>user\nA<|im_end|>\n<|im_start|>assistant\n<tool_call>lookup</tool_call><|im_end|>\n"
+        "<|im_start|>tool\nfound<|im_end|>\n<|im_start|>assistant\n<think>\nWhy D.\n</think>\nD<|im_end|>\n"
+    )
+    assert [s.text for s in rendered.segments if s.trainable] == ["<tool_call>lookup</tool_call><|im_end|>", "Why D.\n</think>\nD<|im_end|>"]
+
+
+def test_a_tool_call_the_template_leaves_out_rejects_the_record(qwen2_tokenizer):
+    call = {"type": "function", "function": {"name": "lookup", "arguments": {"word": "probe"}}}
+    messages = [{"role": "user", "content": "A"}, {"role": "assistant", "content": "Let me check.", "tool_calls": [call]}]
+    chatml = ChatTemplate("tokenizer", resolve_template("chatml", None).source.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""))
+    with pytest.raises(TemplateError, match="leaves out the tool call 'lookup' of message 1") as caught:
+        _renderer(chatml, qwen2_tokenizer).render_messages(messages, [False, True])
+    assert caught.value.reason == "template_dropped_tool_calls"
+
+
+def test_final_reasoning_the_template_never_renders_rejects_the_record(qwen2_tokenizer):
+    template = resolve_template("chatml", None)
+    builder = RowBuilder(PipelineConfig(template="chatml"), qwen2_tokenizer, ChatTemplate("tokenizer", template.source.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")))
+    turns = (Turn("user", "A"), Turn("assistant", "B", True, "Because."))
+    result = build_one(builder, Example("bad.jsonl:3", "bad.jsonl", turns))
+    assert (result.index, result.reason) == (3, "template_dropped_reasoning")
+    # Left out of a past turn (a user message follows it), it is no error.
+    assert build_one(builder, Example("ok.jsonl:0", "ok.jsonl", (*turns, Turn("user", "C"), Turn("assistant", "D", True)))).labels
+
+
 def test_tokenizer_template_of_the_demo_tokenizer(demo_tokenizer):
     template = resolve_template("tokenizer", demo_tokenizer.chat_template)
     assert not template.has_generation_marks
@@ -155,3 +215,21 @@ def test_readme_lists_the_bos_and_eos_each_template_names():
     assert {name: (None if bos == "-" else bos, eos) for name, bos, eos in listed} == {
         name: family_tokens(template_path(name).read_text(encoding="utf-8")) for name in bundled()
     }
+
+
+# Mistral-Nemo's layout: the system text goes into the LAST user turn only, so a shorter
+# conversation puts it elsewhere than the full one does.
+SYSTEM_LAST = (
+    "{% set system = messages[0].content if messages[0].role == 'system' else none %}{% set chat = messages[1:] if system else messages %}"
+    "{% set last_user = namespace(i=-1) %}{% for m in chat %}{% if m.role == 'user' %}{% set last_user.i = loop.index0 %}{% endif %}{% endfor %}"
+    "{{ bos_token }}{% for m in chat %}{% if m.role == 'user' %}[INST]{% if system and loop.index0 == last_user.i %}{{ system }}\n\n{% endif %}{{ m.content }}[/INST]"
+    "{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def test_spans_when_the_system_text_moves_to_the_last_user_turn(qwen2_tokenizer):
+    turns = (Turn("system", "Be brief."), Turn("user", "A"), Turn("assistant", "B", True), Turn("user", "C"), Turn("assistant", "D", True))
+    renderer = Renderer(ChatTemplate("tokenizer", SYSTEM_LAST), bos_token="<|begin_of_text|>", eos_token="<|im_end|>", special_tokens=special_tokens(qwen2_tokenizer))
+    rendered = renderer.render(Example("t:0", "t", turns))
+    assert rendered.text == "<|begin_of_text|>[INST]A[/INST]B<|im_end|>[INST]Be brief.\n\nC[/INST]D<|im_end|>"
+    assert [s.text for s in rendered.segments if s.trainable] == ["B<|im_end|>", "D<|im_end|>"]

@@ -115,8 +115,8 @@ def test_per_message_counts_give_role_turn_and_end_of_turn_shares():
 
 def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokenizer):
     """Rows from the row builder through TRL's Qwen3 training template (reasoning rendered on
-    every turn) and through plain ChatML (which shows neither calls nor reasoning): calls and
-    results counted per message, a call trained only where the template shows it."""
+    every turn) and through plain ChatML (which shows neither calls nor reasoning, so records with
+    calls are rejected): calls and results counted per message, past reasoning left out counted."""
     import trl
     from pathlib import Path
 
@@ -142,12 +142,18 @@ def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokeni
     ]
     examples = [to_example(RawRecord("f", n, record, "f")) for n, record in enumerate(records)]
     qwen3 = str(Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja")
-    reports = {}
+    # Plain ChatML shows no tool calls: those records are rejected (a row would lack the call);
+    # it shows no reasoning either: a past turn's is counted as not rendered.
+    past = {"messages": [{"role": "user", "content": "Paris?"}, {"role": "assistant", "content": "21.", "reasoning_content": "Two cities, two calls."}, {"role": "user", "content": "Rome?"}, {"role": "assistant", "content": "25."}]}
+    inputs = {qwen3: examples, "chatml": [*examples, to_example(RawRecord("f", 2, past, "f"))]}
+    reports, others = {}, {}
     for name in (qwen3, "chatml"):
         coverage = Coverage()
-        batch = RowBuilder(PipelineConfig(template=name), demo_tokenizer, resolve_template(name, None)).build(examples)
+        batch = RowBuilder(PipelineConfig(template=name), demo_tokenizer, resolve_template(name, None)).build(inputs[name])
         coverage.add_batch(batch)
-        reports[name] = coverage.report(records_read=2, rows_in_shards=2)
+        reports[name] = coverage.report(records_read=len(inputs[name]), rows_in_shards=batch.rows.num_rows)
+        others[name] = [o.reason for o in batch.others]
+    assert others == {qwen3: [], "chatml": ["template_dropped_tool_calls"] * 2}
     tool_use = reports[qwen3]["tool_use"]
     reasoning = len(demo_tokenizer("Two cities, two calls.", add_special_tokens=False)["input_ids"])
     assert tool_use == {
@@ -157,6 +163,6 @@ def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokeni
     assert reports[qwen3]["by_role"]["tool"]["tokens"] > 0 and reports[qwen3]["by_role"]["tool"]["tokens_supervised"] == 0
     assert reports[qwen3]["by_role"]["tool_call"]["supervised_fraction"] == 1.0
     plain = reports["chatml"]["tool_use"]
-    assert (plain["tool_calls"], plain["tool_calls_trained"], plain["reasoning_not_rendered"], plain["tool_results"]) == (0, 0, 1, 2)
+    assert (plain["tool_calls"], plain["tool_calls_trained"], plain["reasoning_not_rendered"], plain["tool_results"]) == (0, 0, 1, 0)
     assert plain["reasoning_characters_not_rendered"] == len("Two cities, two calls.")
     assert "tool use" in report_text(reports[qwen3]) and "1 turns with parallel calls" in report_text(reports[qwen3])
