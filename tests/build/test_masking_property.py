@@ -146,7 +146,15 @@ def _qwen3_generated(turn: Turn) -> str:
     return think + calls + "<|im_end|>"
 
 
-TOOL_TEMPLATES = {"qwen2_5_training.jinja": _qwen25_generated, "qwen3_training.jinja": _qwen3_generated}
+def _chatml_generated(turn: Turn) -> str:
+    """Our chatml (its header comment): reasoning in a think block on every turn that has it, the
+    text, each call on a line of its own, then <|im_end|>."""
+    think = "<think>\n" + turn.reasoning + "\n</think>\n\n" if turn.reasoning else ""
+    calls = "".join(("\n" if n or turn.content else "") + _hermes_call(c) for n, c in enumerate(turn.tool_calls))
+    return think + turn.content + calls + "<|im_end|>"
+
+
+TOOL_TEMPLATES = {"qwen2_5_training.jinja": _qwen25_generated, "qwen3_training.jinja": _qwen3_generated, "chatml": _chatml_generated}
 no_think = text.filter(lambda s: "think>" not in s)
 names = st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True)
 values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | no_think, lambda inner: st.lists(inner, max_size=3), max_leaves=5)
@@ -186,12 +194,12 @@ def test_tool_calls_and_reasoning_are_trained_exactly_and_results_masked(tokeniz
     """Supervised runs decode to each assistant turn's generated text (reasoning, text, every
     call in the template's syntax, <|im_end|>) and nothing else: not the tools, not a result, not
     the header, not the newline the training template puts inside its generation block."""
-    path = trl_template(template)
+    path = trl_template(template) if template.endswith(".jinja") else template
     builder = RowBuilder(PipelineConfig(template=path, max_length=100_000, special_text="plain"), tokenizer, resolve_template(path, None))
     generated = TOOL_TEMPLATES[template]
 
     @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(tool_conversations(reasoning=template.startswith("qwen3")))
+    @given(tool_conversations(reasoning=template.startswith("qwen3") or template == "chatml"))
     def check(record: dict) -> None:
         example = to_example(RawRecord("generated", 0, record, "generated"))
         assert isinstance(example, Example), example

@@ -319,7 +319,7 @@ def test_templates_command_lists_tools_and_reasoning(capsys):
     assert set(rows) == set(bundled())
     assert rows["qwen3"] == ["yes", "yes"] and rows["qwen3.5"] == ["yes", "yes"]
     assert rows["qwen2.5"] == ["yes", "no"] and rows["llama3.1"] == ["yes", "no"]
-    assert rows["chatml"] == ["no", "no"] and rows["gemma3"] == ["no", "no"]
+    assert rows["chatml"] == ["yes", "yes"] and rows["gemma3"] == ["no", "no"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -124,18 +124,23 @@ def test_spans_of_a_template_that_is_not_prefix_preserving(qwen2_tokenizer):
     assert [s.text for s in rendered.segments if s.trainable] == ["<tool_call>lookup</tool_call><|im_end|>", "Why D.\n</think>\nD<|im_end|>"]
 
 
+PLAIN_CHATML = (
+    "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+"""ChatML that shows neither tool calls nor reasoning, as many tokenizers' own templates do."""
+
+
 def test_a_tool_call_the_template_leaves_out_rejects_the_record(qwen2_tokenizer):
     call = {"type": "function", "function": {"name": "lookup", "arguments": {"word": "probe"}}}
     messages = [{"role": "user", "content": "A"}, {"role": "assistant", "content": "Let me check.", "tool_calls": [call]}]
-    chatml = ChatTemplate("tokenizer", resolve_template("chatml", None).source.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""))
     with pytest.raises(TemplateError, match="leaves out the tool call 'lookup' of message 1") as caught:
-        _renderer(chatml, qwen2_tokenizer).render_messages(messages, [False, True])
+        _renderer(ChatTemplate("tokenizer", PLAIN_CHATML), qwen2_tokenizer).render_messages(messages, [False, True])
     assert caught.value.reason == "template_dropped_tool_calls"
 
 
 def test_final_reasoning_the_template_never_renders_rejects_the_record(qwen2_tokenizer):
-    template = resolve_template("chatml", None)
-    builder = RowBuilder(PipelineConfig(template="chatml"), qwen2_tokenizer, ChatTemplate("tokenizer", template.source.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")))
+    builder = RowBuilder(PipelineConfig(template="tokenizer"), qwen2_tokenizer, ChatTemplate("tokenizer", PLAIN_CHATML))
     turns = (Turn("user", "A"), Turn("assistant", "B", True, "Because."))
     result = build_one(builder, Example("bad.jsonl:3", "bad.jsonl", turns))
     assert (result.index, result.reason) == (3, "template_dropped_reasoning")

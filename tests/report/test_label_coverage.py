@@ -122,7 +122,7 @@ def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokeni
 
     from conftest import build_all
     from masked_shards.build.rows import RowBuilder
-    from masked_shards.build.templates import resolve_template
+    from masked_shards.build.templates import ChatTemplate, resolve_template
     from masked_shards.config import PipelineConfig
     from masked_shards.read.formats import to_example
     from masked_shards.read.sources import RawRecord
@@ -142,14 +142,16 @@ def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokeni
     ]
     examples = [to_example(RawRecord("f", n, record, "f")) for n, record in enumerate(records)]
     qwen3 = str(Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja")
-    # Plain ChatML shows no tool calls: those records are rejected (a row would lack the call);
-    # it shows no reasoning either: a past turn's is counted as not rendered.
+    # ChatML that shows no tool calls rejects those records (a row would lack the call); it shows
+    # no reasoning either: a past turn's is counted as not rendered.
+    plain = ChatTemplate("plain", "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\\n' -}}{%- if message['role'] == 'assistant' -%}{%- generation -%}{{- (message['content'] or '') + '<|im_end|>' -}}{%- endgeneration -%}{{- '\\n' -}}{%- else -%}{{- message['content'] + '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}")
     past = {"messages": [{"role": "user", "content": "Paris?"}, {"role": "assistant", "content": "21.", "reasoning_content": "Two cities, two calls."}, {"role": "user", "content": "Rome?"}, {"role": "assistant", "content": "25."}]}
     inputs = {qwen3: examples, "chatml": [*examples, to_example(RawRecord("f", 2, past, "f"))]}
+    templates = {qwen3: resolve_template(qwen3, None), "chatml": plain}
     reports, others = {}, {}
     for name in (qwen3, "chatml"):
         coverage = Coverage()
-        batch = RowBuilder(PipelineConfig(template=name), demo_tokenizer, resolve_template(name, None)).build(inputs[name])
+        batch = RowBuilder(PipelineConfig(template=name), demo_tokenizer, templates[name]).build(inputs[name])
         coverage.add_batch(batch)
         reports[name] = coverage.report(records_read=len(inputs[name]), rows_in_shards=batch.rows.num_rows)
         others[name] = [o.reason for o in batch.others]
