@@ -28,7 +28,7 @@ from masked_shards.build.masking import IGNORE_INDEX, build_labels, crossed_boun
 from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn, strings_in
 from masked_shards.write.shards import split_for
 from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, TemplateError
-from masked_shards.build.tokenization import EncodedBatch, Encoder, TokenizerError, special_tokens
+from masked_shards.build.tokenization import EncodedBatch, Encoder, FolderTokenizer, TokenizerError, full_tokenizer, special_tokens
 from masked_shards.read.translation import TranslationPair
 from masked_shards.build.turn_counts import EndOfTurn, MessageCounts, MessageSpans, MessageTokens, count_rows, locate, message_spans, pair_counts
 
@@ -96,7 +96,9 @@ class RowBuilder:
         self._special_pattern = _alternation(specials)
         self.encoding: Encoding
         if config.model_type == "seq2seq":
-            self.encoding = Seq2SeqEncoding(tokenizer, config.source_lang, config.target_lang)
+            # Encoder-decoder rows call the tokenizer itself (text_target, language codes): transformers'.
+            full = full_tokenizer(tokenizer.name_or_path) if isinstance(tokenizer, FolderTokenizer) else tokenizer
+            self.encoding = Seq2SeqEncoding(full, config.source_lang, config.target_lang)
         elif template is None:
             raise ValueError("decoder rows need a chat template")
         else:
