@@ -240,10 +240,12 @@ def fingerprint(tokenizer, name_or_path: str) -> dict[str, object]:
     """Identity for the manifest: name, vocabulary size and sha256 of each tokenizer file.
 
     For a hub id the files hashed are the ones `save_pretrained` writes, so two machines with the
-    same tokenizer agree whatever their cache layout.
+    same tokenizer agree whatever their cache layout; a folder's are its own files.
     """
     if os.path.isdir(name_or_path):
         files = _hash_files(Path(name_or_path))
+    elif isinstance(tokenizer, FolderTokenizer):  # a folder in an object store, read from its local copy
+        files = _hash_files(Path(tokenizer.name_or_path))
     else:
         with tempfile.TemporaryDirectory() as folder:
             tokenizer.save_pretrained(folder)
