@@ -298,8 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         from masked_shards.beam.options import check_beam_args
         from masked_shards.beam.preflight import preflight
 
-        files = preflight(config)  # before Beam, transformers or the tokenizer load: a typo is answered at once
-        beam_args = check_beam_args(extra)
+        beam_args = check_beam_args(extra)  # imports Beam only when there are Beam flags to check
+        if beam_args:  # e.g. a Dataflow run, which refuses paths on this machine before anything else
+            from masked_shards.beam.job import for_remote_workers, with_default_runner
+
+            for_remote_workers(config, with_default_runner(beam_args))
+        files = preflight(config)  # without Beam flags, before Beam, transformers or the tokenizer load
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_CONFIG
