@@ -6,7 +6,8 @@ records were processed.
 `first_record_seconds` is the time from this process's start (as the OS recorded it, so the
 interpreter's own start counts) to the end of the first batch of rows built, that is the first
 records read, parsed, rendered, encoded and labelled; `seconds` is to the end of the run. The
-job runs unchanged on Beam's in-process runner; only `RowBuilder.build` is wrapped to note the time.
+job runs unchanged on Beam's in-process runner; only `RowBuilder.start` is wrapped to note when
+the first batch it started is finished.
 """
 
 from __future__ import annotations
@@ -25,15 +26,20 @@ def main(argv: list[str]) -> None:
     from masked_shards.build.rows import RowBuilder
 
     first: list[float] = []
-    build = RowBuilder.build
+    start = RowBuilder.start
 
     def noted(self, items):
-        batch = build(self, items)
-        if not first:
-            first.append(time.time() - START)
-        return batch
+        finish = start(self, items)
 
-    RowBuilder.build = noted
+        def finished():
+            batch = finish()
+            if not first:
+                first.append(time.time() - START)
+            return batch
+
+        return finished
+
+    RowBuilder.start = noted
     status = cli.main(argv)
     if status:
         raise SystemExit(status)
