@@ -37,8 +37,9 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> Measured:
-    """Run `command` to its end; raise RuntimeError with its output's tail if it fails.
+def run_measured(command: list[str], env: dict[str, str], status: int = 0) -> Measured:
+    """Run `command` to its end; raise RuntimeError with its output's tail if it exits with
+    another status than `status` (0, or the 2 of a config error the start-up row times).
 
     Output goes to files, not pipes: a child that fills an unread pipe would stall and be timed stalled.
     """
@@ -60,7 +61,7 @@ def run_measured(command: list[str], env: dict[str, str]) -> Measured:
         stdout.seek(0)
         stderr.seek(0)
         lines = stdout.read().splitlines()
-        if child.returncode != 0:
+        if child.returncode != status:
             tail = "\n".join((stderr.read().splitlines() + lines)[-15:])
             raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n{tail}")
     last = lines[-1] if lines else ""

@@ -2,6 +2,8 @@
 
     python benchmarks/run.py [--examples 200000] [--repeats 3] [--tokenizer demo|qwen2|both] [--quick]
     python benchmarks/run.py --memory [--memory-examples 100000,1000000] [--rows ours,ours_2proc]
+    python benchmarks/run.py --workers 1,2,4,8,16 --rows limit --tokenizer qwen2 --repeats 1   # scaling series
+    python benchmarks/run.py --startup [--repeats 5]   # time to a config error, to the first record, --limit 100
 
 Rows (benchmarks/README.md says exactly what each one times):
   limit       (a)  the bare fast tokenizer's encode_batch of the rendered strings (benchmarks/limit.py)
@@ -10,6 +12,8 @@ Rows (benchmarks/README.md says exactly what each one times):
   ours_bfd    (b3) the same as (b) with --packing bfd
   trl         (c)  TRL's SFTTrainer preparation, assistant_only_loss (benchmarks/trl_prep.py)
   trl_bfd     (c2) the same with BFD packing
+  trl_cores   (c3) (c) with dataset_num_proc = this machine's cores (TRL's fastest setting)
+  ours_wN     `--workers N,M,...` adds one row per N: (b) with N worker processes (multi_processing)
 
 Each measurement is a separate child process with fresh output and cache folders; repeats are
 interleaved (every row once, then again) so a noisy stretch of a shared machine spreads over all rows,
@@ -63,9 +67,21 @@ ROWS = {
         Row("ours_bfd", "(b3) masked-shards, BFD packing", "ours", ("--packing", "bfd")),
         Row("trl", "(c) TRL SFTTrainer, assistant_only_loss", "trl"),
         Row("trl_bfd", "(c2) TRL SFTTrainer, assistant_only_loss + BFD packing", "trl", ("--packing",)),
+        Row("trl_cores", f"(c3) TRL SFTTrainer, assistant_only_loss, dataset_num_proc={os.cpu_count()}", "trl", ("--num-proc", str(os.cpu_count()))),
     )
 }
-LIMIT, REFERENCE = "limit", "trl"  # the rows every other row is divided by
+LIMIT, REFERENCE, ALL_CORES = "limit", "trl", "trl_cores"  # the rows every other row is divided by
+# The start-up rows (--startup): whole-process times on the demo data, each in its own child.
+STARTUP_ROWS = {
+    "error": "time to a config error (`run --template nosuch`)",
+    "first_record": "time to the first records processed (`run --limit 100`)",
+    "limit100": "`run --limit 100`, whole process",
+}
+
+
+def worker_row(workers: int) -> Row:
+    """(b) with `workers` SDK worker processes: the scaling series of `--workers`."""
+    return Row(f"ours_w{workers}", f"(b) masked-shards, {workers} worker process{'es' if workers > 1 else ''}", "ours", ("--direct_num_workers", str(workers), "--direct_running_mode", "multi_processing"))
 
 
 def command(row: Row, data: Path, tokenizer: Path, output: Path, max_length: int) -> list[str]:
@@ -125,17 +141,43 @@ def measure_rows(rows: list[Row], examples: int, repeats: int, tokenizer: Path, 
 
 
 def throughput_table(results: dict[str, dict]) -> str:
-    limit = results.get(LIMIT, {}).get("median")
-    reference = results.get(REFERENCE, {}).get("median")
+    bases = [results.get(name, {}).get("median") for name in (LIMIT, REFERENCE, ALL_CORES)]
     lines = [
-        "| row | seconds | examples/s | tokens/s | tokens | supervised | peak RSS | tokens/s ÷ (a) | tokens/s ÷ (c) | whole process s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| row | seconds | examples/s | tokens/s | tokens | supervised | peak RSS | tokens/s ÷ (a) | tokens/s ÷ (c) | tokens/s ÷ (c3) | whole process s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, measured in results.items():
         m = measured["median"]
-        ratios = [f"{m['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else "-" for base in (limit, reference)]
+        ratios = [f"{m['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else "-" for base in bases]
         supervised = f"{m['supervised']:,}" if m["supervised"] is not None else "-"
-        lines.append(f"| {ROWS[name].label} | {m['seconds']:.2f} | {m['examples_per_s']:,.0f} | {m['tokens_per_s']:,.0f} | {m['tokens']:,} | {supervised} | {_size(m['peak_rss_bytes'])} | {ratios[0]} | {ratios[1]} | {m['wall_seconds']:.2f} |")
+        lines.append(f"| {_row(name).label} | {m['seconds']:.2f} | {m['examples_per_s']:,.0f} | {m['tokens_per_s']:,.0f} | {m['tokens']:,} | {supervised} | {_size(m['peak_rss_bytes'])} | {' | '.join(ratios)} | {m['wall_seconds']:.2f} |")
+    return "\n".join(lines)
+
+
+def _row(name: str) -> Row:
+    return ROWS[name] if name in ROWS else worker_row(int(name.removeprefix("ours_w")))
+
+
+def measure_startup(tokenizer: Path, repeats: int) -> dict[str, dict]:
+    """The start-up rows, interleaved like the others: each run a fresh child on the bundled demo
+    data (the time to a config error needs no data; the others read 100 records)."""
+    samples: dict[str, list[float]] = {name: [] for name in STARTUP_ROWS}
+    for repeat in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="masked-shards-bench-") as scratch:
+            env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+            flags = ["--output", str(Path(scratch) / "out"), "--tokenizer", str(tokenizer), "--template", "chatml", "--smoke-test", "off", "--quiet"]
+            error = run_measured([sys.executable, "run_pipeline.py", *flags, "--template", "nosuch"], env, status=2)
+            limited = run_measured([sys.executable, "benchmarks/first_record.py", "run", *flags, "--limit", "100"], env)
+        samples["error"].append(error.wall_seconds)
+        samples["first_record"].append(limited.result["first_record_seconds"])
+        samples["limit100"].append(limited.wall_seconds)
+        print(f"start-up run {repeat + 1}/{repeats}: error {error.wall_seconds:.2f} s, first record {limited.result['first_record_seconds']:.2f} s, --limit 100 {limited.wall_seconds:.2f} s", file=sys.stderr, flush=True)
+    return {name: {"samples": runs, "median": statistics.median(runs), "min": min(runs), "max": max(runs)} for name, runs in samples.items()}
+
+
+def startup_table(results: dict[str, dict]) -> str:
+    lines = ["| what | median s | min s | max s |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {STARTUP_ROWS[name]} | {r['median']:.2f} | {r['min']:.2f} | {r['max']:.2f} |" for name, r in results.items()]
     return "\n".join(lines)
 
 
@@ -144,7 +186,7 @@ def memory_table(results: dict[int, dict[str, dict]]) -> str:
     for examples, rows in results.items():
         for name, measured in rows.items():
             m = measured["median"]
-            lines.append(f"| {ROWS[name].label} | {examples:,} | {m['tokens']:,} | {m['seconds']:.1f} | {m['tokens_per_s']:,.0f} | {_size(m['peak_rss_bytes'])} |")
+            lines.append(f"| {_row(name).label} | {examples:,} | {m['tokens']:,} | {m['seconds']:.1f} | {m['tokens_per_s']:,.0f} | {_size(m['peak_rss_bytes'])} |")
     return "\n".join(lines)
 
 
@@ -189,10 +231,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=2048, help="--max-length of our job and TRL's max_length (default: %(default)s)")
     parser.add_argument("--memory", action="store_true", help="instead: peak RSS and time of each row once at each of --memory-examples")
     parser.add_argument("--memory-examples", type=_sizes, default="100000,1000000", help="sizes for --memory (default: %(default)s)")
+    parser.add_argument("--workers", type=_sizes, default=None, help="also run (b) with each of these worker-process counts, e.g. 1,2,4,8,16 (the scaling series)")
+    parser.add_argument("--startup", action="store_true", help="instead: time to a config error, to the first record, and a --limit 100 run")
     parser.add_argument("--quick", action="store_true", help=f"smoke check: {QUICK_EXAMPLES:,} examples, 1 repeat, --memory at {QUICK_MEMORY_EXAMPLES}")
     parser.add_argument("--cache", type=Path, default=CACHE, help="generated data and the Qwen2 tokenizer (default: benchmarks/.cache)")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.rows.split(",")) - set(ROWS))
+    unknown = sorted(set(args.rows.split(",")) - set(ROWS) - {""})
     if unknown:
         parser.error(f"unknown row {unknown[0]!r}; rows are {', '.join(ROWS)}")
     if args.quick:
@@ -211,7 +255,7 @@ def _sizes(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.chdir(ROOT)
-    rows = [ROWS[name] for name in args.rows.split(",")]
+    rows = [ROWS[name] for name in args.rows.split(",") if name] + [worker_row(n) for n in args.workers or ()]
     tokenizers = list(TOKENIZERS) if args.tokenizer == "both" else [args.tokenizer]
     check_installed(rows, tokenizers)
     meta = {**machine(), "max_length": args.max_length, "template": "chatml", "quick": args.quick}
@@ -219,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     sections = []
     for name in tokenizers:
         folder = tokenizer_dir(name, args.cache)
-        if args.memory:
+        if args.startup:
+            results = measure_startup(folder, args.repeats)
+            sections.append(f"### {name} tokenizer: start-up, whole process, {args.repeats} run(s)\n\n{startup_table(results)}")
+        elif args.memory:
             results = {n: measure_rows(rows, n, 1, folder, args.max_length, args.cache, f"[{name}]") for n in args.memory_examples}
             sections.append(f"### {name} tokenizer: peak RSS, one run at each size\n\n{memory_table(results)}")
         else:
@@ -228,11 +275,12 @@ def main(argv: list[str] | None = None) -> None:
         report[name] = results
     meta["load_average_at_end"] = os.getloadavg()
     versions = ", ".join(f"{p} {v}" for p, v in meta["versions"].items() if v)
-    text = f"## {'Memory' if args.memory else 'Throughput'}, {meta['date']}, commit {meta['commit']}\n\n{meta['machine']}; {versions}; chatml, max length {args.max_length}; load average {meta['load_average_at_start'][0]:.1f} at start, {meta['load_average_at_end'][0]:.1f} at end.\n\n" + "\n\n".join(sections) + "\n"
+    kind = "Start-up" if args.startup else "Memory" if args.memory else "Throughput"
+    text = f"## {kind}, {meta['date']}, commit {meta['commit']}\n\n{meta['machine']}; {versions}; chatml, max length {args.max_length}; load average {meta['load_average_at_start'][0]:.1f} at start, {meta['load_average_at_end'][0]:.1f} at end.\n\n" + "\n\n".join(sections) + "\n"
     print(text, flush=True)
     written = args.cache / "results" if args.quick else RESULTS
     written.mkdir(parents=True, exist_ok=True)
-    stem = written / (datetime.now().strftime("%Y-%m-%d-%H%M") + ("-memory" if args.memory else ""))
+    stem = written / (datetime.now().strftime("%Y-%m-%d-%H%M") + ("-memory" if args.memory else "-startup" if args.startup else ""))
     stem.with_suffix(".md").write_text(text, encoding="utf-8")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"written to {stem}.md and .json", file=sys.stderr)

@@ -17,6 +17,7 @@ import sys
 import threading
 
 from masked_shards.config import DEMO_INPUTS, DEMO_TOKENIZER, ConfigError, PipelineConfig
+from masked_shards.read.sources import InputFile
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -295,15 +296,21 @@ def main(argv: list[str] | None = None) -> int:
             device_for("cuda")
         config = config_from_args(args)
         from masked_shards.beam.options import check_beam_args
+        from masked_shards.beam.preflight import preflight
 
-        beam_args = check_beam_args(extra)
+        beam_args = check_beam_args(extra)  # imports Beam only when there are Beam flags to check
+        if beam_args:  # e.g. a Dataflow run, which refuses paths on this machine before anything else
+            from masked_shards.beam.job import for_remote_workers, with_default_runner
+
+            for_remote_workers(config, with_default_runner(beam_args))
+        files = preflight(config)  # without Beam flags, before Beam, transformers or the tokenizer load
     except ConfigError as err:
         print(f"masked-shards: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    return _run(config, beam_args, args.smoke_test)
+    return _run(config, beam_args, args.smoke_test, files)
 
 
-def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off") -> int:
+def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off", files: list[InputFile] | None = None) -> int:
     """Run the job; a run that wrote no row failed (exit 1), after showing its report and the
     one sentence that says where the records went. A run that passed its gates ends with the
     smoke-test stage (`auto`: not for an output in an object store, which it would have to read
@@ -318,7 +325,7 @@ def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off") 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_interrupt)
     try:
-        report = run(config, beam_args)
+        report = run(config, beam_args, files)
         if report is None:
             print("dry run: the job was built and translated for the runner; nothing ran and nothing was written")
         else:

@@ -15,13 +15,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from masked_shards.config import DEMO_TOKENIZER  # noqa: E402
 from masked_shards.records import BATCH_SCHEMA, Dropped, Example, Rejected, RowBatch  # noqa: E402
-from masked_shards.build.tokenization import load_tokenizer  # noqa: E402
+from masked_shards.build.tokenization import full_tokenizer  # noqa: E402
 from finished_runs import shard_run  # noqa: E402,F401  (one finished run per row layout, for the training tests)
 
 
 @pytest.fixture(scope="session")
 def demo_tokenizer():
-    return load_tokenizer(DEMO_TOKENIZER)
+    """transformers' object, whose API (add_tokens, convert_tokens_to_ids) tests use to build
+    variants; the job loads the same folder with `tokenizers` alone (test_tokenization.py shows
+    the two agree)."""
+    return full_tokenizer(DEMO_TOKENIZER)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import posixpath
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,14 +26,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import masked_shards
-from masked_shards.bundled_templates import template_path
-from masked_shards.beam.transforms import DROPPED, REJECTED, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.beam.preflight import preflight, translation_template
+from masked_shards.beam.transforms import DROPPED, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.collector import data_flows, job_scope
 from masked_shards.beam.outputs import MANIFEST, check_output, clear_leftovers, hold_output, promote, staging
 from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.read.compression import DamagedInput
 from masked_shards.read.hub import check_dataset, looks_like_path
-from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, file_kind, parse_hf_spec, read_records, split_name
+from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, parse_hf_spec, read_records
 from masked_shards.read.formats import ParseOptions, detect_format
 from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
 from masked_shards.report.html import example_views, with_smoke_test
@@ -47,7 +46,7 @@ from masked_shards.write.runs import RUNS
 from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS, manifest_counts, manifest_json, output_schema, schema_description, sha256
 from masked_shards.build.templates import AUTO_TEMPLATE, TOKENIZER_TEMPLATE, ChatTemplate, TemplateError, resolve_template
 from masked_shards.build.tokenization import TokenizerError, fingerprint
-from masked_shards.read.translation import looks_language_keyed, needs_languages, translation_prompt
+from masked_shards.read.translation import looks_language_keyed, needs_languages
 
 
 
@@ -63,16 +62,18 @@ class JobPlan:
     progress: str | None = None  # the scratch folder of the progress line (progress.py), local runs only
 
 
-def plan(config: PipelineConfig) -> JobPlan:
-    """Resolve inputs, output folder, tokenizer and template; raise ConfigError on any problem."""
-    files = expand_inputs(config.inputs, config.input_pairs)
+def plan(config: PipelineConfig, files: list[InputFile] | None = None) -> JobPlan:
+    """Resolve inputs, output folder, tokenizer and template; raise ConfigError on any problem.
+    The checks that need neither run first (preflight.py); `files` is their answer when the
+    caller already ran them."""
+    files = preflight(config) if files is None else files
+    check_output(config.output, config.overwrite)  # after Beam loads: it lists any filesystem and reads the output's lock
+    check_pairs_aligned(config.input_pairs)
     for unit in (u for u in files if u.kind == "hf_hub"):  # resolve now, not in a worker half a minute in
         try:
             check_dataset(*parse_hf_spec(unit.path))
         except ValueError as err:
             raise ConfigError(f"--input {unit.path}: {err}") from None
-    check_mix(files, config.mix)
-    check_output(config.output, config.overwrite)
     try:
         tokenizer = tokenizer_for(config.tokenizer)
         template = resolve_template(config.template, getattr(tokenizer, "chat_template", None), tokenizer.bos_token, tokenizer.eos_token)
@@ -90,61 +91,16 @@ def plan(config: PipelineConfig) -> JobPlan:
     limit = tokenizer.model_max_length  # Hugging Face's "unset" is 1e30, above any --max-length
     if config.max_length > limit and not config.allow_max_length_above_model:
         raise ConfigError(f"--max-length {config.max_length} is above the tokenizer's model_max_length of {limit}; use at most {limit}, or pass --allow-max-length-above-model if the model takes longer rows")
-    if (config.source_lang is None) != (config.target_lang is None):
-        raise ConfigError("--source-lang and --target-lang must be given together")
     if config.source_lang is None:
         check_languages_not_needed(files, config)
     if config.pad_to and tokenizer.pad_token_id is None:
         raise ConfigError(f"--pad-to needs a pad token but tokenizer {config.tokenizer!r} has none")
-    options = ParseOptions(config, _translation_prompt(config.translate_template))
+    options = ParseOptions(config, translation_template(config.translate_template))
     return JobPlan(config, files, template, fingerprint(tokenizer, config.tokenizer), options)
 
 
-def _translation_prompt(path: str | None) -> str:
-    """The decoder-only translation prompt template: the user's file or the bundled one."""
-    try:
-        with FileSystems.open(path or str(template_path("translate"))) as handle:
-            source = handle.read().decode("utf-8")
-    except (OSError, beam.io.filesystem.BeamIOError) as err:
-        raise ConfigError(f"cannot read --translate-template {path} ({err})") from None
-    try:  # a template that cannot render would fail every pair: find out now
-        translation_prompt(source, "Hello.", "English", "German")
-    except ValueError as err:
-        raise ConfigError(f"--translate-template {path}: {err}") from None
-    return source
-
-
-def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = ()) -> list[InputFile]:
-    """Every readable unit the inputs name, each with its source name and its id name.
-
-    File names in ids are paths below the common folder of all matched files, so ids stay short
-    and stable wherever the data lives. The files of one glob are one source, named after the
-    glob (`*.jsonl`) unless NAME= names it: a corpus sharded into 50,000 files is one line of the
-    report, not 50,000 (each file's counts go to coverage_by_file.jsonl).
-    """
-    found: list[tuple[str | None, str, str, str | None]] = []  # (source name, path, kind, split)
-    globbed: dict[str, str] = {}  # file path -> the --input glob that matched it
-    for spec in specs:
-        name, target = split_name(spec)
-        if target.startswith(HF_PREFIX):
-            found.append((name, target, "hf_hub", None))
-            continue
-        splits = _saved_dataset_splits(target)
-        if splits is not None:
-            found += [(name, target, "hf_disk", split) for split in splits]
-            continue
-        matched = sorted(m.path for result in FileSystems.match([target]) for m in result.metadata_list)
-        if not matched:
-            raise ConfigError(f"--input {target} matches no file")
-        if any(char in target for char in "*?["):
-            globbed.update((path, target) for path in matched)
-        for path in matched:
-            kind = file_kind(path)
-            if kind is None:
-                raise ConfigError(f"--input {path} is not a .jsonl, .json, .parquet, .csv or .txt file (the text kinds also compressed, as .jsonl.gz, .json.zst, ...), nor a save_to_disk folder")
-            found.append((name, path, kind, None))
-    short = _short_names(found)
-    units = [_named_unit(name or _glob_name(globbed.get(path), path, short), path, kind, split, short) for name, path, kind, split in found]
+def check_pairs_aligned(pairs: tuple[tuple[str, str], ...]) -> None:
+    """The two files of an --input-pair must have as many lines (each line is one side of a pair)."""
     for source_path, target_path in pairs:
         try:
             source_lines, target_lines = count_lines(source_path, open_raw), count_lines(target_path, open_raw)
@@ -152,47 +108,6 @@ def expand_inputs(specs: tuple[str, ...], pairs: tuple[tuple[str, str], ...] = (
             source_lines = target_lines = 0
         if source_lines != target_lines:
             raise ConfigError(f"--input-pair {source_path} has {source_lines} lines but {target_path} has {target_lines}")
-        short = posixpath.basename(source_path)
-        units.append(InputFile(short, short, source_path, "line_pair", target_path=target_path))
-    ids = [(u.name, u.split) for u in units]
-    if len(set(ids)) != len(ids):
-        raise ConfigError("two inputs name the same file; list each file once")
-    return units
-
-
-def _glob_name(glob: str | None, path: str, short: dict[str, str]) -> str | None:
-    """A glob's source name: the glob below the folder ids are named from ('/d/*.jsonl' -> '*.jsonl')."""
-    if glob is None:
-        return None
-    folder = path[: len(path) - len(short[path])]
-    return glob[len(folder) :] if folder and glob.startswith(folder) else glob
-
-
-def _short_names(found: list[tuple[str | None, str, str, str | None]]) -> dict[str, str]:
-    files = sorted({path for _, path, kind, _ in found if kind not in ("hf_hub",)})
-    if not files:
-        return {}
-    common = posixpath.dirname(files[0]) if len(files) == 1 else posixpath.commonpath(files)
-    return {path: posixpath.relpath(path, common) if common and path != common else posixpath.basename(path) for path in files}
-
-
-def _named_unit(name: str | None, path: str, kind: str, split: str | None, short: dict[str, str]) -> InputFile:
-    if kind == "hf_hub":
-        dataset, config, hf_split = parse_hf_spec(path)
-        id_name = "/".join(part for part in (dataset, config, hf_split) if part)
-    else:
-        id_name = short[path] + (f"/{split}" if split else "")
-    return InputFile(name or id_name, id_name, path, kind, split)
-
-
-def _saved_dataset_splits(path: str) -> list[str | None] | None:
-    """The splits of a `save_to_disk` folder ([None] for a single Dataset), or None if it is not one."""
-    if FileSystems.exists(FileSystems.join(path, "dataset_dict.json")):
-        with FileSystems.open(FileSystems.join(path, "dataset_dict.json")) as handle:
-            return list(json.loads(handle.read())["splits"])
-    if FileSystems.exists(FileSystems.join(path, "state.json")):
-        return [None]
-    return None
 
 
 def check_languages_not_needed(units: list[InputFile], config: PipelineConfig) -> None:
@@ -221,15 +136,6 @@ def _first_record(unit: InputFile) -> RawRecord | None:
         return None
     finally:
         records.close()
-
-
-def check_mix(units: list[InputFile], mix: tuple[tuple[str, float], ...]) -> None:
-    """--mix must weigh exactly the named sources, so no source is silently left at weight 0."""
-    if not mix:
-        return
-    sources, weighted = {u.source for u in units}, {name for name, _ in mix}
-    if sources != weighted:
-        raise ConfigError(f"--mix must give a weight to every source and only to them: sources are {sorted(sources)}, --mix names {sorted(weighted)}")
 
 
 class NoRowsWritten(Exception):
@@ -473,16 +379,17 @@ def without_timed_flush() -> None:
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
-def run(config: PipelineConfig, beam_args: list[str] | None = None) -> dict[str, object] | None:
+def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[InputFile] | None = None) -> dict[str, object] | None:
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
     raise NoRowsWritten (after the report and record files are written) if no row was written.
     Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None.
 
     The run holds the output's lock from its first write to its last, writes under the staging
-    prefix and replaces the finished run only once its own manifest is written (outputs.py)."""
+    prefix and replaces the finished run only once its own manifest is written (outputs.py).
+    `files`: the preflight's answer when the caller already ran it (the command line does)."""
     with job_scope(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
         beam_args = for_remote_workers(config, with_default_runner(beam_args or []))
-        job = plan(config)
+        job = plan(config, files)
         data_flows()
         without_timed_flush()
         options = PipelineOptions(beam_args)

@@ -6,7 +6,10 @@ from masked_shards.config import ConfigError
 
 
 def check_beam_args(extra: list[str]) -> list[str]:
-    """Every leftover flag must be a Beam option; a typo of ours must not vanish into Beam."""
+    """Every leftover flag must be a Beam option; a typo of ours must not vanish into Beam.
+    Without any, Beam is not imported here (it takes a second; a run imports it later anyway)."""
+    if not extra:
+        return extra
     from apache_beam.options.pipeline_options import PipelineOptions
 
     known = set(PipelineOptions([]).get_all_options(retain_unknown_options=False))

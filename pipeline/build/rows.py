@@ -16,7 +16,8 @@ This is the per-example work of the job, kept free of Beam so tests drive it dir
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,7 +29,7 @@ from masked_shards.build.masking import IGNORE_INDEX, build_labels, crossed_boun
 from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn, strings_in
 from masked_shards.write.shards import split_for
 from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, TemplateError
-from masked_shards.build.tokenization import EncodedBatch, Encoder, TokenizerError, special_tokens
+from masked_shards.build.tokenization import EncodedBatch, Encoder, FolderTokenizer, TokenizerError, full_tokenizer, special_tokens
 from masked_shards.read.translation import TranslationPair
 from masked_shards.build.turn_counts import EndOfTurn, MessageCounts, MessageSpans, MessageTokens, count_rows, locate, message_spans, pair_counts
 
@@ -74,9 +75,10 @@ class Encoding(Protocol):
         """(where, text) of every text the item's author wrote, as named in a rejection."""
         ...
 
-    def encode(self, items: Sequence[Example | TranslationPair], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
-        """One result per item; `spelled[i]`: item i writes a special token's text, to be kept as
-        plain text (only happens under `--special-text plain`)."""
+    def start(self, items: Sequence[Example | TranslationPair], spelled: Sequence[bool]) -> Callable[[], list[Tokens | Rejected]]:
+        """Begin encoding; the function returned gives one result per item (and may wait for work
+        going on beside the caller's meanwhile). `spelled[i]`: item i writes a special token's
+        text, to be kept as plain text (only happens under `--special-text plain`)."""
         ...
 
 
@@ -96,7 +98,9 @@ class RowBuilder:
         self._special_pattern = _alternation(specials)
         self.encoding: Encoding
         if config.model_type == "seq2seq":
-            self.encoding = Seq2SeqEncoding(tokenizer, config.source_lang, config.target_lang)
+            # Encoder-decoder rows call the tokenizer itself (text_target, language codes): transformers'.
+            full = full_tokenizer(tokenizer.name_or_path) if isinstance(tokenizer, FolderTokenizer) else tokenizer
+            self.encoding = Seq2SeqEncoding(full, config.source_lang, config.target_lang)
         elif template is None:
             raise ValueError("decoder rows need a chat template")
         else:
@@ -105,6 +109,16 @@ class RowBuilder:
     def build(self, items: Sequence[Example | TranslationPair]) -> RowBatch:
         """The batch's rows and, in order, the items that gave none. Texts are encoded in one
         batched tokenizer call; only the steps that depend on one row look at rows one by one."""
+        return self.start(items)()
+
+    def start(self, items: Sequence[Example | TranslationPair]) -> Callable[[], RowBatch]:
+        """`build` in two halves: the checks and rendering now, with the tokenizer's call then
+        running in a thread; the function returned waits for it and makes the rows. A caller that
+        starts the next batch before finishing this one keeps the Rust encoder busy beside the
+        Python work on the other (the call releases the GIL):
+
+            start(b1)  start(b2) finish(b1)  start(b3) finish(b2)  ...   [encoder: b1 | b2 | b3]
+        """
         outcomes: list[_Fitted | Rejected | Dropped | None] = []  # None: still to encode
         kept, spelled = [], []
         for item in items:
@@ -116,13 +130,18 @@ class RowBuilder:
                 outcomes.append(None)
                 kept.append(item)
                 spelled.append(found is not None)
-        encoded = zip(kept, self.encoding.encode(kept, spelled))
-        for n, outcome in enumerate(outcomes):
-            if outcome is None:
-                item, tokens = next(encoded)
-                outcomes[n] = tokens if isinstance(tokens, Rejected) else self._fit(item, tokens)
-        rows = self._gather([o for o in outcomes if isinstance(o, _Fitted)])
-        return RowBatch(rows, tuple(o for o in outcomes if not isinstance(o, _Fitted)), self.encoding.aligned)
+        encoding = self.encoding.start(kept, spelled)
+
+        def finish() -> RowBatch:
+            encoded = zip(kept, encoding())
+            for n, outcome in enumerate(outcomes):
+                if outcome is None:
+                    item, tokens = next(encoded)
+                    outcomes[n] = tokens if isinstance(tokens, Rejected) else self._fit(item, tokens)
+            rows = self._gather([o for o in outcomes if isinstance(o, _Fitted)])
+            return RowBatch(rows, tuple(o for o in outcomes if not isinstance(o, _Fitted)), self.encoding.aligned)
+
+        return finish
 
     def _fit(self, item: Example | TranslationPair, tokens: Tokens) -> _Fitted | Dropped:
         """Truncation and the drops it implies, in one place for both model types. Aligned rows
@@ -247,6 +266,7 @@ class DecoderEncoding:
         self._eos = tokenizer.eos_token or ""
         self._end_of_turn = EndOfTurn(specials)
         self._prompt_tail = _prompt_tail(self._renderer)
+        self._encoding_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")  # one call at a time, in order
 
     def texts(self, example: Example) -> Iterator[tuple[str, str]]:
         for n, turn in enumerate(example.turns):
@@ -258,10 +278,10 @@ class DecoderEncoding:
         for text in strings_in(example.tools):
             yield "tools", text
 
-    def encode(self, examples: Sequence[Example], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
-        """Strings without plain spans are encoded whole in one call and labelled together; a
-        string where a token crosses a span edge, or with plain spans, is then encoded alone in
-        pieces (tokenization.py) and labelled alone."""
+    def start(self, examples: Sequence[Example], spelled: Sequence[bool]) -> Callable[[], list[Tokens | Rejected]]:
+        """Strings without plain spans are encoded whole in one call (in the encoding thread) and
+        labelled together; a string where a token crosses a span edge, or with plain spans, is
+        then encoded alone in pieces (tokenization.py) and labelled alone."""
         results: list[Rendered | Tokens | Rejected] = [self._render(example, plain) for example, plain in zip(examples, spelled)]
         spans = {
             n: select_spans(r.text, r.assistant_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
@@ -270,7 +290,10 @@ class DecoderEncoding:
         }
         messages = {n: message_spans(results[n], examples[n].turns, self._end_of_turn) for n in spans}
         whole = {n: k for k, n in enumerate(n for n in spans if not results[n].plain_spans)}  # example -> place in batch
-        batch = self._encoder.encode_batch([results[n].text for n in whole])
+        encoding = self._encoding_thread.submit(self._encoder.encode_batch, [results[n].text for n in whole])
+        return lambda: self._label(results, spans, messages, whole, encoding.result())
+
+    def _label(self, results: list[Rendered | Tokens | Rejected], spans: dict[int, list[tuple[int, int]]], messages: dict[int, MessageSpans], whole: dict[int, int], batch: EncodedBatch) -> list[Tokens | Rejected]:
         labels, crossing = _labels_together(batch, [results[n].text for n in whole], [spans[n] for n in whole])
         located = _messages_together(batch, [results[n].text for n in whole], [messages[n] for n in whole])
         for n, k in whole.items():
@@ -423,6 +446,10 @@ class Seq2SeqEncoding:
     def texts(self, pair: TranslationPair) -> Iterator[tuple[str, str]]:
         yield "source text", pair.src
         yield "target text", pair.tgt
+
+    def start(self, pairs: Sequence[TranslationPair], spelled: Sequence[bool]) -> Callable[[], list[Tokens | Rejected]]:
+        results = self.encode(pairs, spelled)  # transformers' call: nothing to overlap
+        return lambda: results
 
     def encode(self, pairs: Sequence[TranslationPair], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
         if not pairs:

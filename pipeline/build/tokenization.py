@@ -66,8 +66,9 @@ class EncodedBatch:
         return Encoded(self.ids[start:end], self.offsets[start:end])
 
 
-def load_tokenizer(name_or_path: str):  # -> transformers.PreTrainedTokenizerBase
-    """`AutoTokenizer.from_pretrained`, refusing slow tokenizers (no offsets); every failure is one
+def load_tokenizer(name_or_path: str):  # -> FolderTokenizer | transformers.PreTrainedTokenizerBase
+    """A folder that `tokenizers` reads exactly as transformers would (`FolderTokenizer`), else
+    `AutoTokenizer.from_pretrained`, refusing slow tokenizers (no offsets); every failure is one
     sentence, quickly. A name that can only be a path must be a folder; a hub id is looked up on
     the hub when it answers, else in the local cache only (see hub.py: no retries, no log lines).
 
@@ -86,6 +87,20 @@ def _folder_state(name_or_path: str) -> tuple[tuple[str, int, int], ...]:
 
 @functools.lru_cache(maxsize=8)
 def _load(name_or_path: str, _state: tuple[tuple[str, int, int], ...]):
+    settings = _plain_folder(name_or_path)
+    if settings is not None:
+        return FolderTokenizer(name_or_path, settings)
+    return full_tokenizer(name_or_path)
+
+
+def full_tokenizer(name_or_path: str):  # -> transformers.PreTrainedTokenizerBase
+    """The tokenizer as transformers loads it: for what only transformers does (a seq2seq
+    tokenizer's `__call__` with its language codes, a hub id, a slow tokenizer's conversion)."""
+    return _load_with_transformers(name_or_path, _folder_state(name_or_path))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_with_transformers(name_or_path: str, _state: tuple[tuple[str, int, int], ...]):
     from transformers import AutoTokenizer
 
     out_of_reach = None
@@ -105,6 +120,117 @@ def _load(name_or_path: str, _state: tuple[tuple[str, int, int], ...]):
     return tokenizer
 
 
+# What a folder's tokenizer_config.json may hold for `tokenizers` alone to load the same tokenizer
+# as transformers: its class is the plain fast tokenizer (no model-specific conversion), and
+# these keys carry no behaviour of their own beyond the named tokens and the template (the last
+# line: bookkeeping `save_pretrained` writes, and padding settings of calls the job never makes).
+_PLAIN_CLASSES = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
+_NAMED_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+_PLAIN_KEYS = frozenset(
+    {"backend", "tokenizer_class", "model_max_length", "chat_template", "clean_up_tokenization_spaces", "extra_special_tokens", "additional_special_tokens", "added_tokens_decoder", *_NAMED_TOKENS}
+    | {"is_local", "local_files_only", "name_or_path", "model_input_names", "padding_side", "truncation_side"}
+)
+UNSET_MAX_LENGTH = int(1e30)  # transformers' model_max_length when the config names none
+
+
+def _plain_folder(name_or_path: str) -> dict | None:
+    """tokenizer_config.json of a local folder that transformers would load unchanged from its
+    tokenizer.json (the settings `FolderTokenizer` needs), or None: then transformers loads it.
+
+    Unchanged means: a plain fast tokenizer class, no config key that changes encoding (add_bos_token,
+    a legacy flag, ...), every token the config names already an added special token of
+    tokenizer.json with the same id, no truncation or padding built in, and no cleanup of
+    decoded spaces. A chat template may sit in the config or in chat_template.jinja."""
+    folder = Path(name_or_path)
+    if not (folder / "tokenizer.json").is_file() or not (folder / "tokenizer_config.json").is_file() or (folder / "chat_template.json").exists():
+        return None
+    try:
+        settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        # The header of tokenizer.json (its added tokens, truncation and padding) without its vocabulary:
+        # a cheap read of what must agree with the config.
+        header = _json_header(folder / "tokenizer.json")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(settings, dict) or header is None or settings.get("tokenizer_class") not in _PLAIN_CLASSES or set(settings) - _PLAIN_KEYS:
+        return None
+    if settings.get("clean_up_tokenization_spaces") or header.get("truncation") or header.get("padding"):
+        return None
+    special = {t["content"]: t["id"] for t in header.get("added_tokens", []) if t.get("special")}
+    named = [_token_text(settings.get(key)) for key in _NAMED_TOKENS]
+    named += [_token_text(t) for key in ("extra_special_tokens", "additional_special_tokens") for t in (settings.get(key) or [])]
+    named += [_token_text(t) for t in (settings.get("added_tokens_decoder") or {}).values()]
+    if any(name is not None and name not in special for name in named):
+        return None
+    if any(special.get(_token_text(t)) != int(n) for n, t in (settings.get("added_tokens_decoder") or {}).items()):
+        return None
+    template = folder / "chat_template.jinja"
+    if template.is_file():
+        settings["chat_template"] = template.read_text(encoding="utf-8")
+    return settings
+
+
+def _json_header(path: Path) -> dict | None:
+    """tokenizer.json's keys before "normalizer" (version, truncation, padding, added_tokens), as
+    `save_pretrained` and `tokenizers` write them, parsed without the vocabulary after them."""
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(1 << 20)
+    cut = head.find('"normalizer"')
+    if cut < 0:
+        return None
+    try:
+        return json.loads(head[:cut].rstrip().rstrip(",") + "}")
+    except ValueError:
+        return None
+
+
+def _token_text(token: object) -> str | None:
+    """A token as tokenizer_config.json names it: a string, or an AddedToken's dict."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
+class FolderTokenizer:
+    """A tokenizer folder loaded by `tokenizers` alone (importing transformers takes seconds),
+    for the folders `_plain_folder` accepts: the same ids, offsets, special tokens and template
+    as transformers' object, with the few of its attributes this package reads."""
+
+    is_fast = True
+
+    def __init__(self, folder: str, settings: dict) -> None:
+        self.name_or_path = folder
+        self.backend_tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+        self.added_tokens_decoder = self.backend_tokenizer.get_added_tokens_decoder()
+        self.bos_token, self.eos_token, self.unk_token, self.pad_token = (_token_text(settings.get(key)) for key in _NAMED_TOKENS)
+        self.chat_template = settings.get("chat_template")
+        self.model_max_length = settings.get("model_max_length") or UNSET_MAX_LENGTH
+        named = [self.bos_token, self.eos_token, self.unk_token, self.pad_token]
+        named += [_token_text(t) for key in ("extra_special_tokens", "additional_special_tokens") for t in (settings.get(key) or [])]
+        self.all_special_ids = sorted({self.backend_tokenizer.token_to_id(t) for t in named if t is not None})
+
+    def _id(self, token: str | None) -> int | None:
+        return None if token is None else self.backend_tokenizer.token_to_id(token)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self._id(self.bos_token)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self._id(self.eos_token)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return self._id(self.pad_token)
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
+        return self.backend_tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, sequences: list[list[int]], skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        return self.backend_tokenizer.decode_batch([list(s) for s in sequences], skip_special_tokens=skip_special_tokens)
+
+
 def special_tokens(tokenizer) -> tuple[str, ...]:
     """Every added token flagged special: the strings that must never come from user text."""
     return tuple(sorted(t.content for t in tokenizer.added_tokens_decoder.values() if t.special))
@@ -114,10 +240,12 @@ def fingerprint(tokenizer, name_or_path: str) -> dict[str, object]:
     """Identity for the manifest: name, vocabulary size and sha256 of each tokenizer file.
 
     For a hub id the files hashed are the ones `save_pretrained` writes, so two machines with the
-    same tokenizer agree whatever their cache layout.
+    same tokenizer agree whatever their cache layout; a folder's are its own files.
     """
     if os.path.isdir(name_or_path):
         files = _hash_files(Path(name_or_path))
+    elif isinstance(tokenizer, FolderTokenizer):  # a folder in an object store, read from its local copy
+        files = _hash_files(Path(tokenizer.name_or_path))
     else:
         with tempfile.TemporaryDirectory() as folder:
             tokenizer.save_pretrained(folder)
@@ -142,9 +270,19 @@ def _walk(node: object, visit) -> None:
 
 def _patched(backend: Tokenizer, patch) -> Tokenizer:
     """The backend itself when `patch` changes nothing in its JSON state, else a patched copy.
-    Copying a 151k vocabulary costs a second, so it happens only when needed."""
+    Copying a 151k vocabulary costs a second, so it happens only when needed, and whether it is
+    needed is judged on the parts a patch touches (a few hundred bytes), not the whole state."""
+    parts = {key: _component_state(getattr(backend, key)) for key in ("normalizer", "pre_tokenizer", "post_processor")}
+    if not patch(parts):
+        return backend
     state = json.loads(backend.to_str())
-    return Tokenizer.from_str(json.dumps(state)) if patch(state) else backend
+    patch(state)
+    return Tokenizer.from_str(json.dumps(state))
+
+
+def _component_state(component: object) -> dict | None:
+    """A normalizer's, pre-tokenizer's or post-processor's JSON state, as in tokenizer.json."""
+    return None if component is None else json.loads(component.__getstate__())
 
 
 def _untrim(state: dict) -> bool:

@@ -56,6 +56,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import IO, Literal
 
+import orjson
+
 from masked_shards.read.compression import DamagedInput, codec_of, open_input, strip_compression
 from masked_shards.records import BlankLines, Rejected
 
@@ -465,10 +467,22 @@ def _too_large(size: int, max_bytes: int) -> str:
     return f"record is {size} bytes, over --max-record-bytes {max_bytes}; it was not parsed or tokenized"
 
 
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
 def _json_value(text: str) -> object:
     """`json.loads`, except that nesting too deep for Python's parser (its RecursionError) is
     reported as unreadable JSON like any other, so such a line or cell is rejected alone instead
-    of ending the reading of its file."""
+    of ending the reading of its file.
+
+    orjson decodes first (several times faster) where its answer is provably json's: it refuses
+    what it cannot read exactly (NaN, 1e400, a lone surrogate), and json then decides; an
+    integer of 19 digits or more, which orjson would turn into a float, goes to json directly."""
+    if not _LONG_DIGITS.search(text):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(text)
     except RecursionError:

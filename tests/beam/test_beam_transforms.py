@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import Row, row_batch, rows_of, write_jsonl
 from memory_fs import MemoryFileSystem
-from masked_shards.beam.job import expand_inputs
+from masked_shards.beam.preflight import expand_inputs
 from masked_shards.beam.transforms import ReadExamples, TokenizeExamples, WriteShards
 from masked_shards.config import DEMO_TOKENIZER, PipelineConfig
 from masked_shards.read.sources import InputFile

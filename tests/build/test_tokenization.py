@@ -17,7 +17,7 @@ from masked_shards.read.hub import looks_like_path
 from masked_shards.records import RESERVED_CHARS, Example, Turn
 from masked_shards.build.rows import RowBuilder
 from masked_shards.build.templates import resolve_template
-from masked_shards.build.tokenization import TokenizerError, load_tokenizer, special_tokens
+from masked_shards.build.tokenization import FolderTokenizer, TokenizerError, full_tokenizer, load_tokenizer, special_tokens
 
 # Unicode White_Space: what the `\s` of the tokenizers library's strip regex matches (Python's
 # str.strip also strips U+001C..U+001F, which tokenizers keeps).
@@ -116,18 +116,62 @@ def test_paths_are_told_from_hub_ids(name, path):
     assert looks_like_path(name) is path
 
 
-def test_a_seq2seq_builder_on_the_shared_tokenizer_leaves_decoder_special_tokens_whole():
-    """load_tokenizer hands every caller in a process the same tokenizer, and transformers leaves
-    `encode_special_tokens` on after a seq2seq builder's `split_special_tokens=True` call; a decoder
-    builder made afterwards must still encode the template's own special tokens as single ids."""
+@pytest.mark.parametrize("loader", [load_tokenizer, full_tokenizer])
+def test_a_seq2seq_builder_on_the_shared_tokenizer_leaves_decoder_special_tokens_whole(loader):
+    """load_tokenizer (and full_tokenizer, which seq2seq rows use) hand every caller in a process
+    the same tokenizer, and transformers leaves `encode_special_tokens` on after a seq2seq
+    builder's `split_special_tokens=True` call; a decoder builder made afterwards must still
+    encode the template's own special tokens as single ids."""
     from masked_shards.config import DEMO_TOKENIZER
     from masked_shards.read.translation import TranslationPair
 
-    tokenizer = load_tokenizer(DEMO_TOKENIZER)
+    tokenizer = loader(DEMO_TOKENIZER)
     seq2seq = RowBuilder(PipelineConfig(model_type="seq2seq"), tokenizer, None)
     seq2seq.build([TranslationPair("pairs:0", "pairs", "Hello there.", "Hallo.")])
-    assert load_tokenizer(DEMO_TOKENIZER) is tokenizer  # shared: the case this test is about
+    assert loader(DEMO_TOKENIZER) is tokenizer  # shared: the case this test is about
     decoder = RowBuilder(PipelineConfig(), tokenizer, resolve_template("chatml", None))
     row = build_one(decoder, Example("chat:0", "chat", (Turn("user", "Hi", False), Turn("assistant", "Yo", True))))
-    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    start = tokenizer.backend_tokenizer.token_to_id("<|im_start|>")
     assert isinstance(row, Row) and row.input_ids.count(start) == 2
+
+
+SAMPLE = "<|im_start|>user\nHello  wörld, ß 😀\t\tx<|im_end|>\n<|im_start|>assistant\n  Fine.\n\n<|im_end|><|endoftext|>"
+
+
+def test_a_plain_folder_loads_without_transformers_and_agrees_with_it(tokenizer, tmp_path):
+    """The job reads a plain tokenizer folder with `tokenizers` alone (importing transformers takes
+    seconds); everything the job reads of it equals what transformers loads from the same folder."""
+    folder = str(tmp_path / "saved")
+    tokenizer.save_pretrained(folder)
+    light, full = load_tokenizer(folder), full_tokenizer(folder)
+    assert isinstance(light, FolderTokenizer) and not isinstance(full, FolderTokenizer)
+    for name in ("bos_token", "eos_token", "pad_token", "bos_token_id", "eos_token_id", "pad_token_id", "model_max_length", "chat_template"):
+        assert getattr(light, name) == getattr(full, name), name
+    assert len(light) == len(full) and special_tokens(light) == special_tokens(full)
+    assert set(light.all_special_ids) == set(full.all_special_ids)
+    assert {n: (t.content, t.special, t.lstrip, t.rstrip) for n, t in light.added_tokens_decoder.items()} == {n: (t.content, t.special, t.lstrip, t.rstrip) for n, t in full.added_tokens_decoder.items()}
+    ours, theirs = (t.backend_tokenizer.encode(SAMPLE, add_special_tokens=False) for t in (light, full))
+    assert ours.ids == theirs.ids == full(SAMPLE, add_special_tokens=False)["input_ids"] and ours.offsets == theirs.offsets
+    assert light.decode(ours.ids) == full.decode(ours.ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"add_bos_token": True},  # transformers' post-processor would change
+        {"tokenizer_class": "LlamaTokenizerFast"},  # a class with a conversion of its own
+        {"eos_token": "<|not_in_vocabulary|>"},  # transformers would add it
+        {"clean_up_tokenization_spaces": True},  # decoding differs
+    ],
+)
+def test_a_folder_that_needs_transformers_is_loaded_by_it(demo_tokenizer, tmp_path, change):
+    import json
+    import shutil
+
+    from masked_shards.config import DEMO_TOKENIZER
+
+    folder = tmp_path / "tok"
+    shutil.copytree(DEMO_TOKENIZER, folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({**settings, **change}), encoding="utf-8")
+    assert not isinstance(load_tokenizer(str(folder)), FolderTokenizer)

@@ -17,7 +17,7 @@ from conftest import write_jsonl
 from masked_shards.cli import main
 from masked_shards.config import DEMO_TOKENIZER
 from masked_shards.check.inspection import row_html, token_texts
-from masked_shards.build.tokenization import load_tokenizer
+from masked_shards.build.tokenization import full_tokenizer
 
 RECORDS = [
     {"messages": [{"role": "user", "content": f"Wie groß ist {n}?"}, {"role": "assistant", "content": f"Das Ausmaß ist {n} 🎂."}, {"role": "user", "content": "Und 日本語?"}, {"role": "assistant", "content": "日本語 <b>&amp;</b> ok."}]}
@@ -29,7 +29,7 @@ GREEN = ("\x1b[32m", "\x1b[92m")  # ANSI green, normal and bright
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(DEMO_TOKENIZER)
+    return full_tokenizer(DEMO_TOKENIZER)  # transformers: the test encodes with its __call__
 
 
 @pytest.fixture(scope="module")

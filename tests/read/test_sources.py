@@ -326,3 +326,22 @@ def test_json_arrays_csv_line_pairs_and_datasets_are_one_range(tmp_path):
         whole = list(read_records(unit, _opener, chunk_size=3))
         assert len(whole) == 40 and _read_in_ranges(unit, 16, 3) == whole
 
+
+
+JSON_EDGES = [
+    '{"big": 123456789012345678901234567890, "small": -9223372036854775808}',  # beyond 64 bits: json's int
+    '{"x": NaN, "y": Infinity, "z": 1e400}',  # json's extensions and an overflow
+    '{"lone": "\\ud800"}',  # a lone surrogate escape
+    '{"a": 1, "a": 2, "f": [0.1, -0.0, 5e-324, 1.7976931348623157e308], "s": "\\u00df\\n"}',
+]
+
+
+@pytest.mark.parametrize("line", JSON_EDGES)
+def test_jsonl_values_are_exactly_what_json_reads(tmp_path, line):
+    """The fast decoder is used only where its answer is json's own, values and types alike."""
+    path = tmp_path / "edges.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    (record,) = _read(path, "jsonl")
+    expected = json.loads(line)
+    assert repr(record.value) == repr(expected)
+    assert [type(v) for v in record.value.values()] == [type(v) for v in expected.values()]
