@@ -9,6 +9,7 @@ and accounts for every record: read = written + rejected + dropped, every reject
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -52,9 +53,10 @@ line = st.one_of(
 @settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(line, min_size=1, max_size=20), template=st.sampled_from(["chatml", "qwen3"]))
 def test_any_records_leave_a_finished_job_that_accounts_for_each(tmp_path: Path, lines: list[str], template: str) -> None:
-    source = tmp_path / "records.jsonl"
+    run = Path(tempfile.mkdtemp(dir=tmp_path))  # hypothesis shares tmp_path between examples, and a run with no rows never replaces a finished one
+    source = run / "records.jsonl"
     source.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    output = tmp_path / "out"
+    output = run / "out"
     code = main(["run", "--smoke-test", "off", "--input", str(source), "--output", str(output), "--overwrite", "--template", template, "--max-length", "256"])
     report = json.loads((output / "coverage_report.json").read_text(encoding="utf-8"))
     assert code == 0 or (code == 1 and report["rows_written"] == 0)

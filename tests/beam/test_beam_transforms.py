@@ -50,7 +50,7 @@ def test_read_examples_reads_compressed_files_on_any_filesystem_as_the_plain_fil
     MemoryFileSystem.objects.clear()
     for name, content in (("a.jsonl.gz", packed), ("b.jsonl", packed), ("c.json.xz", lzma.compress(data)), ("d.jsonl.gz", packed[: len(packed) // 2])):
         MemoryFileSystem.objects[f"memtest://bucket/in/{name}"] = content
-    units = expand_inputs(("memtest://bucket/in/*",))
+    units = expand_inputs(tuple(f"memtest://bucket/in/{name}" for name in ("a.jsonl.gz", "b.jsonl", "c.json.xz", "d.jsonl.gz")))  # a source each
     assert [(u.name, u.kind) for u in units] == [("a.jsonl.gz", "jsonl"), ("b.jsonl", "jsonl"), ("c.json.xz", "json"), ("d.jsonl.gz", "jsonl")]
     plain = [(n, 1 + 2 * (n % 5 == 1) + (n % 5 == 3)) for n in range(2000)]  # 1: example, 3: invalid_json, 2: missing_field
     with _pipeline() as p:
