@@ -15,6 +15,7 @@ import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ from finished_runs import write_inputs
 from masked_shards.cli import main
 from masked_shards.config import ConfigError
 from masked_shards.check.loader import flattened_batch, padded_batch, read_rows, shard_files
-from masked_shards.check.smoke_test import FLASH_VARLEN, Settings, SmokeTestFailed, check_attention_implementations, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, cu_seqlens, device_for, register_varlen_attention, run_stage, steady, summary_line, tiny_model, torch_varlen_kernel
+from masked_shards.check.smoke_test import FLASH_VARLEN, FLASH_VARLEN_INTERFACE, Settings, _windows, SmokeTestFailed, check_attention_implementations, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, cu_seqlens, device_for, register_varlen_attention, run_stage, steady, summary_line, tiny_model, torch_varlen_kernel
 
 CHECKS = ["learns", "masked_loss", "masked_no_gradient", "packed_equals_unpacked", "token_ids"]
 
@@ -231,6 +232,43 @@ def test_a_varlen_kernel_told_one_segment_lets_examples_see_each_other_and_fails
     _, flat = _rows(shard_run("packed"))
     check = check_packed_equals_unpacked(_varlen_model("one_segment"), flat, True, 1e-4, 16, nullcontext)
     assert not check["passed"] and check["max_abs_diff"] > 1e-2 and check["problem"].endswith("so examples in a row see each other")
+
+
+def test_the_name_the_stage_registers_builds_a_model_and_runs_its_kernel(shard_run):
+    """transformers takes an attention name holding "flash" for a hub kernel to download and
+    refuses it offline (an H200 run recorded that error for every shard); the stage's own name
+    must build a model that calls the registered kernel."""
+    calls = []
+
+    def counting(*args):
+        calls.append(1)
+        return _reference_kernel(*args)
+
+    _, flat = _rows(shard_run("packed"))
+    model = tiny_model(False, 4096, torch.device("cpu"), attention=register_varlen_attention(FLASH_VARLEN_INTERFACE, counting))
+    with torch.no_grad():
+        model(input_ids=flat["input_ids"], position_ids=flat["position_ids"])
+    assert calls
+
+
+def test_a_packed_row_whose_answers_lie_past_the_window_is_cut_before_its_first_answer():
+    """Two packed examples of 40 and 30 tokens whose first answer starts at token 35, in a
+    32-token window (Qwen2's vocabulary): the window starts 16 tokens before the answer, keeps
+    it, and its cut first example counts positions from 0, so the examples found from the
+    restarting position ids are the recounted seq_lengths."""
+    ids = list(range(1, 71))
+    labels = [-100] * 35 + ids[35:40] + [-100] * 10 + ids[50:70]
+    positions = list(range(40)) + list(range(30))
+    schema = pa.schema([(name, pa.list_(pa.int32())) for name in ("input_ids", "labels", "attention_mask", "position_ids", "seq_lengths")])
+    rows = pa.RecordBatch.from_pylist([{"input_ids": ids, "labels": labels, "attention_mask": [1] * 70, "position_ids": positions, "seq_lengths": [40, 30]}], schema=schema)
+    cut = _windows(rows, 32, False).to_pylist()
+    assert len(cut) == 1
+    (row,) = cut
+    assert row["input_ids"] == ids[19:51] and row["seq_lengths"] == [21, 11]
+    assert row["position_ids"] == list(range(21)) + list(range(11))
+    assert any(label != -100 for label in row["labels"][1:])
+    bounds, _ = cu_seqlens(torch.tensor([row["position_ids"]]))
+    assert bounds.tolist() == [0, 21, 32]
 
 
 def _attention_check(shard_run, kernel, settings: Settings = Settings()) -> dict:
