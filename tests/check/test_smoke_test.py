@@ -23,7 +23,8 @@ from finished_runs import write_inputs
 from masked_shards.cli import main
 from masked_shards.config import ConfigError
 from masked_shards.check.loader import flattened_batch, padded_batch, read_rows, shard_files
-from masked_shards.check.smoke_test import FLASH_VARLEN, FLASH_VARLEN_INTERFACE, Settings, _windows, SmokeTestFailed, check_attention_implementations, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, cu_seqlens, device_for, register_varlen_attention, run_stage, steady, summary_line, tiny_model, torch_varlen_kernel
+from masked_shards.check.smoke_test import FLASH_VARLEN, Settings, _windows, SmokeTestFailed, check_attention_implementations, check_masked_loss, check_masked_no_gradient, check_packed_equals_unpacked, device_for, run_stage, steady, summary_line, tiny_model
+from masked_shards.check.varlen_attention import FLASH_VARLEN_INTERFACE, cu_seqlens, register_varlen_attention, torch_varlen_kernel
 
 CHECKS = ["learns", "masked_loss", "masked_no_gradient", "packed_equals_unpacked", "token_ids"]
 
