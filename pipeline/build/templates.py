@@ -499,7 +499,8 @@ def _check_rendered(text: str, spans: list[tuple[int, int]], assistant: list[int
     assistant turn is the last one when no user message follows it (tool results may).
 
     A tool call is rendered when its name (as often as calls bear it), each key of its arguments
-    and each string value are in the turn's span; reasoning when its text is."""
+    and each string value are in the turn's span; reasoning when its text is, more often than the
+    turn's content holds it."""
     final = assistant[-1] if assistant and all(m.get("role") != "user" for m in messages[assistant[-1] :]) else None
     for (start, end), n in zip(spans, assistant):
         span = text[start:end]
@@ -511,8 +512,10 @@ def _check_rendered(text: str, spans: list[tuple[int, int]], assistant: list[int
             shown = isinstance(name, str) and span.count(name) >= names.count(name)  # gpt-oss renders only the first of parallel calls
             if not shown or any(str(key) not in span or not _shown(value, span) for key, value in arguments.items()):
                 raise TemplateError(f"the chat template leaves out the tool call {name!r} of message {n}", "template_dropped_tool_calls")
-        reasoning = next((messages[n][f] for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
-        if n == final and reasoning is not None and reasoning.strip() not in span:
+        reasoning = next((messages[n][f].strip() for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
+        content = messages[n].get("content")
+        in_content = content.count(reasoning) if isinstance(content, str) and reasoning else 0  # a thought the answer repeats is no sign it is shown
+        if n == final and reasoning is not None and span.count(reasoning) <= in_content:
             raise TemplateError(f"the chat template does not render the reasoning of the final assistant message {n}", "template_dropped_reasoning")
 
 

@@ -144,6 +144,9 @@ def test_final_reasoning_the_template_never_renders_rejects_the_record(qwen2_tok
     turns = (Turn("user", "A"), Turn("assistant", "B", True, "Because."))
     result = build_one(builder, Example("bad.jsonl:3", "bad.jsonl", turns))
     assert (result.index, result.reason) == (3, "template_dropped_reasoning")
+    # A thought the answer repeats word for word is still not rendered (hypothesis found "é" / "é").
+    same = build_one(builder, Example("bad.jsonl:4", "bad.jsonl", (Turn("user", "A"), Turn("assistant", "é", True, "é"))))
+    assert (same.index, same.reason) == (4, "template_dropped_reasoning")
     # Left out of a past turn (a user message follows it), it is no error.
     assert build_one(builder, Example("ok.jsonl:0", "ok.jsonl", (*turns, Turn("user", "C"), Turn("assistant", "D", True)))).labels
 
