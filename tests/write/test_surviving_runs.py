@@ -101,12 +101,18 @@ def test_a_live_run_holds_its_output_even_against_overwrite(inputs, tmp_path):
     assert json.loads((output / "manifest.json").read_text())["counts"]["rows_written"] == len(LARGE)
 
 
-def test_a_killed_overwrite_run_leaves_the_previous_run_intact_and_valid(finished_small, inputs):
-    """Old code deleted the old files before the new job started: a kill left an empty data/."""
-    output = finished_small
+def _replacing(output: Path, inputs: Path) -> tuple[dict[str, bytes], subprocess.Popen]:
+    """The finished run's files, and an --overwrite run over it caught once it has staged files."""
     before = _files(output)
     run = _start(inputs, "large.jsonl", output, "--overwrite")
     _wait_for(lambda: _staged(output), run)
+    return before, run
+
+
+def test_a_killed_overwrite_run_leaves_the_previous_run_intact_and_valid(finished_small, inputs):
+    """Old code deleted the old files before the new job started: a kill left an empty data/."""
+    output = finished_small
+    before, run = _replacing(output, inputs)
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=60)
     assert _finished(output) == before  # manifest, data/, reports, record files byte for byte
@@ -140,9 +146,7 @@ def test_a_killed_first_run_is_named_unfinished_and_fails_validation(inputs, tmp
 def test_ctrl_c_exits_130_and_says_what_it_left(finished_small, inputs):
     """Old code exited 1 with Beam's traceback sentence."""
     output = finished_small
-    before = _files(output)
-    run = _start(inputs, "large.jsonl", output, "--overwrite")
-    _wait_for(lambda: _staged(output), run)
+    before, run = _replacing(output, inputs)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130
