@@ -107,17 +107,11 @@ def _fail_fast(item: Rejected) -> None:
     raise FailFast(f"record {where} is bad ({item.reason}: {item.detail}); stopping because of --fail-fast")
 
 
-# Worker processes share out an input by its ranges, so a file must give several ranges per worker:
-# at 64 MB a 200,000-conversation JSONL (94 MB) was 2 ranges, and 16 workers left 14 idle. A range
-# costs one more seek and a few records' bookkeeping; 4 MB is one read chunk (sources.CHUNK_BYTES).
-RANGE_BYTES = 4 << 20
-
-
 def _ranges(unit: InputFile, limit: int | None = None) -> list[InputRange]:
     """The pieces one input is read in (sources.split_input): byte ranges of line files, runs of
     Parquet row groups, the whole of anything else; under --limit, the unit as one capped range."""
     try:
-        return split_input(unit, open_raw, _size, target_bytes=RANGE_BYTES, limit=limit)
+        return split_input(unit, open_raw, _size, limit=limit)
     except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
         return [InputRange(unit, 0, None, "whole", limit)]
 
