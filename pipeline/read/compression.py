@@ -90,15 +90,30 @@ def open_input(path: str, opener: Opener) -> Iterator[IO[bytes]]:
     """The file's content as a binary stream: decompressed when it is compressed. The stream
     supports `seek` (a backward seek past its buffer restarts it, forward ones read on)."""
     with opener(path) as raw:
-        codec = detect_compression(path, raw.read(_HEAD_BYTES))
-        raw.seek(0)
+        codec = _sniff(path, raw)
         yield raw if codec is None else io.BufferedReader(_Decompressed(raw, codec, path), _OUTPUT_BYTES)
 
 
 def codec_of(path: str, opener: Opener) -> str | None:
-    """The codec of a file, reading only its first bytes."""
+    """The codec of a file, reading only its first bytes (and its first block, below)."""
     with opener(path) as raw:
-        return detect_compression(path, raw.read(_HEAD_BYTES))
+        return _sniff(path, raw)
+
+
+def _sniff(path: str, raw: IO[bytes]) -> str | None:
+    """`detect_compression`, with one more proof where only the bytes speak (a plain name): the
+    first block must decode, or the file is plain. A `.jsonl` line may start with xz's magic
+    bytes and be no xz stream (hypothesis found one); it is then read as text and rejected line
+    by line. Under a codec's name the name holds, so a damaged `.gz` is still a damaged file."""
+    codec = detect_compression(path, raw.read(_HEAD_BYTES))
+    raw.seek(0)
+    if codec is not None and compression_by_name(path) is None:
+        try:
+            _Decompressed(raw, codec, path).read(1)
+        except DamagedInput:
+            codec = None
+        raw.seek(0)
+    return codec
 
 
 def _decompressor(codec: str):

@@ -112,6 +112,19 @@ def _jsonl(count: int) -> bytes:
     return b"".join(json.dumps({"prompt": f"p{n}", "completion": draw.randbytes(40).hex()}).encode() + b"\n" for n in range(count))
 
 
+@pytest.mark.parametrize("magic", [b"\xfd7zXZ\x00", b"\x1f\x8b\x08", b"\x28\xb5\x2f\xfd"])
+def test_a_plain_file_that_starts_like_a_codec_is_read_as_text(tmp_path, magic):
+    """Hypothesis found a .jsonl whose first line began with xz's magic bytes: it was taken for
+    an xz stream and counting its lines raised. Under a plain name, bytes that do not decode are
+    text: every line is counted and the bad one rejected as invalid UTF-8."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(magic + b"\n" + b'{"prompt": "p", "completion": "c"}\n')
+    unit = InputFile("src", "f.jsonl", str(path), "jsonl")
+    assert count_lines(str(path), _opener) == 2
+    items = list(read_records(unit, _opener))
+    assert [(type(i).__name__, getattr(i, "reason", None)) for i in items] == [("Rejected", "invalid_utf8"), ("RawRecord", None)]
+
+
 @pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_a_damaged_file_is_one_rejection_after_the_records_before_it(tmp_path, suffix, damage):
