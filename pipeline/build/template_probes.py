@@ -14,6 +14,12 @@ calls with their results in one turn, and a conversation ending on a call:
     call_only  tools; user, assistant (one call, no text)
     string_arguments  tools; user, assistant (one call, its arguments a JSON string), tool, assistant
 
+PROMPT_PROBE, a user message with the generation prompt, breaks a tie: two families whose
+conversations render alike can differ in what the prompt opens for the model (Qwen3's plain
+assistant header, Qwen3-2507 Thinking's `<think>\n`), which decides what is trained. It only
+ranks templates that match every probe, since one bundled template may stand for originals that
+differ in their prompt alone (Qwen3.5's thinking and non-thinking checkpoints).
+
 Messages are in the Hugging Face shape `apply_chat_template` takes (`tool_calls` with arguments
 as an object, `role: "tool"` results), so any template sees what it would see at inference.
 """
@@ -111,3 +117,4 @@ PROBES: dict[str, tuple[list[Message], list[dict[str, object]] | None]] = {
         TOOLS,
     ),
 }
+PROMPT_PROBE: list[Message] = [{"role": "user", "content": "What is 2+2?"}]

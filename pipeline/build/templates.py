@@ -72,7 +72,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from masked_shards import bundled_templates
-from masked_shards.build.template_probes import PROBES
+from masked_shards.build.template_probes import PROBES, PROMPT_PROBE
 from masked_shards.records import REASONING_KEYS, Example, Segment
 
 GEN_OPEN, GEN_CLOSE, PLAIN_MARK = "\ufdd0", "\ufdd1", "\ufdd2"
@@ -170,20 +170,25 @@ def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None,
 
 def match_bundled(original: str, variables: dict[str, str]) -> ChatTemplate:
     """The first bundled chat template that renders every probe (template_probes.py) exactly as
-    `original` does, on the probes `original` can render at all; `original` itself (as the
+    `original` does, on the probes `original` can render at all, preferring among those one whose
+    generation prompt is the original's too (PROMPT_PROBE); `original` itself (as the
     `tokenizer` template) when none does or it renders none. Bundled templates render with
     `as_published=true`, which leaves out a training fix (a stop token the original never writes).
     Either way `matched_sha256` records which original the choice was made for."""
     digest = hashlib.sha256(original.encode("utf-8")).hexdigest()
     compiled = _compile(original)
     expected = {name: text for name in PROBES if (text := _render_probe(compiled, name, variables)) is not None}
+    prompt = _render_prompt(compiled, variables)
+    matches = []
     if expected:
         for name in bundled_templates.bundled():
             source = bundled_templates.template_path(name).read_text(encoding="utf-8")
             compiled = _compile(source)
             if all(_render_probe(compiled, probe, {**variables, "as_published": True}) == text for probe, text in expected.items()):
-                return ChatTemplate(name, source, digest)
-    return ChatTemplate(TOKENIZER_TEMPLATE, original, digest)
+                if _render_prompt(compiled, variables) == prompt:
+                    return ChatTemplate(name, source, digest)
+                matches.append(ChatTemplate(name, source, digest))
+    return matches[0] if matches else ChatTemplate(TOKENIZER_TEMPLATE, original, digest)
 
 
 def _render_probe(template: jinja2.Template, probe: str, variables: dict[str, object]) -> str | None:
@@ -196,6 +201,14 @@ def _render_probe(template: jinja2.Template, probe: str, variables: dict[str, ob
     except Exception:  # noqa: BLE001 - see the docstring
         return None
     return text.replace(GEN_OPEN, "").replace(GEN_CLOSE, "")
+
+
+def _render_prompt(template: jinja2.Template, variables: dict[str, object]) -> str | None:
+    """The generation prompt after one user message (PROMPT_PROBE), None when the template fails."""
+    try:
+        return template.render(messages=PROMPT_PROBE, tools=None, add_generation_prompt=True, **variables)
+    except Exception:  # noqa: BLE001 - as in _render_probe
+        return None
 
 
 def renders_tools_and_reasoning(source: str, variables: dict[str, str]) -> tuple[bool, bool]:
