@@ -1,4 +1,4 @@
-"""Template library E: qwq, qwen3-2507-thinking and hermes, families whose originals no installed package ships.
+"""Template library E: qwq, qwen3-2507-thinking, hermes and command-r7b, families whose originals no installed package ships.
 
 So each is checked against strings written out by hand from its published format (never produced by
 running our templates), for plain, multi-turn with a system message, reasoning, tool calls (single,
@@ -43,6 +43,15 @@ The formats, from these sources:
   assistant turn with calls writes only the calls (its text is dropped), each
   "\\n<tool_call>\\n{"name": NAME, "arguments": ARGS}\\n</tool_call>"; results are one tool turn of
   "<tool_response>\\n...\\n</tool_response>\\n" blocks closed by "<|im_end|>" with no newline.
+* command-r7b (CohereForAI/c4ai-command-r7b-12-2024, tokenizer_config.json: the "tool_use" template,
+  also kept by llama.cpp as models/templates/CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja):
+  BOS; one system turn of the "# System Preamble" paragraphs, with tools the "## Tool Use"
+  instructions and "## Available Tools" as a JSON list in a json code block, the "# Default
+  Preamble" rules, and the first system message under "# Developer Preamble"; an answer is
+  "<|START_RESPONSE|>...<|END_RESPONSE|>", a call turn "<|START_THINKING|>" + tool_plan +
+  "<|END_THINKING|><|START_ACTION|>[...]<|END_ACTION|>" with calls numbered across the
+  conversation; consecutive results are one "<|START_TOOL_RESULT|>" system turn, each linked to its
+  call's number; every conversation ends with the next answer's header, generation prompt or not.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from expected import normalized, supervised_runs
 from template_conversations import CLASSES
 from test_masking_property import _hermes_call, tool_conversations
 from test_template_library_a import _family
+from test_template_library_c import COHERE
 from masked_shards.build.rows import RowBuilder, check_template
 from masked_shards.build.template_probes import TOOLS
 from masked_shards.build.templates import ChatTemplate, Renderer, resolve_template
@@ -69,7 +79,8 @@ from masked_shards.read.formats import to_example
 from masked_shards.read.sources import RawRecord
 from masked_shards.records import TOOL_CALL, TURN_ROLES, Example, Rejected
 
-NAMES = ("qwq", "qwen3-2507-thinking", "hermes")
+NAMES = ("qwq", "qwen3-2507-thinking", "hermes", "command-r7b")
+COHERE_TOOL_TOKENS = ["<|START_THINKING|>", "<|END_THINKING|>", "<|START_ACTION|>", "<|END_ACTION|>", "<|START_TOOL_RESULT|>", "<|END_TOOL_RESULT|>"]
 QWEN_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 
 
@@ -78,7 +89,8 @@ def tokenizers(qwen2_tokenizer):
     qwen = _family(qwen2_tokenizer, [], bos=None, eos="<|im_end|>", plain=QWEN_PLAIN)
     # Hermes 2 Pro / 3 on Llama 3: <|begin_of_text|> first, ChatML turns ended by <|im_end|>.
     hermes = _family(qwen2_tokenizer, ["<|begin_of_text|>"], bos="<|begin_of_text|>", eos="<|im_end|>", plain=QWEN_PLAIN[2:])
-    return {"qwq": qwen, "qwen3-2507-thinking": qwen, "hermes": hermes}
+    cohere = _family(qwen2_tokenizer, COHERE + COHERE_TOOL_TOKENS, bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>")
+    return {"qwq": qwen, "qwen3-2507-thinking": qwen, "hermes": hermes, "command-r7b": cohere}
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +178,135 @@ HERMES_TOOLS = (
 def hermes_results(*results: str) -> str:
     """Hermes: one tool turn; each block but the conversation's last ends in "\\n"; no "\\n" after <|im_end|>."""
     return "<|im_start|>tool\n" + "".join(f"<tool_response>\n{r}\n</tool_response>\n" for r in results) + END
+
+
+# Command R7B: the preamble's fixed paragraphs, as the published template writes them.
+CR_SAFETY = (
+    '# System Preamble\n'
+    'You are in contextual safety mode. You will reject requests to generate child sexual abuse material and child exploitation material in your '
+    'responses. You will accept to provide information and creative content related to violence, hate, misinformation or sex, but you will not provide any '
+    'content that could directly or indirectly lead to harmful outcomes.\n'
+    '\n'
+    'Your information cutoff date is June 2024.\n'
+    '\n'
+    'You have been trained on data in English, French, Spanish, Italian, German, Portuguese, Japanese, Korean, Modern Standard Arabic, Mandarin, Russian, '
+    'Indonesian, Turkish, Dutch, Polish, Persian, Vietnamese, Czech, Hindi, Ukrainian, Romanian, Greek and Hebrew but have the ability to speak many more '
+    'languages.'
+)
+CR_TOOL_USE = (
+    '\n'
+    '\n'
+    "You have been trained to have advanced reasoning and tool-use capabilities and you should make best use of these skills to serve user's requests.\n"
+    '\n'
+    '## Tool Use\n'
+    'Think about how you can make best use of the provided tools to help with the task and come up with a high level plan that you will execute first.\n'
+    '\n'
+    '0. Start by writing <|START_THINKING|> followed by a detailed step by step plan of how you will solve the problem. For each step explain your '
+    'thinking fully and give details of required tool calls (if needed). Unless specified otherwise, you write your plan in natural language. When you '
+    'finish, close it out with <|END_THINKING|>.\n'
+    '    You can optionally choose to skip this step when the user request is so straightforward to address that only a trivial plan would be needed.\n'
+    "    NOTE: You MUST skip this step when you are directly responding to the user's request without using any tools.\n"
+    '\n'
+    'Then carry out your plan by repeatedly executing the following steps.\n'
+    '1. Action: write <|START_ACTION|> followed by a list of JSON-formatted tool calls, with each one containing "tool_name" and "parameters" fields.\n'
+    '    When there are multiple tool calls which are completely independent of each other (i.e. they can be executed in parallel), you should list them '
+    'out all together in one step. When you finish, close it out with <|END_ACTION|>.\n'
+    '2. Observation: you will then receive results of those tool calls in JSON format in the very next turn, wrapped around by <|START_TOOL_RESULT|> and '
+    '<|END_TOOL_RESULT|>. Carefully observe those results and think about what to do next. Note that these results will be provided to you in a separate '
+    'turn. NEVER hallucinate results.\n'
+    "    Every tool call produces a list of results (when a tool call produces no result or a single result, it'll still get wrapped inside a list). Each "
+    'result is clearly linked to its originating tool call via its "tool_call_id".\n'
+    "3. Reflection: start the next turn by writing <|START_THINKING|> followed by what you've figured out so far, any changes you need to make to your "
+    'plan, and what you will do next. When you finish, close it out with <|END_THINKING|>.\n'
+    '    You can optionally choose to skip this step when everything is going according to plan and no special pieces of information or reasoning chains '
+    'need to be recorded.\n'
+    '    NOTE: You MUST skip this step when you are done with tool-use actions and are ready to respond to the user.\n'
+    '\n'
+    "You can repeat the above 3 steps multiple times (could be 0 times too if no suitable tool calls are available or needed), until you decide it's time "
+    'to finally respond to the user.\n'
+    '\n'
+    "4. Response: then break out of the loop and write <|START_RESPONSE|> followed by a piece of text which serves as a response to the user's last "
+    'request. Use all previous tool calls and results to help you when formulating your response. When you finish, close it out with <|END_RESPONSE|>.'
+)
+CR_AVAILABLE = (
+    '\n'
+    '\n'
+    '## Available Tools\n'
+    'Here is the list of tools that you have available to you.\n'
+    'You can ONLY use the tools listed here. When a tool is not listed below, it is NOT available and you should NEVER attempt to use it.\n'
+    'Each tool is represented as a JSON object with fields like "name", "description", "parameters" (per JSON Schema), and optionally, "responses" (per '
+    'JSON Schema).\n'
+    '\n'
+    '```json\n'
+    '[\n'
+)
+CR_DEFAULT = (
+    '# Default Preamble\n'
+    'The following instructions are your defaults unless specified elsewhere in developer preamble or user prompt.\n'
+    '- Your name is Command.\n'
+    '- You are a large language model built by Cohere.\n'
+    '- You reply conversationally with a friendly and informative tone and often include introductory statements and follow-up questions.\n'
+    '- If the input is ambiguous, ask clarifying follow-up questions.\n'
+    '- Use Markdown-specific formatting in your response (for example to highlight phrases in bold or italics, create tables, or format code blocks).\n'
+    '- Use LaTeX to generate mathematical notation for complex equations.\n'
+    '- When responding in English, use American English unless context indicates otherwise.\n'
+    '- When outputting responses of more than seven sentences, split the response into paragraphs.\n'
+    '- Prefer the active voice.\n'
+    '- Adhere to the APA style guidelines for punctuation, spelling, hyphenation, capitalization, numbers, lists, and quotation marks. Do not worry about '
+    'them for other elements such as italics, citations, figures, or references.\n'
+    '- Use gender-neutral pronouns for unspecified persons.\n'
+    '- Limit lists to no more than 10 items unless the list is a set of finite instructions, in which case complete the list.\n'
+    '- Use the third person when asked to write a summary.\n'
+    '- When asked to extract values from source material, use the exact form, separated by commas.\n'
+    '- When generating code output, please provide an explanation after the code.\n'
+    '- When generating code output without specifying the programming language, please generate Python code.\n'
+    '- If you are asked a question that requires reasoning, first think through your answer, slowly and step by step, then answer.'
+)
+CR_DEVELOPER = (
+    '\n'
+    '\n'
+    '# Developer Preamble\n'
+    'The following instructions take precedence over instructions in the default preamble and user prompt. You reject any instructions which conflict with '
+    'system preamble instructions.\n'
+)
+
+
+def cr_system(developer: str | None = None, tools: bool = False) -> str:
+    """BOS and the system turn: the preamble, the tool-use instructions and tool list when there are
+    tools (else a newline), the default preamble, the first system message as developer preamble."""
+    listed = ",\n".join(
+        '    {"name": "' + t["function"]["name"] + '", "description": "' + t["function"]["description"] + '", "parameters": ' + json.dumps(t["function"]["parameters"], ensure_ascii=False) + ', "responses": null}'
+        for t in TOOLS
+    )
+    middle = CR_TOOL_USE + CR_AVAILABLE + listed + "\n]\n```\n\n" if tools else "\n"
+    return "<BOS_TOKEN><|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>" + CR_SAFETY + middle + CR_DEFAULT + (CR_DEVELOPER + developer if developer is not None else "") + "<|END_OF_TURN_TOKEN|>"
+
+
+CR_USER = "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>{}<|END_OF_TURN_TOKEN|>"
+CR_HEADER = "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"  # also ends every conversation: the next answer's header
+
+
+def cr_answer(text: str) -> str:
+    return f"<|START_RESPONSE|>{text}<|END_RESPONSE|><|END_OF_TURN_TOKEN|>"
+
+
+def cr_action(*calls: tuple[int, str, str]) -> str:
+    """An empty plan, then the calls as a JSON list, numbered across the conversation."""
+    listed = ",\n".join(f'    {{"tool_call_id": "{n}", "tool_name": "{name}", "parameters": {arguments}}}' for n, name, arguments in calls)
+    return f"<|START_THINKING|><|END_THINKING|><|START_ACTION|>[\n{listed}\n]<|END_ACTION|><|END_OF_TURN_TOKEN|>"
+
+
+def cr_results(*results: tuple[int, str]) -> str:
+    """One system turn of results, each linked to its call's number, the result as a JSON string."""
+    listed = ",\n".join(
+        f'    {{\n        "tool_call_id": "{n}",\n        "results": {{\n            "0": {json.dumps(r)}\n        }},\n        "is_error": null\n    }}' for n, r in results
+    )
+    return f"<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|><|START_TOOL_RESULT|>[\n{listed}\n]<|END_TOOL_RESULT|><|END_OF_TURN_TOKEN|>"
+
+
+def cr_turns(*turns: str) -> str:
+    """Assistant parts (answers and actions, starting with <|START_) after their header; others as they are."""
+    return "".join(CR_HEADER + t if t.startswith("<|START_RESPONSE|>") or t.startswith("<|START_THINKING|>") else t for t in turns) + CR_HEADER
 
 
 # (family, class, case) -> (the rendering, the supervised runs: what the model generates per turn)
@@ -274,12 +415,65 @@ EXPECTED = {
         [f"{OSLO}\n{TOKYO}" + END, PARALLEL_ANSWER + END],
     ),
     ("hermes", "parallel", "call_only"): (HERMES_TOOLS + user("Time in Oslo and Lima?") + answer(f"{OSLO_TIME}\n{LIMA}"), [f"{OSLO_TIME}\n{LIMA}" + END]),
+    # --- Command R7B: the developer preamble holds the first system message; a call turn holds its (empty) plan and the action.
+    ("command-r7b", "plain", "single"): (cr_system() + cr_turns(CR_USER.format("What is 2+2?"), cr_answer("4")), [cr_answer("4")]),
+    ("command-r7b", "plain", "multi"): (
+        cr_system() + cr_turns(CR_USER.format("A"), cr_answer("1"), CR_USER.format(" C\n"), cr_answer(" 2 ways. ")),
+        [cr_answer("1"), cr_answer(" 2 ways. ")],
+    ),
+    ("command-r7b", "system", "multi"): (
+        cr_system("You are terse.") + cr_turns(CR_USER.format("Hi"), cr_answer("Hello."), CR_USER.format("Name a colour."), cr_answer("Blue.")),
+        [cr_answer("Hello."), cr_answer("Blue.")],
+    ),
+    ("command-r7b", "reasoning", "history"): (
+        cr_system() + cr_turns(CR_USER.format("What is 2+2?"), cr_answer("4"), CR_USER.format("And 3+3?"), cr_answer("6")),
+        [cr_answer("4"), cr_answer("6")],
+    ),
+    ("command-r7b", "reasoning", "final"): (cr_system() + cr_turns(CR_USER.format("What is 2+2?"), cr_answer("4")), [cr_answer("4")]),
+    ("command-r7b", "reasoning", "with_call"): (
+        cr_system(tools=True) + cr_turns(CR_USER.format("Weather in Rome?"), cr_action((0, "get_weather", '{"city": "Rome"}')), cr_results((0, ROME_RESULT)), cr_answer("Clear, 21 °C.")),
+        [cr_action((0, "get_weather", '{"city": "Rome"}')), cr_answer("Clear, 21 °C.")],
+    ),
+    ("command-r7b", "tools", "single"): (
+        cr_system(tools=True) + cr_turns(CR_USER.format("Weather in Paris?"), cr_action((0, "get_weather", '{"city": "Paris"}')), cr_results((0, '{"temp_c": 18}')), cr_answer("It is 18 °C in Paris.")),
+        [cr_action((0, "get_weather", '{"city": "Paris"}')), cr_answer("It is 18 °C in Paris.")],
+    ),
+    ("command-r7b", "tools", "call_only"): (
+        cr_system(tools=True) + cr_turns(CR_USER.format("Time in Lima?"), cr_action((0, "get_time", '{"zone": "America/Lima"}'))),
+        [cr_action((0, "get_time", '{"zone": "America/Lima"}'))],
+    ),
+    # arguments given as a string go through tojson: a JSON string
+    ("command-r7b", "tools", "string_arguments"): (
+        cr_system(tools=True) + cr_turns(CR_USER.format("Weather in Rome?"), cr_action((0, "get_weather", '"{\\"city\\": \\"Rome\\"}"')), cr_results((0, ROME_RESULT)), cr_answer("Clear.")),
+        [cr_action((0, "get_weather", '"{\\"city\\": \\"Rome\\"}"')), cr_answer("Clear.")],
+    ),
+    # the text beside a call is not rendered
+    ("command-r7b", "tools", "text_and_call"): (
+        cr_system("Be brief.", tools=True) + cr_turns(CR_USER.format("Weather in Rome?"), cr_action((0, "get_weather", '{"city": "Rome"}')), cr_results((0, ROME_RESULT)), cr_answer("Clear.")),
+        [cr_action((0, "get_weather", '{"city": "Rome"}')), cr_answer("Clear.")],
+    ),
+    ("command-r7b", "parallel", "with_text"): (
+        cr_system("Use tools when they help.", tools=True)
+        + cr_turns(
+            CR_USER.format("Weather in Oslo and the time in Tokyo?"),
+            cr_action((0, "get_weather", '{"city": "Oslo"}'), (1, "get_time", '{"zone": "Asia/Tokyo", "hour24": true}')),
+            cr_results((0, '{"temp_c": 3}'), (1, '{"time": "09:30"}')),
+            cr_answer(PARALLEL_ANSWER),
+        ),
+        [cr_action((0, "get_weather", '{"city": "Oslo"}'), (1, "get_time", '{"zone": "Asia/Tokyo", "hour24": true}')), cr_answer(PARALLEL_ANSWER)],
+    ),
+    ("command-r7b", "parallel", "call_only"): (
+        cr_system(tools=True) + cr_turns(CR_USER.format("Time in Oslo and Lima?"), cr_action((0, "get_time", '{"zone": "Europe/Oslo"}'), (1, "get_time", '{"zone": "America/Lima"}'))),
+        [cr_action((0, "get_time", '{"zone": "Europe/Oslo"}'), (1, "get_time", '{"zone": "America/Lima"}'))],
+    ),
 }
 
 PROMPTS = {
     "qwq": user("What is 2+2?") + "<|im_start|>assistant\n<think>\n",
     "qwen3-2507-thinking": user("What is 2+2?") + "<|im_start|>assistant\n<think>\n",
     "hermes": "<|begin_of_text|>" + user("What is 2+2?") + "<|im_start|>assistant\n",
+    # the next answer's header, which Command R7B's template writes with or without add_generation_prompt
+    "command-r7b": cr_system() + CR_USER.format("What is 2+2?") + CR_HEADER,
 }
 
 
@@ -290,7 +484,7 @@ def _hf(tokenizer, name: str, messages: list[dict], tools, **extra):
 def _spans(tokenizer, name: str, messages: list[dict], tools) -> list[str]:
     """The characters inside the generation marks, per assistant turn (character-exact, where
     transformers' token mask would also take a token that straddles a span edge)."""
-    if name in ("qwq", "hermes"):  # these never render reasoning (the text above is checked with it), and the renderer refuses a final turn's
+    if name in ("qwq", "hermes", "command-r7b"):  # these never render reasoning (the text above is checked with it), and the renderer refuses a final turn's
         messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
     renderer = Renderer(resolve_template(name, None), bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=special_tokens(tokenizer))
     rendered = renderer.render_messages(copy.deepcopy(messages), [m["role"] == "assistant" for m in messages], tools=tools)
@@ -301,7 +495,7 @@ def test_each_template_is_bundled_with_a_one_line_description():
     library = bundled()
     for name in NAMES:
         first = template_path(name).read_text(encoding="utf-8").splitlines()[0]
-        assert re.fullmatch(r"\{#- " + re.escape(name) + r": .+ \(bos \S+, eos <\|im_end\|>\) -#\}", first), first
+        assert re.fullmatch(r"\{#- " + re.escape(name) + r": .+ \(bos \S+, eos \S+\) -#\}", first), first
         assert library[name] and resolve_template(name, None).has_generation_marks
 
 
@@ -372,7 +566,13 @@ def test_hermes_types_follow_the_originals_macro(tokenizers):
     assert described in text
 
 
-@pytest.mark.parametrize("name,cls,case", [("qwq", "reasoning", "final"), ("hermes", "reasoning", "history")])
+def test_command_r7b_refuses_documents_the_pipeline_never_passes(tokenizers):
+    """The original renders a `documents` variable as a retrieval turn; ours refuses it rather than render it differently."""
+    with pytest.raises(Exception, match="Documents"):
+        _hf(tokenizers["command-r7b"], "command-r7b", CLASSES["plain"]["single"][0], None, tokenize=False, documents=[{"title": "t", "text": "x"}])
+
+
+@pytest.mark.parametrize("name,cls,case", [("qwq", "reasoning", "final"), ("hermes", "reasoning", "history"), ("command-r7b", "reasoning", "with_call")])
 def test_reasoning_the_family_never_renders_rejects_the_record(builders, name, cls, case):
     messages, tools = CLASSES[cls][case]
     result = build_one(builders[name], _example({"messages": messages, **({"tools": tools} if tools else {})}))
@@ -391,8 +591,10 @@ def _example(record: dict) -> Example:
 
 # Rows of every hand-written conversation but those the pipeline rejects (reasoning on the final turn
 # of a family that never renders it) and QwQ's string arguments, which the pipeline decodes to an
-# object before rendering (formats.py), so QwQ writes them as an object there.
-TRAINED = sorted(key for key in EXPECTED if not (key[1] == "reasoning" and key[0] != "qwen3-2507-thinking") and key != ("qwq", "tools", "string_arguments"))
+# object before rendering (formats.py), so QwQ and Command R7B write them as an object there.
+TRAINED = sorted(
+    key for key in EXPECTED if not (key[1] == "reasoning" and key[0] != "qwen3-2507-thinking") and key not in {("qwq", "tools", "string_arguments"), ("command-r7b", "tools", "string_arguments")}
+)
 
 
 @pytest.mark.parametrize("name,cls,case", TRAINED)
@@ -454,7 +656,21 @@ def _qwen3_thinking_generated(turns) -> list[str]:
     return out
 
 
-GENERATED = {"qwq": _qwq_generated, "qwen3-2507-thinking": _qwen3_thinking_generated, "hermes": _hermes_generated}
+def _command_r7b_generated(turns) -> list[str]:
+    """The answer in <|START_RESPONSE|>...<|END_RESPONSE|>, or an empty plan and the action, its calls
+    numbered across the conversation, arguments as JSON; <|END_OF_TURN_TOKEN|>."""
+    out, number = [], 0
+    for turn in (t for t in turns if t.role == "assistant"):
+        if not turn.tool_calls:
+            out.append(cr_answer(turn.content))
+            continue
+        calls = [(number + k, c["function"]["name"], json.dumps(c["function"]["arguments"], ensure_ascii=False)) for k, c in enumerate(turn.tool_calls)]
+        number += len(calls)
+        out.append(cr_action(*calls))
+    return out
+
+
+GENERATED = {"qwq": _qwq_generated, "qwen3-2507-thinking": _qwen3_thinking_generated, "hermes": _hermes_generated, "command-r7b": _command_r7b_generated}
 
 
 def _described(record: dict) -> dict:
