@@ -68,7 +68,7 @@ from expected import normalized, supervised_runs
 from template_conversations import CLASSES
 from test_masking_property import _hermes_call, tool_conversations
 from test_template_library_a import _family
-from test_template_library_c import COHERE
+from test_template_library_c import COHERE, QWEN_PLAIN
 from masked_shards.build.rows import RowBuilder, check_template
 from masked_shards.build.template_probes import TOOLS
 from masked_shards.build.templates import ChatTemplate, Renderer, resolve_template
@@ -81,7 +81,6 @@ from masked_shards.records import TOOL_CALL, TURN_ROLES, Example, Rejected
 
 NAMES = ("qwq", "qwen3-2507-thinking", "hermes", "command-r7b")
 COHERE_TOOL_TOKENS = ["<|START_THINKING|>", "<|END_THINKING|>", "<|START_ACTION|>", "<|END_ACTION|>", "<|START_TOOL_RESULT|>", "<|END_TOOL_RESULT|>"]
-QWEN_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 
 
 @pytest.fixture(scope="module")
@@ -484,7 +483,9 @@ def _hf(tokenizer, name: str, messages: list[dict], tools, **extra):
 def _spans(tokenizer, name: str, messages: list[dict], tools) -> list[str]:
     """The characters inside the generation marks, per assistant turn (character-exact, where
     transformers' token mask would also take a token that straddles a span edge)."""
-    if name in ("qwq", "hermes", "command-r7b"):  # these never render reasoning (the text above is checked with it), and the renderer refuses a final turn's
+    # These never render reasoning (their text is checked with it); the renderer refuses a final turn's
+    # reasoning that is not shown, so the spans are read without it.
+    if name in ("qwq", "hermes", "command-r7b"):
         messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
     renderer = Renderer(resolve_template(name, None), bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=special_tokens(tokenizer))
     rendered = renderer.render_messages(copy.deepcopy(messages), [m["role"] == "assistant" for m in messages], tools=tools)
