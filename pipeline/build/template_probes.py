@@ -11,7 +11,8 @@ calls with their results in one turn, and a conversation ending on a call:
     reasoning  user, assistant (reasoning_content), user, assistant (reasoning_content)
     tools      tools; user, assistant (one call), tool, assistant
     parallel   tools; system, user, assistant (text + two calls, one with a boolean argument), tool, tool, assistant
-    call_only  tools; user, assistant (one call, no text)
+    call_only  tools; user, assistant (one call, no text; its id is 9 letters and digits, the only
+               ids Mistral's formats accept, so they show they write calls)
     string_arguments  tools; user, assistant (one call, its arguments a JSON string), tool, assistant
 
 PROMPT_PROBE, a user message with the generation prompt, breaks a tie: two families whose
@@ -103,7 +104,7 @@ PROBES: dict[str, tuple[list[Message], list[dict[str, object]] | None]] = {
         TOOLS,
     ),
     "call_only": (
-        [{"role": "user", "content": "Time in Lima?"}, {"role": "assistant", "content": "", "tool_calls": [tool_call("get_time", {"zone": "America/Lima"}, "call_1")]}],
+        [{"role": "user", "content": "Time in Lima?"}, {"role": "assistant", "content": "", "tool_calls": [tool_call("get_time", {"zone": "America/Lima"}, "call00001")]}],
         TOOLS,
     ),
     # Some templates write arguments only as given (a string) and fail on an object (DeepSeek-V3).

@@ -50,7 +50,7 @@ from masked_shards.records import Example, Rejected
 from masked_shards.read.formats import to_example
 from masked_shards.read.sources import RawRecord
 from masked_shards.build.rows import RowBuilder, check_template
-from masked_shards.build.templates import resolve_template
+from masked_shards.build.templates import renders_tools_and_reasoning, resolve_template
 from masked_shards.bundled_templates import bundled, family_tokens, template_path
 
 DATA = Path(mistral_common.__file__).parent / "data"
@@ -350,6 +350,12 @@ def test_auto_picks_each_template_from_mistral_commons_generated_one(hf_tokenize
     chosen = resolve_template("auto", tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
     assert chosen.name == name
     assert chosen.source == resolve_template(name, None).source
+
+
+def test_listed_as_writing_tools_and_no_reasoning():
+    """`masked-shards templates` reads this from the call_only probe, whose id is a Mistral one."""
+    for name in NAMES:
+        assert renders_tools_and_reasoning(resolve_template(name, None).source, {"bos_token": "<s>", "eos_token": "</s>"}) == (True, False)
 
 
 @pytest.mark.parametrize("name", NAMES)
