@@ -5,14 +5,16 @@ token ids, per tokenizer version, from the tokenizer files it ships. Each bundle
 is checked against it:
 
 1. for plain, system, multi-turn, tool and parallel-call conversations (template_conversations.py,
-   with call ids made 9 letters or digits, as Mistral's format requires), our rendering,
-   tokenized by a Hugging Face tokenizer of the same vocabulary, is the reference's token ids;
-   on Tekken, whose text carries no word-start markers, the text is the reference's too. What the
-   reference refuses, ours refuses; what ours refuses beyond that is listed in REFUSED_ONLY_HERE;
+   with call ids made 9 letters or digits, as Mistral's format requires), our rendering is the
+   text of the reference's tokens, and on Tekken, tokenized by a Hugging Face tokenizer of the
+   same vocabulary, its token ids too. What the reference refuses, ours refuses;
 2. a property over generated tool conversations: the row's input_ids are the reference's ids,
    and each run of supervised tokens is exactly the reference's encoding of one assistant message
-   (its text or calls and `</s>`), the tokens the model generates;
-3. roles and ids the format cannot express are refused, and the pipeline rejects the record;
+   (its text or calls and `</s>`), the tokens the model generates. On SentencePiece the texts of
+   those tokens are compared: transformers' conversion splits some runs of spaces its own way
+   ("▁" + "▁C" where sentencepiece writes "▁▁" + "C"), a tokenizer difference, not the template's;
+3. roles and ids the format cannot express are refused, and the pipeline rejects the record (the
+   reference itself is more lenient on a few: test_where_the_reference_is_more_lenient);
 4. `--template auto` picks each template from the chat template mistral-common generates for that
    tokenizer version (the one transformers attaches when it converts a tekken.json).
 
@@ -191,12 +193,6 @@ CONVERSATIONS: dict[str, dict[str, tuple[list[dict], list[dict] | None]]] = {
 }
 CASES = [(cls, case) for cls, cases in CONVERSATIONS.items() for case in cases]
 
-# Conversations mistral-common encodes and our templates refuse, as Mistral's published chat
-# templates do: it writes a first assistant message after an empty "[INST][/INST]" (v3) or no
-# user turn at all (v7); ours insist the conversation starts with the user.
-REFUSED_ONLY_HERE: set[tuple[str, str, str]] = set()
-
-
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("cls,case", CASES)
 def test_renders_what_mistral_common_encodes(references, hf_tokenizers, name, cls, case):
@@ -205,10 +201,6 @@ def test_renders_what_mistral_common_encodes(references, hf_tokenizers, name, cl
     try:
         expected = _reference(references[name], messages, tools)
     except Exception:  # the reference refuses this conversation: so must ours
-        with pytest.raises(Exception):
-            _render(tokenizer, name, messages, tools)
-        return
-    if (name, cls, case) in REFUSED_ONLY_HERE:
         with pytest.raises(Exception):
             _render(tokenizer, name, messages, tools)
         return
@@ -331,6 +323,15 @@ def test_what_the_format_cannot_express_is_rejected(hf_tokenizers, builders, nam
     assert isinstance(result, Rejected)
     assert (result.source, result.index, result.reason) == ("bad.jsonl", 7, "template_error")
     assert message in result.detail
+
+
+def test_where_the_reference_is_more_lenient(references):
+    """The reference encodes these; ours refuse them, as Mistral's published chat templates do: it
+    joins two user or two assistant turns with "\n\n", and writes a first assistant turn after an
+    empty "[INST][/INST]" (v3) or with no user turn at all (v7)."""
+    for name in NAMES:
+        for case in ("assistant first", "two users", "two assistants"):
+            _reference(references[name], *UNSUPPORTED[case][:1], None)
 
 
 def test_v7_writes_text_before_its_calls(hf_tokenizers, references):
