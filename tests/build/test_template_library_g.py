@@ -174,7 +174,7 @@ def generated(rendered: str) -> str:
 
 
 KT_ROME = kt_calls(("call_9", '{"city": "Rome"}'))
-KT_LIMA = kt_calls(("call_1", '{"zone": "America/Lima"}'))
+KT_LIMA = kt_calls(("call00001", '{"zone": "America/Lima"}'))
 
 
 # SmolLM3: the metadata block; the date is filled in when a test runs (module docstring).
