@@ -1,0 +1,446 @@
+"""Template library F: Llama 4, Phi-4 and Phi-4-mini (and Gemma 3n, which `gemma3` already renders).
+
+Each template must render its family's published format byte for byte, mark exactly what the model
+generates, refuse what the original refuses, and pass `check_template` with the family tokenizer.
+The expected strings and supervised runs below are written out by hand from the published formats,
+never produced by running our templates. Sources:
+
+* llama4: meta-llama/Llama-4-Scout-17B-16E-Instruct and Llama-4-Maverick-17B-128E-Instruct,
+  `chat_template` in tokenizer_config.json (also the default `chat_template` of transformers'
+  `models/llama4/processing_llama4.py`, which the installed transformers ships: the one original of
+  these families we can compare with directly, below); Meta's Llama 4 prompt-format page. BOS
+  "<|begin_of_text|>"; "<|header_start|>ROLE<|header_end|>\\n\\n" + content + "<|eot|>"; a system
+  block only for a given system message (trimmed), "Environment: ipython\\n" first when tools are
+  given; tools (JSON, indent 4, each followed by "\\n\\n") after an instruction in the first
+  message after the system one (trimmed); a tool-call turn "<|python_start|>" + text +
+  "<|python_end|>" + one `{"name": N, "parameters": ARGS}` per call with no separator; results in an
+  "ipython" turn passed through tojson (a string result becomes a JSON string). The template
+  computes a date it never writes: nothing depends on today's date.
+* phi4: microsoft/phi-4, `chat_template` in tokenizer_config.json: "<|im_start|>ROLE<|im_sep|>" +
+  content + "<|im_end|>" for system, user and assistant messages, nothing between them, other roles
+  render nothing; generation prompt "<|im_start|>assistant<|im_sep|>".
+* phi4-mini: microsoft/Phi-4-mini-instruct, `chat_template` in tokenizer_config.json and the model
+  card's function-calling section: "<|ROLE|>" + content + "<|end|>" for every message (a result is
+  "<|tool|>…<|end|>"); a system message's `tools` string inside "<|tool|>…<|/tool|>"; the model
+  writes its calls in its text as "<|tool_call|>…<|/tool_call|>"; eos_token after the last message
+  unless a generation prompt "<|assistant|>" is asked for. The `tools` argument and OpenAI-style
+  `tool_calls` are not rendered, as officially: such records are rejected, never trained without
+  their calls.
+* Gemma 3n (google/gemma-3n-E2B-it, gemma-3n-E4B-it, chat_template.jinja): for text it is Gemma 3's
+  format byte for byte (they differ only in the tokens an image or audio part becomes), so it is
+  served by `gemma3`, checked here on hand-written Gemma 3n strings.
+
+No family here renders reasoning; a record whose final answer carries reasoning is rejected
+(`template_dropped_reasoning`), checked below.
+
+`--template auto`: for phi4 and phi4-mini no original ships in an installed package, so auto is
+checked against our own template with its generation marks stripped (the published text), which
+is all it can be checked against here; llama4 is also picked from transformers' original.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers.models.llama4 import processing_llama4
+
+from conftest import Row, build_one
+from expected import normalized, supervised_runs
+from template_conversations import CLASSES
+from test_masking_property import text, tool_conversations
+from test_template_library_a import _family
+from masked_shards.build.rows import RowBuilder, check_template
+from masked_shards.build.templates import resolve_template
+from masked_shards.bundled_templates import bundled, family_tokens, template_path
+from masked_shards.config import PipelineConfig
+from masked_shards.read.formats import to_example
+from masked_shards.read.sources import RawRecord
+from masked_shards.records import Example, Rejected
+
+NAMES = ("llama4", "phi4", "phi4-mini")
+LLAMA4 = ["<|begin_of_text|>", "<|end_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>", "<|python_start|>", "<|python_end|>", "<|image|>"]
+PHI4 = ["<|im_sep|>"]  # Qwen2 already has <|im_start|>, <|im_end|> and <|endoftext|>
+PHI4_MINI = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|/tool|>", "<|tool_call|>", "<|/tool_call|>", "<|tool_response|>"]
+_GENERATION_MARKS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
+
+
+@pytest.fixture(scope="module")
+def tokenizers(qwen2_tokenizer):
+    """Qwen2's 151k vocabulary with each family's special tokens, BOS and EOS."""
+    return {
+        "llama4": _family(qwen2_tokenizer, LLAMA4, bos="<|begin_of_text|>", eos="<|eot|>"),
+        "phi4": _family(qwen2_tokenizer, PHI4, bos="<|endoftext|>", eos="<|im_end|>"),
+        "phi4-mini": _family(qwen2_tokenizer, PHI4_MINI, bos="<|endoftext|>", eos="<|endoftext|>"),
+    }
+
+
+@pytest.fixture(scope="module")
+def builders(tokenizers):
+    """One RowBuilder per template (no length limit, special-token text kept as plain text); the
+    three share nothing but Qwen2's vocabulary, so each builds its own Encoder once."""
+    config = {"max_length": 100_000, "special_text": "plain"}
+    return {name: RowBuilder(PipelineConfig(template=name, **config), tokenizers[name], resolve_template(name, None)) for name in NAMES}
+
+
+def _render(tokenizer, name: str, messages: list[dict], tools=None, **extra) -> str:
+    return tokenizer.apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=resolve_template(name, None).source, tokenize=False, **extra)
+
+
+def _runs(tokenizer, name: str, messages: list[dict], tools=None, **extra) -> list[str]:
+    """The supervised runs transformers finds from our generation marks, decoded."""
+    encoded = tokenizer.apply_chat_template(
+        copy.deepcopy(messages), tools=tools, chat_template=resolve_template(name, None).source, return_dict=True, return_assistant_tokens_mask=True, **extra
+    )
+    ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
+    return [tokenizer.decode(run, skip_special_tokens=False) for run in supervised_runs(ids, [t if on else -100 for t, on in zip(ids, mask)])]
+
+
+def test_each_template_is_bundled_with_its_header():
+    library = bundled()
+    for name, tokens in {"llama4": ("<|begin_of_text|>", "<|eot|>"), "phi4": ("<|endoftext|>", "<|im_end|>"), "phi4-mini": ("<|endoftext|>", "<|endoftext|>")}.items():
+        first = template_path(name).read_text(encoding="utf-8").splitlines()[0]
+        assert re.fullmatch(r"\{#- " + re.escape(name) + r": .+ -#\}", first), first
+        assert library[name] and not library[name].startswith(name)
+        assert family_tokens(first) == tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The published formats, written out by hand.
+
+H = "<|header_start|>{}<|header_end|>\n\n".format
+INSTRUCTION = (
+    "Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\n"
+    'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.Do not use variables.\n\n'
+)
+# The two probe tools as Llama 4 lists them: tojson(indent=4) with Python's separators, "\n\n" after each.
+WEATHER_JSON = (
+    '{\n    "type": "function",\n    "function": {\n        "name": "get_weather",\n        "description": "Current weather in a city.",\n'
+    '        "parameters": {\n            "type": "object",\n            "properties": {\n                "city": {\n'
+    '                    "type": "string",\n                    "description": "City name"\n                }\n            },\n'
+    '            "required": [\n                "city"\n            ]\n        }\n    }\n}'
+)
+TIME_JSON = (
+    '{\n    "type": "function",\n    "function": {\n        "name": "get_time",\n        "description": "Local time in a time zone.",\n'
+    '        "parameters": {\n            "type": "object",\n            "properties": {\n                "zone": {\n'
+    '                    "type": "string"\n                },\n                "hour24": {\n                    "type": "boolean"\n'
+    '                }\n            },\n            "required": [\n                "zone"\n            ]\n        }\n    }\n}'
+)
+TOOLS_USER = H("user") + INSTRUCTION + WEATHER_JSON + "\n\n" + TIME_JSON + "\n\n"
+B = "<|begin_of_text|>"
+
+PHI4_MINI_TOOLS = '[{"name": "get_weather", "description": "Current weather in a city.", "parameters": {"city": {"type": "str"}}}]'
+PHI4_MINI_CALL = '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]<|/tool_call|>'
+# Phi-4-mini's function calling as its model card shows it: tools in the system message, the call in the answer's text.
+PHI4_MINI_TOOL_USE = [
+    {"role": "system", "content": "You are a helpful assistant with some tools.", "tools": PHI4_MINI_TOOLS},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": PHI4_MINI_CALL},
+    {"role": "tool", "content": '{"temp_c": 18}'},
+    {"role": "assistant", "content": "It is 18 °C in Paris."},
+]
+
+# (template, class, case) -> (the rendering, the supervised runs). Conversations from
+# template_conversations.py, except the `own` class (below each family's own).
+EXPECTED = {
+    # --- llama4 -------------------------------------------------------------------------------
+    ("llama4", "plain", "single"): (B + H("user") + "What is 2+2?<|eot|>" + H("assistant") + "4<|eot|>", ["4<|eot|>"]),
+    # Content is written untrimmed (only the system text and a message that carries the tools are trimmed).
+    ("llama4", "plain", "multi"): (
+        B + H("user") + "A<|eot|>" + H("assistant") + "1<|eot|>" + H("user") + " C\n<|eot|>" + H("assistant") + " 2 ways. <|eot|>",
+        ["1<|eot|>", " 2 ways. <|eot|>"],
+    ),
+    ("llama4", "system", "single"): (B + H("system") + "Be brief.<|eot|>" + H("user") + "Hi<|eot|>" + H("assistant") + "Hello!<|eot|>", ["Hello!<|eot|>"]),
+    ("llama4", "system", "empty"): (B + H("system") + "<|eot|>" + H("user") + "Hi<|eot|>" + H("assistant") + "Hello.<|eot|>", ["Hello.<|eot|>"]),
+    ("llama4", "system", "multi"): (
+        B + H("system") + "You are terse.<|eot|>" + H("user") + "Hi<|eot|>" + H("assistant") + "Hello.<|eot|>" + H("user") + "Name a colour.<|eot|>" + H("assistant") + "Blue.<|eot|>",
+        ["Hello.<|eot|>", "Blue.<|eot|>"],
+    ),
+    # Reasoning is not part of the format: the answer alone.
+    ("llama4", "reasoning", "final"): (B + H("user") + "What is 2+2?<|eot|>" + H("assistant") + "4<|eot|>", ["4<|eot|>"]),
+    ("llama4", "tools", "single"): (
+        B + TOOLS_USER + "Weather in Paris?<|eot|>" + H("assistant") + '<|python_start|><|python_end|>{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot|>'
+        + H("ipython") + '"{\\"temp_c\\": 18}"<|eot|>' + H("assistant") + "It is 18 °C in Paris.<|eot|>",
+        ['<|python_start|><|python_end|>{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot|>', "It is 18 °C in Paris.<|eot|>"],
+    ),
+    ("llama4", "tools", "call_only"): (
+        B + TOOLS_USER + "Time in Lima?<|eot|>" + H("assistant") + '<|python_start|><|python_end|>{"name": "get_time", "parameters": {"zone": "America/Lima"}}<|eot|>',
+        ['<|python_start|><|python_end|>{"name": "get_time", "parameters": {"zone": "America/Lima"}}<|eot|>'],
+    ),
+    # With a system message and tools: "Environment: ipython" opens the system block; the text beside a call is inside the python block.
+    ("llama4", "tools", "text_and_call"): (
+        B + H("system") + "Environment: ipython\nBe brief.<|eot|>" + TOOLS_USER + "Weather in Rome?<|eot|>"
+        + H("assistant") + '<|python_start|>Let me check.<|python_end|>{"name": "get_weather", "parameters": {"city": "Rome"}}<|eot|>'
+        + H("ipython") + '"{\\"temp_c\\": 21, \\"sky\\": \\"clear\\"}"<|eot|>' + H("assistant") + "Clear.<|eot|>",
+        ['<|python_start|>Let me check.<|python_end|>{"name": "get_weather", "parameters": {"city": "Rome"}}<|eot|>', "Clear.<|eot|>"],
+    ),
+    # Arguments given as a string go through tojson: a JSON string.
+    ("llama4", "tools", "string_arguments"): (
+        B + TOOLS_USER + "Weather in Rome?<|eot|>" + H("assistant") + '<|python_start|><|python_end|>{"name": "get_weather", "parameters": "{\\"city\\": \\"Rome\\"}"}<|eot|>'
+        + H("ipython") + '"{\\"temp_c\\": 21, \\"sky\\": \\"clear\\"}"<|eot|>' + H("assistant") + "Clear.<|eot|>",
+        ['<|python_start|><|python_end|>{"name": "get_weather", "parameters": "{\\"city\\": \\"Rome\\"}"}<|eot|>', "Clear.<|eot|>"],
+    ),
+    ("llama4", "parallel", "with_text"): (
+        B + H("system") + "Environment: ipython\nUse tools when they help.<|eot|>" + TOOLS_USER + "Weather in Oslo and the time in Tokyo?<|eot|>"
+        + H("assistant") + '<|python_start|>Checking both.<|python_end|>{"name": "get_weather", "parameters": {"city": "Oslo"}}{"name": "get_time", "parameters": {"zone": "Asia/Tokyo", "hour24": true}}<|eot|>'
+        + H("ipython") + '"{\\"temp_c\\": 3}"<|eot|>' + H("ipython") + '"{\\"time\\": \\"09:30\\"}"<|eot|>' + H("assistant") + "Oslo is at 3 °C; it is 09:30 in Tokyo.<|eot|>",
+        [
+            '<|python_start|>Checking both.<|python_end|>{"name": "get_weather", "parameters": {"city": "Oslo"}}{"name": "get_time", "parameters": {"zone": "Asia/Tokyo", "hour24": true}}<|eot|>',
+            "Oslo is at 3 °C; it is 09:30 in Tokyo.<|eot|>",
+        ],
+    ),
+    ("llama4", "parallel", "call_only"): (
+        B + TOOLS_USER + "Time in Oslo and Lima?<|eot|>"
+        + H("assistant") + '<|python_start|><|python_end|>{"name": "get_time", "parameters": {"zone": "Europe/Oslo"}}{"name": "get_time", "parameters": {"zone": "America/Lima"}}<|eot|>',
+        ['<|python_start|><|python_end|>{"name": "get_time", "parameters": {"zone": "Europe/Oslo"}}{"name": "get_time", "parameters": {"zone": "America/Lima"}}<|eot|>'],
+    ),
+    # --- phi4 ---------------------------------------------------------------------------------
+    ("phi4", "plain", "single"): ("<|im_start|>user<|im_sep|>What is 2+2?<|im_end|><|im_start|>assistant<|im_sep|>4<|im_end|>", ["4<|im_end|>"]),
+    ("phi4", "plain", "multi"): (
+        "<|im_start|>user<|im_sep|>A<|im_end|><|im_start|>assistant<|im_sep|>1<|im_end|><|im_start|>user<|im_sep|> C\n<|im_end|><|im_start|>assistant<|im_sep|> 2 ways. <|im_end|>",
+        ["1<|im_end|>", " 2 ways. <|im_end|>"],
+    ),
+    ("phi4", "system", "single"): (
+        "<|im_start|>system<|im_sep|>Be brief.<|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>Hello!<|im_end|>",
+        ["Hello!<|im_end|>"],
+    ),
+    ("phi4", "system", "empty"): (
+        "<|im_start|>system<|im_sep|><|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>Hello.<|im_end|>",
+        ["Hello.<|im_end|>"],
+    ),
+    ("phi4", "system", "multi"): (
+        "<|im_start|>system<|im_sep|>You are terse.<|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>Hello.<|im_end|>"
+        "<|im_start|>user<|im_sep|>Name a colour.<|im_end|><|im_start|>assistant<|im_sep|>Blue.<|im_end|>",
+        ["Hello.<|im_end|>", "Blue.<|im_end|>"],
+    ),
+    # No tool syntax: the call is not written and the result renders as nothing (the pipeline rejects such a record).
+    ("phi4", "tools", "single"): (
+        "<|im_start|>user<|im_sep|>Weather in Paris?<|im_end|><|im_start|>assistant<|im_sep|><|im_end|><|im_start|>assistant<|im_sep|>It is 18 °C in Paris.<|im_end|>",
+        ["<|im_end|>", "It is 18 °C in Paris.<|im_end|>"],
+    ),
+    # --- phi4-mini ----------------------------------------------------------------------------
+    ("phi4-mini", "plain", "single"): ("<|user|>What is 2+2?<|end|><|assistant|>4<|end|><|endoftext|>", ["4<|end|>"]),
+    ("phi4-mini", "plain", "multi"): ("<|user|>A<|end|><|assistant|>1<|end|><|user|> C\n<|end|><|assistant|> 2 ways. <|end|><|endoftext|>", ["1<|end|>", " 2 ways. <|end|>"]),
+    ("phi4-mini", "system", "single"): ("<|system|>Be brief.<|end|><|user|>Hi<|end|><|assistant|>Hello!<|end|><|endoftext|>", ["Hello!<|end|>"]),
+    # Unlike Phi-3.5, an empty system message is written.
+    ("phi4-mini", "system", "empty"): ("<|system|><|end|><|user|>Hi<|end|><|assistant|>Hello.<|end|><|endoftext|>", ["Hello.<|end|>"]),
+    ("phi4-mini", "system", "multi"): (
+        "<|system|>You are terse.<|end|><|user|>Hi<|end|><|assistant|>Hello.<|end|><|user|>Name a colour.<|end|><|assistant|>Blue.<|end|><|endoftext|>",
+        ["Hello.<|end|>", "Blue.<|end|>"],
+    ),
+    # The `tools` argument and OpenAI `tool_calls` are not rendered; the result is a <|tool|> turn.
+    ("phi4-mini", "tools", "single"): (
+        '<|user|>Weather in Paris?<|end|><|assistant|><|end|><|tool|>{"temp_c": 18}<|end|><|assistant|>It is 18 °C in Paris.<|end|><|endoftext|>',
+        ["<|end|>", "It is 18 °C in Paris.<|end|>"],
+    ),
+    ("phi4-mini", "own", "tool_use"): (
+        "<|system|>You are a helpful assistant with some tools.<|tool|>" + PHI4_MINI_TOOLS + "<|/tool|><|end|><|user|>Weather in Paris?<|end|>"
+        "<|assistant|>" + PHI4_MINI_CALL + '<|end|><|tool|>{"temp_c": 18}<|end|><|assistant|>It is 18 °C in Paris.<|end|><|endoftext|>',
+        [PHI4_MINI_CALL + "<|end|>", "It is 18 °C in Paris.<|end|>"],
+    ),
+}
+OWN = {"tool_use": (PHI4_MINI_TOOL_USE, None)}
+
+
+def _conversation(cls: str, case: str):
+    return OWN[case] if cls == "own" else CLASSES[cls][case]
+
+
+@pytest.mark.parametrize("name,cls,case", sorted(EXPECTED))
+def test_renders_the_published_format(tokenizers, name, cls, case):
+    messages, tools = _conversation(cls, case)
+    text, runs = EXPECTED[(name, cls, case)]
+    assert _render(tokenizers[name], name, messages, tools) == text
+    assert _runs(tokenizers[name], name, messages, tools) == runs
+
+
+def test_llama4_tools_in_the_system_block(tokenizers):
+    """tools_in_user_message=false moves the instruction and the tools into the system block."""
+    messages, tools = CLASSES["tools"]["text_and_call"]
+    expected = (
+        B + H("system") + "Environment: ipython\nYou have access to the following functions. To call a function, please respond with JSON for a function call."
+        'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.Do not use variables.\n\n'
+        + WEATHER_JSON + "\n\n" + TIME_JSON + "\n\nBe brief.<|eot|>" + H("user") + "Weather in Rome?<|eot|>"
+        + H("assistant") + '<|python_start|>Let me check.<|python_end|>{"name": "get_weather", "parameters": {"city": "Rome"}}<|eot|>'
+        + H("ipython") + '"{\\"temp_c\\": 21, \\"sky\\": \\"clear\\"}"<|eot|>' + H("assistant") + "Clear.<|eot|>"
+    )
+    assert _render(tokenizers["llama4"], "llama4", messages, tools, tools_in_user_message=False) == expected
+
+
+PROMPTS = {
+    "llama4": B + H("user") + "Hi<|eot|>" + H("assistant"),
+    "phi4": "<|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>",
+    "phi4-mini": "<|user|>Hi<|end|><|assistant|>",  # and no eos_token
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generation_prompt_is_the_published_one(tokenizers, name):
+    assert _render(tokenizers[name], name, [{"role": "user", "content": "Hi"}], add_generation_prompt=True) == PROMPTS[name]
+
+
+# Gemma 3n's text format, by hand: as Gemma 3 (system text + "\n\n" opens the first user turn, content trimmed).
+GEMMA3N = {
+    "single": ([{"role": "user", "content": " What is 2+2? "}, {"role": "assistant", "content": "4\n"}], "<bos><start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n4<end_of_turn>\n"),
+    "system": (
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye."}],
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\nBye.<end_of_turn>\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", GEMMA3N)
+def test_gemma3_renders_gemma_3n_text_conversations(qwen2_tokenizer, case):
+    tokenizer = _family(qwen2_tokenizer, ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], bos="<bos>", eos="<eos>")
+    messages, expected = GEMMA3N[case]
+    assert tokenizer.apply_chat_template(messages, chat_template=resolve_template("gemma3", None).source, tokenize=False) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Llama 4 against the original transformers ships, on every conversation class.
+
+CASES = [(cls, case) for cls, cases in CLASSES.items() for case in cases]
+
+
+@pytest.mark.parametrize("cls,case", CASES)
+@pytest.mark.parametrize("extra", [{}, {"tools_in_user_message": False}, {"add_generation_prompt": True}], ids=["default", "tools_in_system", "prompt"])
+def test_llama4_renders_byte_identical_to_transformers_original(tokenizers, cls, case, extra):
+    messages, tools = CLASSES[cls][case]
+    render = lambda source: tokenizers["llama4"].apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=source, tokenize=False, **extra)
+    try:
+        expected = render(processing_llama4.chat_template)
+    except Exception:  # the original refuses it (content None beside a call): so must ours
+        with pytest.raises(Exception):
+            render(resolve_template("llama4", None).source)
+        return
+    assert render(resolve_template("llama4", None).source) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Rows agree with Hugging Face: same ids, and our labels are transformers' assistant mask.
+
+
+def _example(messages: list[dict], tools) -> Example:
+    record = {"messages": copy.deepcopy(messages), **({"tools": tools} if tools else {})}
+    example = to_example(RawRecord("t.jsonl", 0, record, "t.jsonl"))
+    assert isinstance(example, Example), example
+    return example
+
+
+# Rows of every hand-written case but those the pipeline rejects (tested below): phi's tool calls,
+# reasoning, and Phi-4-mini's own calls, special tokens in a message's text.
+AGREEMENT = sorted(key for key in EXPECTED if not (key[0] != "llama4" and key[1] == "tools") and key[1] not in ("reasoning", "own"))
+
+
+@pytest.mark.parametrize("name,cls,case", AGREEMENT)
+def test_rows_agree_with_hugging_face(tokenizers, builders, name, cls, case):
+    messages, tools = _conversation(cls, case)
+    tokenizer = tokenizers[name]
+    hf = tokenizer.apply_chat_template(
+        copy.deepcopy(messages), tools=tools, chat_template=resolve_template(name, None).source, return_dict=True, return_assistant_tokens_mask=True
+    )
+    row = build_one(builders[name], _example(messages, tools))
+    assert isinstance(row, Row), row
+    if case == "string_arguments":  # the pipeline decodes string arguments to an object first (issue 15), as peers do
+        assert '"parameters": {"city": "Rome"}' in tokenizer.decode(row.input_ids)
+        return
+    assert row.input_ids == list(hf["input_ids"])
+    assert [int(label != -100) for label in row.labels] == list(hf["assistant_masks"])
+
+
+@pytest.mark.parametrize("name", ["phi4", "phi4-mini"])
+def test_tool_calls_the_format_does_not_write_reject_the_record(builders, name):
+    messages, tools = CLASSES["tools"]["single"]
+    result = build_one(builders[name], _example(messages, tools))
+    assert isinstance(result, Rejected) and result.reason == "template_dropped_tool_calls", result
+
+
+def test_phi4_mini_calls_in_the_text_are_special_text(tokenizers):
+    """Phi-4-mini's calls are <|tool_call|> special tokens inside the answer's text: by default such
+    text rejects the record (the model must emit the tokens, and text never becomes a special
+    token); with --special-text plain it would be trained as ordinary characters."""
+    builder = RowBuilder(PipelineConfig(template="phi4-mini", max_length=100_000), tokenizers["phi4-mini"], resolve_template("phi4-mini", None))
+    result = build_one(builder, _example(*OWN["tool_use"]))
+    assert isinstance(result, Rejected) and result.reason == "special_token_in_text", result
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reasoning_the_format_does_not_write_rejects_the_record(builders, name):
+    messages, tools = CLASSES["reasoning"]["final"]
+    result = build_one(builders[name], _example(messages, tools))
+    assert isinstance(result, Rejected) and result.reason == "template_dropped_reasoning", result
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Property: supervised tokens decode exactly to what the assistant generates.
+
+
+@st.composite
+def chats(draw) -> dict:
+    """An optional system message (maybe empty), then user/assistant pairs."""
+    messages = [{"role": "system", "content": draw(st.just("") | text)}] if draw(st.booleans()) else []
+    for _ in range(draw(st.integers(1, 3))):
+        messages += [{"role": "user", "content": draw(text)}, {"role": "assistant", "content": draw(text.filter(lambda s: s.strip()))}]
+    return {"messages": messages}
+
+
+def _llama4_generated(turn) -> str:
+    """Llama 4: the untrimmed text, or the python block with the text and the calls; then <|eot|>."""
+    if not turn.tool_calls:
+        return turn.content + "<|eot|>"
+    calls = "".join('{"name": "' + call["function"]["name"] + '", "parameters": ' + json.dumps(call["function"]["arguments"], ensure_ascii=False) + "}" for call in turn.tool_calls)
+    return "<|python_start|>" + turn.content + "<|python_end|>" + calls + "<|eot|>"
+
+
+GENERATED = {
+    "llama4": (_llama4_generated, tool_conversations(reasoning=False) | chats()),
+    "phi4": (lambda turn: turn.content + "<|im_end|>", chats()),
+    "phi4-mini": (lambda turn: turn.content + "<|end|>", chats()),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_supervised_tokens_are_what_the_assistant_generates(tokenizers, builders, name):
+    tokenizer, (generated, records) = tokenizers[name], GENERATED[name]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(records)
+    def check(record: dict) -> None:
+        example = to_example(RawRecord("generated", 0, record, "generated"))
+        assert isinstance(example, Example), example
+        row = build_one(builders[name], example)
+        assert isinstance(row, Row), row
+        runs = supervised_runs(row.input_ids, row.labels)
+        decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs]
+        assert decoded == [normalized(tokenizer, generated(t)) for t in example.turns if t.role == "assistant"]
+
+    check()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Start-up check and --template auto.
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_template_passes_with_the_family_tokenizer(tokenizers, name):
+    check_template(resolve_template(name, None), tokenizers[name], name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_auto_picks_each_template_from_its_published_text(tokenizers, name):
+    """Our template without its generation marks is the published text: all auto can be checked
+    against for families whose original no installed package ships."""
+    tokenizer = tokenizers[name]
+    published = _GENERATION_MARKS.sub("", resolve_template(name, None).source)
+    assert "generation %}" not in published
+    chosen = resolve_template("auto", published, tokenizer.bos_token, tokenizer.eos_token)
+    assert chosen.name == name
+
+
+def test_auto_picks_llama4_from_transformers_original(tokenizers):
+    tokenizer = tokenizers["llama4"]
+    assert resolve_template("auto", processing_llama4.chat_template, tokenizer.bos_token, tokenizer.eos_token).name == "llama4"
