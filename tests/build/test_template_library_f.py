@@ -1,4 +1,5 @@
-"""Template library F: Llama 4, Phi-4 and Phi-4-mini (and Gemma 3n, which `gemma3` already renders).
+"""Template library F: Llama 4, Phi-4, Phi-4-mini, Granite 3.3 and Granite 4 (and Gemma 3n, which
+`gemma3` already renders).
 
 Each template must render its family's published format byte for byte, mark exactly what the model
 generates, refuse what the original refuses, and pass `check_template` with the family tokenizer.
@@ -26,6 +27,24 @@ never produced by running our templates. Sources:
   unless a generation prompt "<|assistant|>" is asked for. The `tools` argument and OpenAI-style
   `tool_calls` are not rendered, as officially: such records are rejected, never trained without
   their calls.
+* granite3.3: ibm-granite/granite-3.3-2b-instruct and -8b-instruct, `chat_template` in
+  tokenizer_config.json (a copy: llama.cpp's models/templates/ibm-granite-granite-3.3-2B-Instruct.jinja):
+  "<|start_of_role|>ROLE<|end_of_role|>" + content + "<|end_of_text|>\\n" for every message; without a
+  system message "Knowledge Cutoff Date: April 2024. Today's Date: " + today as "%B %d, %Y" + ". You
+  are Granite, developed by IBM." + " You are a helpful AI assistant." (or the tools sentence, or
+  the thinking instructions with `thinking`); tools as one JSON list (indent 4) in an
+  "available_tools" turn; tool calls and reasoning are not written (the model writes "<|tool_call|>"
+  and "<think>…</think><response>…</response>" in its text). The date is today's, as in the original:
+  the expected strings take it from the clock around the rendering.
+* granite4: ibm-granite/granite-4.0-h-small, -h-tiny, -h-micro, -micro, `chat_template` (a copy: llama.cpp's
+  models/templates/ibm-granite-granite-4.0.jinja; Berkeley function-calling leaderboard's Granite 4
+  handler quotes it): a system turn always (the given text, or "You are a helpful assistant. Please
+  ensure responses are professional, accurate, and safe." when it is empty or missing and no tools
+  are given), tools as one JSON line each inside <tools></tools> with an instruction, appended to the
+  system text after "\\n\\n"; assistant text, then each call as "<tool_call>\\n{"name": N,
+  "arguments": ARGS}\\n</tool_call>", one per line; consecutive results in one user turn, each
+  "\\n<tool_response>\\n…\\n</tool_response>". Our family tokenizer has <tool_call> and friends as
+  added, not special, tokens.
 * Gemma 3n (google/gemma-3n-E2B-it, gemma-3n-E4B-it, chat_template.jinja): for text it is Gemma 3's
   format byte for byte (they differ only in the tokens an image or audio part becomes), so it is
   served by `gemma3`, checked here on hand-written Gemma 3n strings.
@@ -33,7 +52,7 @@ never produced by running our templates. Sources:
 No family here renders reasoning; a record whose final answer carries reasoning is rejected
 (`template_dropped_reasoning`), checked below.
 
-`--template auto`: for phi4 and phi4-mini no original ships in an installed package, so auto is
+`--template auto`: for phi4, phi4-mini and the Granites no original ships in an installed package, so auto is
 checked against our own template with its generation marks stripped (the published text), which
 is all it can be checked against here; llama4 is also picked from transformers' original.
 """
@@ -43,6 +62,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import textwrap
+from datetime import datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -62,9 +83,11 @@ from masked_shards.read.formats import to_example
 from masked_shards.read.sources import RawRecord
 from masked_shards.records import Example, Rejected
 
-NAMES = ("llama4", "phi4", "phi4-mini")
+NAMES = ("llama4", "phi4", "phi4-mini", "granite3.3", "granite4")
 LLAMA4 = ["<|begin_of_text|>", "<|end_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>", "<|python_start|>", "<|python_end|>", "<|image|>"]
 PHI4 = ["<|im_sep|>"]  # Qwen2 already has <|im_start|>, <|im_end|> and <|endoftext|>
+GRANITE = ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>", "<|tool_call|>", "<|start_of_cite|>", "<|end_of_cite|>"]
+GRANITE4_PLAIN = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 PHI4_MINI = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|/tool|>", "<|tool_call|>", "<|/tool_call|>", "<|tool_response|>"]
 _GENERATION_MARKS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
 
@@ -76,6 +99,8 @@ def tokenizers(qwen2_tokenizer):
         "llama4": _family(qwen2_tokenizer, LLAMA4, bos="<|begin_of_text|>", eos="<|eot|>"),
         "phi4": _family(qwen2_tokenizer, PHI4, bos="<|endoftext|>", eos="<|im_end|>"),
         "phi4-mini": _family(qwen2_tokenizer, PHI4_MINI, bos="<|endoftext|>", eos="<|endoftext|>"),
+        "granite3.3": _family(qwen2_tokenizer, GRANITE, bos=None, eos="<|end_of_text|>"),
+        "granite4": _family(qwen2_tokenizer, GRANITE[:3], bos=None, eos="<|end_of_text|>", plain=GRANITE4_PLAIN),
     }
 
 
@@ -102,7 +127,14 @@ def _runs(tokenizer, name: str, messages: list[dict], tools=None, **extra) -> li
 
 def test_each_template_is_bundled_with_its_header():
     library = bundled()
-    for name, tokens in {"llama4": ("<|begin_of_text|>", "<|eot|>"), "phi4": ("<|endoftext|>", "<|im_end|>"), "phi4-mini": ("<|endoftext|>", "<|endoftext|>")}.items():
+    heads = {
+        "llama4": ("<|begin_of_text|>", "<|eot|>"),
+        "phi4": ("<|endoftext|>", "<|im_end|>"),
+        "phi4-mini": ("<|endoftext|>", "<|endoftext|>"),
+        "granite3.3": (None, "<|end_of_text|>"),
+        "granite4": (None, "<|end_of_text|>"),
+    }
+    for name, tokens in heads.items():
         first = template_path(name).read_text(encoding="utf-8").splitlines()[0]
         assert re.fullmatch(r"\{#- " + re.escape(name) + r": .+ -#\}", first), first
         assert library[name] and not library[name].startswith(name)
@@ -132,6 +164,43 @@ TIME_JSON = (
 )
 TOOLS_USER = H("user") + INSTRUCTION + WEATHER_JSON + "\n\n" + TIME_JSON + "\n\n"
 B = "<|begin_of_text|>"
+
+
+# --- Granite: "<|start_of_role|>ROLE<|end_of_role|>" … "<|end_of_text|>\n" --------------------------
+def R(role: str) -> str:
+    return f"<|start_of_role|>{role}<|end_of_role|>"
+
+
+E = "<|end_of_text|>\n"
+# Granite 3.3's default system text; {DATE} is today's date, "%B %d, %Y", filled in at the test.
+G33_DEFAULT = "Knowledge Cutoff Date: April 2024. Today's Date: {DATE}. You are Granite, developed by IBM."
+G33_TOOLS_SENTENCE = (
+    " You are a helpful assistant with access to the following tools. When a tool is required to answer the user's query, respond only with"
+    " <|tool_call|> followed by a JSON list of tools used. If a tool does not exist in the provided list of tools, notify the user that you do"
+    " not have the ability to fulfill the request."
+)
+G33_THINKING = (
+    " You are a helpful AI assistant.\nRespond to every user query in a comprehensive and detailed way. You can write down your thoughts and"
+    " reasoning process before responding. In the thought process, engage in a comprehensive cycle of analysis, summarization, exploration,"
+    " reassessment, reflection, backtracing, and iteration to develop well-considered thinking process. In the response section, based on"
+    " various attempts, explorations, and reflections from the thoughts section, systematically present the final solution that you deem"
+    " correct. The response should summarize the thought process. Write your thoughts between <think></think> and write your response between"
+    " <response></response> for each user query."
+)
+# The tools as one JSON list indented by 4: each tool as Llama 4 lists it, one level deeper.
+G33_TOOLS = R("available_tools") + "[\n" + textwrap.indent(WEATHER_JSON, "    ") + ",\n" + textwrap.indent(TIME_JSON, "    ") + "\n]" + E
+G4_DEFAULT = "You are a helpful assistant. Please ensure responses are professional, accurate, and safe."
+G4_TOOLS = (
+    "You are a helpful assistant with access to the following tools. You may call one or more tools to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+    '{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}}\n'
+    '{"type": "function", "function": {"name": "get_time", "description": "Local time in a time zone.", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}, "hour24": {"type": "boolean"}}, "required": ["zone"]}}}\n'
+    "</tools>\n\nFor each tool call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+    '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>. If a tool does not exist in the provided list of tools,'
+    " notify the user that you do not have the ability to fulfill the request."
+)
+G4_CALL = '<tool_call>\n{{"name": "{}", "arguments": {}}}\n</tool_call>'.format
+G4_RESULTS = lambda *results: R("user") + "".join(f"\n<tool_response>\n{result}\n</tool_response>" for result in results) + E
 
 PHI4_MINI_TOOLS = '[{"name": "get_weather", "description": "Current weather in a city.", "parameters": {"city": {"type": "str"}}}]'
 PHI4_MINI_CALL = '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]<|/tool_call|>'
@@ -242,20 +311,129 @@ EXPECTED = {
         "<|assistant|>" + PHI4_MINI_CALL + '<|end|><|tool|>{"temp_c": 18}<|end|><|assistant|>It is 18 °C in Paris.<|end|><|endoftext|>',
         [PHI4_MINI_CALL + "<|end|>", "It is 18 °C in Paris.<|end|>"],
     ),
+    # --- granite3.3 -------------------------------------------------------------------------
+    ("granite3.3", "plain", "single"): (
+        R("system") + G33_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E,
+        ["4<|end_of_text|>"],
+    ),
+    ("granite3.3", "plain", "multi"): (
+        R("system") + G33_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "A" + E + R("assistant") + "1" + E + R("user") + " C\n" + E + R("assistant") + " 2 ways. " + E,
+        ["1<|end_of_text|>", " 2 ways. <|end_of_text|>"],
+    ),
+    ("granite3.3", "system", "single"): (R("system") + "Be brief." + E + R("user") + "Hi" + E + R("assistant") + "Hello!" + E, ["Hello!<|end_of_text|>"]),
+    # A given system message is used as it is, even empty.
+    ("granite3.3", "system", "empty"): (R("system") + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E, ["Hello.<|end_of_text|>"]),
+    ("granite3.3", "system", "multi"): (
+        R("system") + "You are terse." + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E + R("user") + "Name a colour." + E + R("assistant") + "Blue." + E,
+        ["Hello.<|end_of_text|>", "Blue.<|end_of_text|>"],
+    ),
+    ("granite3.3", "reasoning", "final"): (
+        R("system") + G33_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E,
+        ["4<|end_of_text|>"],
+    ),
+    # Tools: the default text names them, the list follows; the OpenAI call is not written; a result is a "tool" turn.
+    ("granite3.3", "tools", "single"): (
+        R("system") + G33_DEFAULT + G33_TOOLS_SENTENCE + E + G33_TOOLS + R("user") + "Weather in Paris?" + E + R("assistant") + E
+        + R("tool") + '{"temp_c": 18}' + E + R("assistant") + "It is 18 °C in Paris." + E,
+        ["<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"],
+    ),
+    ("granite3.3", "tools", "text_and_call"): (
+        R("system") + "Be brief." + E + G33_TOOLS + R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check." + E
+        + R("tool") + '{"temp_c": 21, "sky": "clear"}' + E + R("assistant") + "Clear." + E,
+        ["Let me check.<|end_of_text|>", "Clear.<|end_of_text|>"],
+    ),
+    # With thinking=true and no system message: the thinking instructions; the model writes its thoughts in its text.
+    ("granite3.3", "own", "thinking"): (
+        R("system") + G33_DEFAULT + G33_THINKING + E + R("user") + "What is 2+2?" + E + R("assistant") + "<think>Add them.</think><response>4</response>" + E,
+        ["<think>Add them.</think><response>4</response><|end_of_text|>"],
+    ),
+    # --- granite4 -----------------------------------------------------------------------------
+    ("granite4", "plain", "single"): (R("system") + G4_DEFAULT + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E, ["4<|end_of_text|>"]),
+    ("granite4", "plain", "multi"): (
+        R("system") + G4_DEFAULT + E + R("user") + "A" + E + R("assistant") + "1" + E + R("user") + " C\n" + E + R("assistant") + " 2 ways. " + E,
+        ["1<|end_of_text|>", " 2 ways. <|end_of_text|>"],
+    ),
+    ("granite4", "system", "single"): (R("system") + "Be brief." + E + R("user") + "Hi" + E + R("assistant") + "Hello!" + E, ["Hello!<|end_of_text|>"]),
+    # An empty system text (and no tools) gets the default one.
+    ("granite4", "system", "empty"): (R("system") + G4_DEFAULT + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E, ["Hello.<|end_of_text|>"]),
+    ("granite4", "system", "multi"): (
+        R("system") + "You are terse." + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E + R("user") + "Name a colour." + E + R("assistant") + "Blue." + E,
+        ["Hello.<|end_of_text|>", "Blue.<|end_of_text|>"],
+    ),
+    ("granite4", "reasoning", "final"): (R("system") + G4_DEFAULT + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E, ["4<|end_of_text|>"]),
+    ("granite4", "tools", "single"): (
+        R("system") + G4_TOOLS + E + R("user") + "Weather in Paris?" + E + R("assistant") + G4_CALL("get_weather", '{"city": "Paris"}') + E
+        + G4_RESULTS('{"temp_c": 18}') + R("assistant") + "It is 18 °C in Paris." + E,
+        [G4_CALL("get_weather", '{"city": "Paris"}') + "<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"],
+    ),
+    ("granite4", "tools", "call_only"): (
+        R("system") + G4_TOOLS + E + R("user") + "Time in Lima?" + E + R("assistant") + G4_CALL("get_time", '{"zone": "America/Lima"}') + E,
+        [G4_CALL("get_time", '{"zone": "America/Lima"}') + "<|end_of_text|>"],
+    ),
+    # Text, "\n", the call; the system text, "\n\n", the tools.
+    ("granite4", "tools", "text_and_call"): (
+        R("system") + "Be brief.\n\n" + G4_TOOLS + E + R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check.\n" + G4_CALL("get_weather", '{"city": "Rome"}') + E
+        + G4_RESULTS('{"temp_c": 21, "sky": "clear"}') + R("assistant") + "Clear." + E,
+        ["Let me check.\n" + G4_CALL("get_weather", '{"city": "Rome"}') + "<|end_of_text|>", "Clear.<|end_of_text|>"],
+    ),
+    # A string of arguments is written as it is (here the same text as the object's JSON); content None is no text.
+    ("granite4", "tools", "string_arguments_null_content"): (
+        R("system") + G4_TOOLS + E + R("user") + "Weather in Rome?" + E + R("assistant") + G4_CALL("get_weather", '{"city": "Rome"}') + E
+        + G4_RESULTS('{"temp_c": 21, "sky": "clear"}') + R("assistant") + "Clear." + E,
+        [G4_CALL("get_weather", '{"city": "Rome"}') + "<|end_of_text|>", "Clear.<|end_of_text|>"],
+    ),
+    ("granite4", "parallel", "with_text"): (
+        R("system") + "Use tools when they help.\n\n" + G4_TOOLS + E + R("user") + "Weather in Oslo and the time in Tokyo?" + E
+        + R("assistant") + "Checking both.\n" + G4_CALL("get_weather", '{"city": "Oslo"}') + "\n" + G4_CALL("get_time", '{"zone": "Asia/Tokyo", "hour24": true}') + E
+        + G4_RESULTS('{"temp_c": 3}', '{"time": "09:30"}') + R("assistant") + "Oslo is at 3 °C; it is 09:30 in Tokyo." + E,
+        [
+            "Checking both.\n" + G4_CALL("get_weather", '{"city": "Oslo"}') + "\n" + G4_CALL("get_time", '{"zone": "Asia/Tokyo", "hour24": true}') + "<|end_of_text|>",
+            "Oslo is at 3 °C; it is 09:30 in Tokyo.<|end_of_text|>",
+        ],
+    ),
+    # No text: the first call opens the turn, the next one follows a "\n".
+    ("granite4", "parallel", "no_text"): (
+        R("system") + G4_TOOLS + E + R("user") + "Weather in Oslo and Rome?" + E
+        + R("assistant") + G4_CALL("get_weather", '{"city": "Oslo"}') + "\n" + G4_CALL("get_weather", '{"city": "Rome"}') + E
+        + G4_RESULTS('{"temp_c": 3}', '{"temp_c": 21}') + R("assistant") + "Oslo 3 °C, Rome 21 °C." + E,
+        [G4_CALL("get_weather", '{"city": "Oslo"}') + "\n" + G4_CALL("get_weather", '{"city": "Rome"}') + "<|end_of_text|>", "Oslo 3 °C, Rome 21 °C.<|end_of_text|>"],
+    ),
+    ("granite4", "parallel", "call_only"): (
+        R("system") + G4_TOOLS + E + R("user") + "Time in Oslo and Lima?" + E
+        + R("assistant") + G4_CALL("get_time", '{"zone": "Europe/Oslo"}') + "\n" + G4_CALL("get_time", '{"zone": "America/Lima"}') + E,
+        [G4_CALL("get_time", '{"zone": "Europe/Oslo"}') + "\n" + G4_CALL("get_time", '{"zone": "America/Lima"}') + "<|end_of_text|>"],
+    ),
 }
-OWN = {"tool_use": (PHI4_MINI_TOOL_USE, None)}
+OWN = {"tool_use": (PHI4_MINI_TOOL_USE, None), "thinking": ([{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "<think>Add them.</think><response>4</response>"}], None)}
+OWN_EXTRA = {"thinking": {"thinking": True}}
 
 
 def _conversation(cls: str, case: str):
     return OWN[case] if cls == "own" else CLASSES[cls][case]
 
 
+def _today() -> str:
+    return datetime.now().strftime("%B %d, %Y")
+
+
+def _dated(render, expected: str | list[str]):
+    """Renders and returns (rendering, expected with {DATE} filled in): today's date as read just
+    before or just after rendering, so a rendering across midnight still compares exactly."""
+    before = _today()
+    rendered = render()
+    fill = lambda date: [e.replace("{DATE}", date) for e in expected] if isinstance(expected, list) else expected.replace("{DATE}", date)
+    return rendered, fill(before) if rendered == fill(before) else fill(_today())
+
+
 @pytest.mark.parametrize("name,cls,case", sorted(EXPECTED))
 def test_renders_the_published_format(tokenizers, name, cls, case):
     messages, tools = _conversation(cls, case)
+    extra = OWN_EXTRA.get(case, {}) if cls == "own" else {}
     text, runs = EXPECTED[(name, cls, case)]
-    assert _render(tokenizers[name], name, messages, tools) == text
-    assert _runs(tokenizers[name], name, messages, tools) == runs
+    assert "{DATE}" not in "".join(runs)
+    rendered, expected = _dated(lambda: _render(tokenizers[name], name, messages, tools, **extra), text)
+    assert rendered == expected
+    assert _runs(tokenizers[name], name, messages, tools, **extra) == runs
 
 
 def test_llama4_tools_in_the_system_block(tokenizers):
@@ -275,12 +453,21 @@ PROMPTS = {
     "llama4": B + H("user") + "Hi<|eot|>" + H("assistant"),
     "phi4": "<|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>",
     "phi4-mini": "<|user|>Hi<|end|><|assistant|>",  # and no eos_token
+    "granite3.3": R("system") + G33_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "Hi" + E + R("assistant"),
+    "granite4": R("system") + G4_DEFAULT + E + R("user") + "Hi" + E + R("assistant"),
 }
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_generation_prompt_is_the_published_one(tokenizers, name):
-    assert _render(tokenizers[name], name, [{"role": "user", "content": "Hi"}], add_generation_prompt=True) == PROMPTS[name]
+    rendered, expected = _dated(lambda: _render(tokenizers[name], name, [{"role": "user", "content": "Hi"}], add_generation_prompt=True), PROMPTS[name])
+    assert rendered == expected
+
+
+def test_granite33_generation_prompt_carries_the_controls(tokenizers):
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
+    text = _render(tokenizers["granite3.3"], "granite3.3", messages, add_generation_prompt=True, controls={"length": "short"})
+    assert text == R("system") + "S" + E + R("user") + "Hi" + E + '<|start_of_role|>assistant {"length": "short"}<|end_of_role|>'
 
 
 # Gemma 3n's text format, by hand: as Gemma 3 (system text + "\n\n" opens the first user turn, content trimmed).
@@ -331,9 +518,13 @@ def _example(messages: list[dict], tools) -> Example:
     return example
 
 
-# Rows of every hand-written case but those the pipeline rejects (tested below): phi's tool calls,
-# reasoning, and Phi-4-mini's own calls, special tokens in a message's text.
-AGREEMENT = sorted(key for key in EXPECTED if not (key[0] != "llama4" and key[1] == "tools") and key[1] not in ("reasoning", "own"))
+# Rows of every hand-written case but those the pipeline rejects (tested below: tool calls the format
+# does not write, reasoning, Phi-4-mini's calls as special tokens in the text) and those with today's
+# date (rendered twice, by the pipeline and by transformers, they could straddle midnight).
+WRITES_CALLS = {"llama4", "granite4"}
+AGREEMENT = sorted(
+    key for key in EXPECTED if not (key[0] not in WRITES_CALLS and key[1] == "tools") and key[1] not in ("reasoning", "own") and "{DATE}" not in EXPECTED[key][0]
+)
 
 
 @pytest.mark.parametrize("name,cls,case", AGREEMENT)
@@ -352,7 +543,7 @@ def test_rows_agree_with_hugging_face(tokenizers, builders, name, cls, case):
     assert [int(label != -100) for label in row.labels] == list(hf["assistant_masks"])
 
 
-@pytest.mark.parametrize("name", ["phi4", "phi4-mini"])
+@pytest.mark.parametrize("name", ["phi4", "phi4-mini", "granite3.3"])
 def test_tool_calls_the_format_does_not_write_reject_the_record(builders, name):
     messages, tools = CLASSES["tools"]["single"]
     result = build_one(builders[name], _example(messages, tools))
@@ -396,10 +587,22 @@ def _llama4_generated(turn) -> str:
     return "<|python_start|>" + turn.content + "<|python_end|>" + calls + "<|eot|>"
 
 
+def _granite4_generated(turn) -> str:
+    """Granite 4: the text, each call on its own line (the first right after the header when there
+    is no text), then <|end_of_text|>."""
+    calls = "".join(
+        ("\n" if n or turn.content else "") + '<tool_call>\n{"name": "' + call["function"]["name"] + '", "arguments": ' + json.dumps(call["function"]["arguments"], ensure_ascii=False) + "}\n</tool_call>"
+        for n, call in enumerate(turn.tool_calls)
+    )
+    return turn.content + calls + "<|end_of_text|>"
+
+
 GENERATED = {
     "llama4": (_llama4_generated, tool_conversations(reasoning=False) | chats()),
     "phi4": (lambda turn: turn.content + "<|im_end|>", chats()),
     "phi4-mini": (lambda turn: turn.content + "<|end|>", chats()),
+    "granite3.3": (lambda turn: turn.content + "<|end_of_text|>", chats()),
+    "granite4": (_granite4_generated, tool_conversations(reasoning=False) | chats()),
 }
 
 
