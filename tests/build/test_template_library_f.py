@@ -1,5 +1,5 @@
-"""Template library F: Llama 4, Phi-4, Phi-4-mini, Granite 3.3 and Granite 4 (and Gemma 3n, which
-`gemma3` already renders).
+"""Template library F: Llama 4, Phi-4, Phi-4-mini, Granite 3.1/3.2/3.3 and Granite 4 (and Gemma 3n,
+which `gemma3` already renders).
 
 Each template must render its family's published format byte for byte, mark exactly what the model
 generates, refuse what the original refuses, and pass `check_template` with the family tokenizer.
@@ -36,6 +36,14 @@ never produced by running our templates. Sources:
   "available_tools" turn; tool calls and reasoning are not written (the model writes "<|tool_call|>"
   and "<think>…</think><response>…</response>" in its text). The date is today's, as in the original:
   the expected strings take it from the clock around the rendering.
+* granite3.2: ibm-granite/granite-3.2-2b-instruct and -8b-instruct, `chat_template` in
+  tokenizer_config.json: as 3.3, but the default text on three lines ("Knowledge Cutoff Date: April
+  2024.\\nToday's Date: {DATE}.\\nYou are Granite, developed by IBM."), thinking instructions asking
+  for "Here is my thought process:" / "Here is my response:", content parts' texts joined.
+* granite3.1: ibm-granite/granite-3.1-2b-instruct and -8b-instruct, `chat_template` in
+  tokenizer_config.json (quoted in IBM's granite-io Granite 3.1 input processor): the three-line
+  default text, the tools sentence " You are a helpful AI assistant with access to the following
+  tools. ... respond with <|tool_call|> ...", the tools list in a "tools" turn, no thinking.
 * granite4: ibm-granite/granite-4.0-h-small, -h-tiny, -h-micro, -micro, `chat_template` (a copy: llama.cpp's
   models/templates/ibm-granite-granite-4.0.jinja; Berkeley function-calling leaderboard's Granite 4
   handler quotes it): a system turn always (the given text, or "You are a helpful assistant. Please
@@ -83,7 +91,7 @@ from masked_shards.read.formats import to_example
 from masked_shards.read.sources import RawRecord
 from masked_shards.records import Example, Rejected
 
-NAMES = ("llama4", "phi4", "phi4-mini", "granite3.3", "granite4")
+NAMES = ("llama4", "phi4", "phi4-mini", "granite3.1", "granite3.2", "granite3.3", "granite4")
 LLAMA4 = ["<|begin_of_text|>", "<|end_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>", "<|python_start|>", "<|python_end|>", "<|image|>"]
 PHI4 = ["<|im_sep|>"]  # Qwen2 already has <|im_start|>, <|im_end|> and <|endoftext|>
 GRANITE = ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>", "<|tool_call|>", "<|start_of_cite|>", "<|end_of_cite|>"]
@@ -99,7 +107,7 @@ def tokenizers(qwen2_tokenizer):
         "llama4": _family(qwen2_tokenizer, LLAMA4, bos="<|begin_of_text|>", eos="<|eot|>"),
         "phi4": _family(qwen2_tokenizer, PHI4, bos="<|endoftext|>", eos="<|im_end|>"),
         "phi4-mini": _family(qwen2_tokenizer, PHI4_MINI, bos="<|endoftext|>", eos="<|endoftext|>"),
-        "granite3.3": _family(qwen2_tokenizer, GRANITE, bos=None, eos="<|end_of_text|>"),
+        **{name: _family(qwen2_tokenizer, GRANITE, bos=None, eos="<|end_of_text|>") for name in ("granite3.1", "granite3.2", "granite3.3")},
         "granite4": _family(qwen2_tokenizer, GRANITE[:3], bos=None, eos="<|end_of_text|>", plain=GRANITE4_PLAIN),
     }
 
@@ -131,6 +139,8 @@ def test_each_template_is_bundled_with_its_header():
         "llama4": ("<|begin_of_text|>", "<|eot|>"),
         "phi4": ("<|endoftext|>", "<|im_end|>"),
         "phi4-mini": ("<|endoftext|>", "<|endoftext|>"),
+        "granite3.1": (None, "<|end_of_text|>"),
+        "granite3.2": (None, "<|end_of_text|>"),
         "granite3.3": (None, "<|end_of_text|>"),
         "granite4": (None, "<|end_of_text|>"),
     }
@@ -189,6 +199,13 @@ G33_THINKING = (
 )
 # The tools as one JSON list indented by 4: each tool as Llama 4 lists it, one level deeper.
 G33_TOOLS = R("available_tools") + "[\n" + textwrap.indent(WEATHER_JSON, "    ") + ",\n" + textwrap.indent(TIME_JSON, "    ") + "\n]" + E
+G32_DEFAULT = "Knowledge Cutoff Date: April 2024.\nToday's Date: {DATE}.\nYou are Granite, developed by IBM."
+G32_THINKING = G33_THINKING.replace(
+    "Write your thoughts between <think></think> and write your response between <response></response>",
+    "Write your thoughts after 'Here is my thought process:' and write your response after 'Here is my response:'",
+)
+G31_TOOLS_SENTENCE = G33_TOOLS_SENTENCE.replace("You are a helpful assistant", "You are a helpful AI assistant").replace("respond only with", "respond with")
+G31_TOOLS = G33_TOOLS.replace(R("available_tools"), R("tools"))
 G4_DEFAULT = "You are a helpful assistant. Please ensure responses are professional, accurate, and safe."
 G4_TOOLS = (
     "You are a helpful assistant with access to the following tools. You may call one or more tools to assist with the user query.\n\n"
@@ -347,6 +364,51 @@ EXPECTED = {
         R("system") + G33_DEFAULT + G33_THINKING + E + R("user") + "What is 2+2?" + E + R("assistant") + "<think>Add them.</think><response>4</response>" + E,
         ["<think>Add them.</think><response>4</response><|end_of_text|>"],
     ),
+    # --- granite3.2: the three-line default text, its own thinking instructions -----------------
+    ("granite3.2", "plain", "single"): (
+        R("system") + G32_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E,
+        ["4<|end_of_text|>"],
+    ),
+    ("granite3.2", "system", "single"): (R("system") + "Be brief." + E + R("user") + "Hi" + E + R("assistant") + "Hello!" + E, ["Hello!<|end_of_text|>"]),
+    ("granite3.2", "system", "empty"): (R("system") + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E, ["Hello.<|end_of_text|>"]),
+    ("granite3.2", "tools", "single"): (
+        R("system") + G32_DEFAULT + G33_TOOLS_SENTENCE + E + G33_TOOLS + R("user") + "Weather in Paris?" + E + R("assistant") + E
+        + R("tool") + '{"temp_c": 18}' + E + R("assistant") + "It is 18 °C in Paris." + E,
+        ["<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"],
+    ),
+    ("granite3.2", "tools", "text_and_call"): (
+        R("system") + "Be brief." + E + G33_TOOLS + R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check." + E
+        + R("tool") + '{"temp_c": 21, "sky": "clear"}' + E + R("assistant") + "Clear." + E,
+        ["Let me check.<|end_of_text|>", "Clear.<|end_of_text|>"],
+    ),
+    ("granite3.2", "own", "thinking_3_2"): (
+        R("system") + G32_DEFAULT + G32_THINKING + E + R("user") + "What is 2+2?" + E + R("assistant") + "Here is my thought process: add.\nHere is my response: 4" + E,
+        ["Here is my thought process: add.\nHere is my response: 4<|end_of_text|>"],
+    ),
+    # --- granite3.1: the three-line default text, "tools" turn ------------------------------------
+    ("granite3.1", "plain", "single"): (
+        R("system") + G32_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E,
+        ["4<|end_of_text|>"],
+    ),
+    ("granite3.1", "plain", "multi"): (
+        R("system") + G32_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "A" + E + R("assistant") + "1" + E + R("user") + " C\n" + E + R("assistant") + " 2 ways. " + E,
+        ["1<|end_of_text|>", " 2 ways. <|end_of_text|>"],
+    ),
+    ("granite3.1", "system", "single"): (R("system") + "Be brief." + E + R("user") + "Hi" + E + R("assistant") + "Hello!" + E, ["Hello!<|end_of_text|>"]),
+    ("granite3.1", "system", "multi"): (
+        R("system") + "You are terse." + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E + R("user") + "Name a colour." + E + R("assistant") + "Blue." + E,
+        ["Hello.<|end_of_text|>", "Blue.<|end_of_text|>"],
+    ),
+    ("granite3.1", "tools", "single"): (
+        R("system") + G32_DEFAULT + G31_TOOLS_SENTENCE + E + G31_TOOLS + R("user") + "Weather in Paris?" + E + R("assistant") + E
+        + R("tool") + '{"temp_c": 18}' + E + R("assistant") + "It is 18 °C in Paris." + E,
+        ["<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"],
+    ),
+    ("granite3.1", "tools", "text_and_call"): (
+        R("system") + "Be brief." + E + G31_TOOLS + R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check." + E
+        + R("tool") + '{"temp_c": 21, "sky": "clear"}' + E + R("assistant") + "Clear." + E,
+        ["Let me check.<|end_of_text|>", "Clear.<|end_of_text|>"],
+    ),
     # --- granite4 -----------------------------------------------------------------------------
     ("granite4", "plain", "single"): (R("system") + G4_DEFAULT + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E, ["4<|end_of_text|>"]),
     ("granite4", "plain", "multi"): (
@@ -404,8 +466,12 @@ EXPECTED = {
         [G4_CALL("get_time", '{"zone": "Europe/Oslo"}') + "\n" + G4_CALL("get_time", '{"zone": "America/Lima"}') + "<|end_of_text|>"],
     ),
 }
-OWN = {"tool_use": (PHI4_MINI_TOOL_USE, None), "thinking": ([{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "<think>Add them.</think><response>4</response>"}], None)}
-OWN_EXTRA = {"thinking": {"thinking": True}}
+OWN = {
+    "tool_use": (PHI4_MINI_TOOL_USE, None),
+    "thinking": ([{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "<think>Add them.</think><response>4</response>"}], None),
+    "thinking_3_2": ([{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "Here is my thought process: add.\nHere is my response: 4"}], None),
+}
+OWN_EXTRA = {"thinking": {"thinking": True}, "thinking_3_2": {"thinking": True}}
 
 
 def _conversation(cls: str, case: str):
@@ -453,6 +519,8 @@ PROMPTS = {
     "llama4": B + H("user") + "Hi<|eot|>" + H("assistant"),
     "phi4": "<|im_start|>user<|im_sep|>Hi<|im_end|><|im_start|>assistant<|im_sep|>",
     "phi4-mini": "<|user|>Hi<|end|><|assistant|>",  # and no eos_token
+    "granite3.1": R("system") + G32_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "Hi" + E + R("assistant"),
+    "granite3.2": R("system") + G32_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "Hi" + E + R("assistant"),
     "granite3.3": R("system") + G33_DEFAULT + " You are a helpful AI assistant." + E + R("user") + "Hi" + E + R("assistant"),
     "granite4": R("system") + G4_DEFAULT + E + R("user") + "Hi" + E + R("assistant"),
 }
@@ -543,7 +611,7 @@ def test_rows_agree_with_hugging_face(tokenizers, builders, name, cls, case):
     assert [int(label != -100) for label in row.labels] == list(hf["assistant_masks"])
 
 
-@pytest.mark.parametrize("name", ["phi4", "phi4-mini", "granite3.3"])
+@pytest.mark.parametrize("name", ["phi4", "phi4-mini", "granite3.1", "granite3.2", "granite3.3"])
 def test_tool_calls_the_format_does_not_write_reject_the_record(builders, name):
     messages, tools = CLASSES["tools"]["single"]
     result = build_one(builders[name], _example(messages, tools))
@@ -601,7 +669,7 @@ GENERATED = {
     "llama4": (_llama4_generated, tool_conversations(reasoning=False) | chats()),
     "phi4": (lambda turn: turn.content + "<|im_end|>", chats()),
     "phi4-mini": (lambda turn: turn.content + "<|end|>", chats()),
-    "granite3.3": (lambda turn: turn.content + "<|end_of_text|>", chats()),
+    **{name: (lambda turn: turn.content + "<|end_of_text|>", chats()) for name in ("granite3.1", "granite3.2", "granite3.3")},
     "granite4": (_granite4_generated, tool_conversations(reasoning=False) | chats()),
 }
 
