@@ -72,10 +72,12 @@ import json
 import re
 import textwrap
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import trl
 from transformers.models.llama4 import processing_llama4
 
 from conftest import Row, build_one
@@ -715,3 +717,123 @@ def test_auto_picks_each_template_from_its_published_text(tokenizers, name):
 def test_auto_picks_llama4_from_transformers_original(tokenizers):
     tokenizer = tokenizers["llama4"]
     assert resolve_template("auto", processing_llama4.chat_template, tokenizer.bos_token, tokenizer.eos_token).name == "llama4"
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. LFM2 and LFM2.5, against the originals the `trl` wheel ships (read from the installed package).
+
+ORIGINALS = Path(trl.__file__).parent / "chat_templates"
+LFM = ["<|startoftext|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>", "<|tool_call_end|>", "<|tool_response_start|>", "<|tool_response_end|>"]
+# bundled name -> the originals it reproduces (the later revision first; LFM2.5's first revision reads
+# reasoning from `thinking` only, which transformers fills from `reasoning_content`)
+LFM_FAMILIES = {"lfm2": ("lfm2_v2.jinja",), "lfm2.5": ("lfm2_2_5_v2.jinja", "lfm2_2_5.jinja")}
+LFM_PAIRS = [(name, original) for name, originals in LFM_FAMILIES.items() for original in originals]
+
+
+@pytest.fixture(scope="module")
+def lfm_tokenizer(qwen2_tokenizer):
+    return _family(qwen2_tokenizer, LFM, bos="<|startoftext|>", eos="<|im_end|>", plain=("<think>", "</think>"))
+
+
+@pytest.mark.parametrize("name,original", LFM_PAIRS)
+@pytest.mark.parametrize("cls,case", CASES)
+@pytest.mark.parametrize("extra", [{}, {"add_generation_prompt": True}, {"preserve_thinking": True}], ids=["default", "prompt", "preserve"])
+def test_lfm_renders_byte_identical_to_the_original(lfm_tokenizer, name, original, cls, case, extra):
+    messages, tools = CLASSES[cls][case]
+    render = lambda source: lfm_tokenizer.apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=source, tokenize=False, **extra)
+    try:
+        expected = render((ORIGINALS / original).read_text(encoding="utf-8"))
+    except Exception:  # the original refuses it (arguments as a JSON string): so must ours
+        with pytest.raises(Exception):
+            render(resolve_template(name, None).source)
+        return
+    assert render(resolve_template(name, None).source) == expected
+
+
+# Written from the formats: each assistant turn's supervised run, after "<|im_start|>assistant\n".
+LFM_SUPERVISED = {
+    ("lfm2", "plain", "multi"): ["1<|im_end|>", " 2 ways. <|im_end|>"],
+    ("lfm2", "tools", "single"): ['<|tool_call_start|>[get_weather(city=\'Paris\')]<|tool_call_end|><|im_end|>', "It is 18 °C in Paris.<|im_end|>"],
+    ("lfm2", "parallel", "with_text"): [
+        "Checking both.<|tool_call_start|>[get_weather(city='Oslo'), get_time(zone='Asia/Tokyo', hour24=True)]<|tool_call_end|><|im_end|>",
+        "Oslo is at 3 °C; it is 09:30 in Tokyo.<|im_end|>",
+    ],
+    ("lfm2", "tools", "rich_schema"): ['<|tool_call_start|>[search_flights(origin=\'OSL\', airlines=["SK"], flexible=True)]<|tool_call_end|><|im_end|>', "One at 120.<|im_end|>"],
+    # LFM2.5: lists as Python writes them; the think block only after the last user message.
+    ("lfm2.5", "tools", "rich_schema"): ["<|tool_call_start|>[search_flights(origin='OSL', airlines=['SK'], flexible=True)]<|tool_call_end|><|im_end|>", "One at 120.<|im_end|>"],
+    ("lfm2.5", "reasoning", "history"): ["4<|im_end|>", "<think>3 plus 3 makes 6.</think>6<|im_end|>"],
+    ("lfm2.5", "reasoning", "with_call"): [
+        "<think>I should look it up.</think><|tool_call_start|>[get_weather(city='Rome')]<|tool_call_end|><|im_end|>",
+        "<think>The tool says clear.</think>Clear, 21 °C.<|im_end|>",
+    ],
+    ("lfm2.5", "parallel", "call_only"): ["<|tool_call_start|>[get_time(zone='Europe/Oslo'), get_time(zone='America/Lima')]<|tool_call_end|><|im_end|>"],
+}
+
+
+@pytest.mark.parametrize("name,cls,case", sorted(LFM_SUPERVISED))
+def test_lfm_supervised_tokens_are_what_the_model_generates(lfm_tokenizer, name, cls, case):
+    messages, tools = CLASSES[cls][case]
+    assert _runs(lfm_tokenizer, name, messages, tools) == LFM_SUPERVISED[(name, cls, case)]
+
+
+def _python_call(call: dict, value) -> str:
+    return call["function"]["name"] + "(" + ", ".join(f"{key}={value(v)}" for key, v in call["function"]["arguments"].items()) + ")"
+
+
+def _lfm2_generated(turn) -> str:
+    """LFM2: the text, then all calls in one block, strings quoted and escaped, lists and objects as JSON."""
+    quote = lambda s: "'" + s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r") + "'"
+    value = lambda v: quote(v) if isinstance(v, str) else json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
+    calls = "<|tool_call_start|>[" + ", ".join(_python_call(c, value) for c in turn.tool_calls) + "]<|tool_call_end|>" if turn.tool_calls else ""
+    return turn.content + calls + "<|im_end|>"
+
+
+def _lfm25_generated(turn, shown: bool) -> str:
+    """LFM2.5: the think block when shown and non-empty, the text, the calls (strings quoted as they are,
+    objects as JSON, other values as Python writes them)."""
+    value = lambda v: "'" + v + "'" if isinstance(v, str) else json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else str(v)
+    think = f"<think>{turn.reasoning}</think>" if shown and turn.reasoning else ""
+    calls = "<|tool_call_start|>[" + ", ".join(_python_call(c, value) for c in turn.tool_calls) + "]<|tool_call_end|>" if turn.tool_calls else ""
+    return think + turn.content + calls + "<|im_end|>"
+
+
+@pytest.mark.parametrize("name", LFM_FAMILIES)
+def test_lfm_supervised_runs_on_generated_conversations(lfm_tokenizer, name):
+    builder = RowBuilder(PipelineConfig(template=name, max_length=100_000, special_text="plain"), lfm_tokenizer, resolve_template(name, None))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(tool_conversations(reasoning=name == "lfm2.5") | chats())
+    def check(record: dict) -> None:
+        example = to_example(RawRecord("generated", 0, record, "generated"))
+        assert isinstance(example, Example), example
+        row = build_one(builder, example)
+        assert isinstance(row, Row), row
+        last_user = max(n for n, t in enumerate(example.turns) if t.role == "user")
+        expected = [
+            _lfm2_generated(t) if name == "lfm2" else _lfm25_generated(t, shown=n > last_user)
+            for n, t in enumerate(example.turns)
+            if t.role == "assistant"
+        ]
+        decoded = [lfm_tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
+        assert decoded == [normalized(lfm_tokenizer, e) for e in expected]
+
+    check()
+
+
+@pytest.mark.parametrize("name,original", [("lfm2", "lfm2_v2.jinja"), ("lfm2.5", "lfm2_2_5_v2.jinja")])
+def test_auto_picks_lfm_from_its_original(lfm_tokenizer, name, original):
+    source = (ORIGINALS / original).read_text(encoding="utf-8")
+    assert resolve_template("auto", source, lfm_tokenizer.bos_token, lfm_tokenizer.eos_token).name == name
+
+
+def test_auto_falls_back_for_lfm25_first_revision(lfm_tokenizer):
+    """LFM2.5's first revision reads reasoning from `thinking` alone; auto's probes give it as
+    `reasoning_content` (transformers copies it to `thinking`, a bare render does not), so the
+    reasoning probe differs and the tokenizer's own template is used: exact, if slower."""
+    source = (ORIGINALS / "lfm2_2_5.jinja").read_text(encoding="utf-8")
+    assert resolve_template("auto", source, lfm_tokenizer.bos_token, lfm_tokenizer.eos_token).name == "tokenizer"
+
+
+@pytest.mark.parametrize("name", LFM_FAMILIES)
+def test_lfm_check_template_passes(lfm_tokenizer, name):
+    check_template(resolve_template(name, None), lfm_tokenizer, name)
