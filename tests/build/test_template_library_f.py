@@ -201,6 +201,11 @@ G33_THINKING = (
 )
 # The tools as one JSON list indented by 4: each tool as Llama 4 lists it, one level deeper.
 G33_TOOLS = R("available_tools") + "[\n" + textwrap.indent(WEATHER_JSON, "    ") + ",\n" + textwrap.indent(TIME_JSON, "    ") + "\n]" + E
+# Granite 3.x after the system and tools turns: the call is not written, a result is a "tool" turn.
+G3_PARIS = R("user") + "Weather in Paris?" + E + R("assistant") + E + R("tool") + '{"temp_c": 18}' + E + R("assistant") + "It is 18 °C in Paris." + E
+G3_PARIS_RUNS = ["<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"]
+G3_ROME = R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check." + E + R("tool") + '{"temp_c": 21, "sky": "clear"}' + E + R("assistant") + "Clear." + E
+G3_ROME_RUNS = ["Let me check.<|end_of_text|>", "Clear.<|end_of_text|>"]
 G32_DEFAULT = "Knowledge Cutoff Date: April 2024.\nToday's Date: {DATE}.\nYou are Granite, developed by IBM."
 G32_THINKING = G33_THINKING.replace(
     "Write your thoughts between <think></think> and write your response between <response></response>",
@@ -351,16 +356,8 @@ EXPECTED = {
         ["4<|end_of_text|>"],
     ),
     # Tools: the default text names them, the list follows; the OpenAI call is not written; a result is a "tool" turn.
-    ("granite3.3", "tools", "single"): (
-        R("system") + G33_DEFAULT + G33_TOOLS_SENTENCE + E + G33_TOOLS + R("user") + "Weather in Paris?" + E + R("assistant") + E
-        + R("tool") + '{"temp_c": 18}' + E + R("assistant") + "It is 18 °C in Paris." + E,
-        ["<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"],
-    ),
-    ("granite3.3", "tools", "text_and_call"): (
-        R("system") + "Be brief." + E + G33_TOOLS + R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check." + E
-        + R("tool") + '{"temp_c": 21, "sky": "clear"}' + E + R("assistant") + "Clear." + E,
-        ["Let me check.<|end_of_text|>", "Clear.<|end_of_text|>"],
-    ),
+    ("granite3.3", "tools", "single"): (R("system") + G33_DEFAULT + G33_TOOLS_SENTENCE + E + G33_TOOLS + G3_PARIS, G3_PARIS_RUNS),
+    ("granite3.3", "tools", "text_and_call"): (R("system") + "Be brief." + E + G33_TOOLS + G3_ROME, G3_ROME_RUNS),
     # With thinking=true and no system message: the thinking instructions; the model writes its thoughts in its text.
     ("granite3.3", "own", "thinking"): (
         R("system") + G33_DEFAULT + G33_THINKING + E + R("user") + "What is 2+2?" + E + R("assistant") + "<think>Add them.</think><response>4</response>" + E,
@@ -373,16 +370,8 @@ EXPECTED = {
     ),
     ("granite3.2", "system", "single"): (R("system") + "Be brief." + E + R("user") + "Hi" + E + R("assistant") + "Hello!" + E, ["Hello!<|end_of_text|>"]),
     ("granite3.2", "system", "empty"): (R("system") + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E, ["Hello.<|end_of_text|>"]),
-    ("granite3.2", "tools", "single"): (
-        R("system") + G32_DEFAULT + G33_TOOLS_SENTENCE + E + G33_TOOLS + R("user") + "Weather in Paris?" + E + R("assistant") + E
-        + R("tool") + '{"temp_c": 18}' + E + R("assistant") + "It is 18 °C in Paris." + E,
-        ["<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"],
-    ),
-    ("granite3.2", "tools", "text_and_call"): (
-        R("system") + "Be brief." + E + G33_TOOLS + R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check." + E
-        + R("tool") + '{"temp_c": 21, "sky": "clear"}' + E + R("assistant") + "Clear." + E,
-        ["Let me check.<|end_of_text|>", "Clear.<|end_of_text|>"],
-    ),
+    ("granite3.2", "tools", "single"): (R("system") + G32_DEFAULT + G33_TOOLS_SENTENCE + E + G33_TOOLS + G3_PARIS, G3_PARIS_RUNS),
+    ("granite3.2", "tools", "text_and_call"): (R("system") + "Be brief." + E + G33_TOOLS + G3_ROME, G3_ROME_RUNS),
     ("granite3.2", "own", "thinking_3_2"): (
         R("system") + G32_DEFAULT + G32_THINKING + E + R("user") + "What is 2+2?" + E + R("assistant") + "Here is my thought process: add.\nHere is my response: 4" + E,
         ["Here is my thought process: add.\nHere is my response: 4<|end_of_text|>"],
@@ -401,16 +390,8 @@ EXPECTED = {
         R("system") + "You are terse." + E + R("user") + "Hi" + E + R("assistant") + "Hello." + E + R("user") + "Name a colour." + E + R("assistant") + "Blue." + E,
         ["Hello.<|end_of_text|>", "Blue.<|end_of_text|>"],
     ),
-    ("granite3.1", "tools", "single"): (
-        R("system") + G32_DEFAULT + G31_TOOLS_SENTENCE + E + G31_TOOLS + R("user") + "Weather in Paris?" + E + R("assistant") + E
-        + R("tool") + '{"temp_c": 18}' + E + R("assistant") + "It is 18 °C in Paris." + E,
-        ["<|end_of_text|>", "It is 18 °C in Paris.<|end_of_text|>"],
-    ),
-    ("granite3.1", "tools", "text_and_call"): (
-        R("system") + "Be brief." + E + G31_TOOLS + R("user") + "Weather in Rome?" + E + R("assistant") + "Let me check." + E
-        + R("tool") + '{"temp_c": 21, "sky": "clear"}' + E + R("assistant") + "Clear." + E,
-        ["Let me check.<|end_of_text|>", "Clear.<|end_of_text|>"],
-    ),
+    ("granite3.1", "tools", "single"): (R("system") + G32_DEFAULT + G31_TOOLS_SENTENCE + E + G31_TOOLS + G3_PARIS, G3_PARIS_RUNS),
+    ("granite3.1", "tools", "text_and_call"): (R("system") + "Be brief." + E + G31_TOOLS + G3_ROME, G3_ROME_RUNS),
     # --- granite4 -----------------------------------------------------------------------------
     ("granite4", "plain", "single"): (R("system") + G4_DEFAULT + E + R("user") + "What is 2+2?" + E + R("assistant") + "4" + E, ["4<|end_of_text|>"]),
     ("granite4", "plain", "multi"): (
