@@ -502,8 +502,12 @@ def _agreed(expected: str, rendered: str, special_tokens: tuple[str, ...]) -> in
 
 
 def _shown(value: object, span: str) -> bool:
-    """Whether a string argument is in the span, as it is or JSON-escaped; other values pass."""
-    return not isinstance(value, str) or value in span or json.dumps(value)[1:-1] in span or json.dumps(value, ensure_ascii=False)[1:-1] in span
+    """Whether a string argument is in the span, as it is, JSON-escaped, or backslash-escaped for
+    single quotes (LFM2 writes `f(a='it\\'s')`); other values pass."""
+    if not isinstance(value, str):
+        return True
+    quoted = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+    return any(form in span for form in (value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], quoted))
 
 
 def _check_rendered(text: str, spans: list[tuple[int, int]], assistant: list[int], messages: list[dict]) -> None:

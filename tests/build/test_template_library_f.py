@@ -1,5 +1,6 @@
-"""Template library F: Llama 4, Phi-4, Phi-4-mini, Granite 3.1/3.2/3.3 and Granite 4 (and Gemma 3n,
-which `gemma3` already renders).
+"""Template library F: Llama 4, Phi-4, Phi-4-mini, Granite 3.1/3.2/3.3, Granite 4 (and Gemma 3n,
+which `gemma3` already renders), and LFM2, LFM2.5 and Nemotron 3, whose originals the `trl` wheel
+ships (section 6 compares them byte for byte, as test_template_library_c.py does).
 
 Each template must render its family's published format byte for byte, mark exactly what the model
 generates, refuse what the original refuses, and pass `check_template` with the family tokenizer.
@@ -701,27 +702,36 @@ def test_auto_picks_llama4_from_transformers_original(tokenizers):
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. LFM2 and LFM2.5, against the originals the `trl` wheel ships (read from the installed package).
+# 6. LFM2, LFM2.5 and Nemotron 3, against the originals the `trl` wheel ships (read from the
+#    installed package, never copied here).
 
 ORIGINALS = Path(trl.__file__).parent / "chat_templates"
 LFM = ["<|startoftext|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>", "<|tool_call_end|>", "<|tool_response_start|>", "<|tool_response_end|>"]
 # bundled name -> the originals it reproduces (the later revision first; LFM2.5's first revision reads
-# reasoning from `thinking` only, which transformers fills from `reasoning_content`)
-LFM_FAMILIES = {"lfm2": ("lfm2_v2.jinja",), "lfm2.5": ("lfm2_2_5_v2.jinja", "lfm2_2_5.jinja")}
+# reasoning from `thinking` only, which transformers fills from `reasoning_content`; Nemotron 3 Super's
+# differs from Nano's only by `low_effort`, which ours takes)
+LFM_FAMILIES = {"lfm2": ("lfm2_v2.jinja",), "lfm2.5": ("lfm2_2_5_v2.jinja", "lfm2_2_5.jinja"), "nemotron3": ("nemotron_3_nano.jinja", "nemotron_3_super.jinja")}
 LFM_PAIRS = [(name, original) for name, originals in LFM_FAMILIES.items() for original in originals]
+NEMOTRON_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 
 
 @pytest.fixture(scope="module")
-def lfm_tokenizer(qwen2_tokenizer):
-    return _family(qwen2_tokenizer, LFM, bos="<|startoftext|>", eos="<|im_end|>", plain=("<think>", "</think>"))
+def trl_tokenizers(qwen2_tokenizer):
+    """LiquidAI's tokens for LFM2 and LFM2.5; Nemotron 3's ChatML tokens are Qwen2's own."""
+    lfm = _family(qwen2_tokenizer, LFM, bos="<|startoftext|>", eos="<|im_end|>", plain=("<think>", "</think>"))
+    return {"lfm2": lfm, "lfm2.5": lfm, "nemotron3": _family(qwen2_tokenizer, [], bos=None, eos="<|im_end|>", plain=NEMOTRON_PLAIN)}
 
 
 @pytest.mark.parametrize("name,original", LFM_PAIRS)
 @pytest.mark.parametrize("cls,case", CASES)
-@pytest.mark.parametrize("extra", [{}, {"add_generation_prompt": True}, {"preserve_thinking": True}], ids=["default", "prompt", "preserve"])
-def test_lfm_renders_byte_identical_to_the_original(lfm_tokenizer, name, original, cls, case, extra):
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"add_generation_prompt": True}, {"preserve_thinking": True}, {"add_generation_prompt": True, "enable_thinking": False}, {"truncate_history_thinking": False}],
+    ids=["default", "prompt", "preserve", "prompt_no_thinking", "history_thinking"],
+)
+def test_lfm_renders_byte_identical_to_the_original(trl_tokenizers, name, original, cls, case, extra):
     messages, tools = CLASSES[cls][case]
-    render = lambda source: lfm_tokenizer.apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=source, tokenize=False, **extra)
+    render = lambda source: trl_tokenizers[name].apply_chat_template(copy.deepcopy(messages), tools=tools, chat_template=source, tokenize=False, **extra)
     try:
         expected = render((ORIGINALS / original).read_text(encoding="utf-8"))
     except Exception:  # the original refuses it (arguments as a JSON string): so must ours
@@ -748,13 +758,26 @@ LFM_SUPERVISED = {
         "<think>The tool says clear.</think>Clear, 21 °C.<|im_end|>",
     ],
     ("lfm2.5", "parallel", "call_only"): ["<|tool_call_start|>[get_time(zone='Europe/Oslo'), get_time(zone='America/Lima')]<|tool_call_end|><|im_end|>"],
+    # Nemotron 3: after the prompt's "<think>\n" the reasoning and "\n</think>\n"; after "<think></think>" (no reasoning, or a turn
+    # before the last user message) the rest; calls each "<tool_call>\n<function=…>\n<parameter=…>\n…\n</parameter>\n</function>\n</tool_call>\n".
+    ("nemotron3", "plain", "multi"): ["1<|im_end|>", " 2 ways.<|im_end|>"],
+    ("nemotron3", "reasoning", "history"): ["\n4<|im_end|>", "3 plus 3 makes 6.\n</think>\n6<|im_end|>"],
+    ("nemotron3", "reasoning", "with_call"): [
+        "I should look it up.\n</think>\n<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n</function>\n</tool_call>\n<|im_end|>",
+        "The tool says clear.\n</think>\nClear, 21 °C.<|im_end|>",
+    ],
+    ("nemotron3", "tools", "text_and_call"): ["Let me check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n</function>\n</tool_call>\n<|im_end|>", "Clear.<|im_end|>"],
+    ("nemotron3", "parallel", "call_only"): [
+        "\n<tool_call>\n<function=get_time>\n<parameter=zone>\nEurope/Oslo\n</parameter>\n</function>\n</tool_call>"
+        "\n<tool_call>\n<function=get_time>\n<parameter=zone>\nAmerica/Lima\n</parameter>\n</function>\n</tool_call>\n<|im_end|>"
+    ],
 }
 
 
 @pytest.mark.parametrize("name,cls,case", sorted(LFM_SUPERVISED))
-def test_lfm_supervised_tokens_are_what_the_model_generates(lfm_tokenizer, name, cls, case):
+def test_lfm_supervised_tokens_are_what_the_model_generates(trl_tokenizers, name, cls, case):
     messages, tools = CLASSES[cls][case]
-    assert _runs(lfm_tokenizer, name, messages, tools) == LFM_SUPERVISED[(name, cls, case)]
+    assert _runs(trl_tokenizers[name], name, messages, tools) == LFM_SUPERVISED[(name, cls, case)]
 
 
 def _python_call(call: dict, value) -> str:
@@ -778,43 +801,82 @@ def _lfm25_generated(turn, shown: bool) -> str:
     return think + turn.content + calls + "<|im_end|>"
 
 
+def _nemotron_generated(turn, history: bool) -> str:
+    """Nemotron 3: "<think>\\n" reasoning "\\n</think>\\n" + text when the turn has reasoning, else
+    "<think></think>" + text; trimmed (with calls: "\\n" and the calls after it); a turn before the last
+    user message keeps "<think></think>" + its text; the model writes what follows the prompt's
+    "<think>\\n" or "<think></think>"."""
+    full = ("<think>\n" + turn.reasoning + "\n</think>\n" if turn.reasoning and turn.reasoning.strip() else "<think></think>") + turn.content
+    if history:
+        full = "<think></think>" + full.split("</think>")[-1]
+    if turn.tool_calls:
+        value = lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
+        calls = "".join(
+            f"<tool_call>\n<function={c['function']['name']}>\n" + "".join(f"<parameter={k}>\n{value(v)}\n</parameter>\n" for k, v in c["function"]["arguments"].items()) + "</function>\n</tool_call>\n"
+            for c in turn.tool_calls
+        )
+        text = ("<think></think>" + full.split("</think>")[-1].strip() if history else full.strip()) + "\n" + calls
+    else:
+        text = full.strip()
+    opened = next((p for p in ("<think>\n", "<think></think>") if text.startswith(p)), "")
+    return text[len(opened) :] + "<|im_end|>"
+
+
 @pytest.mark.parametrize("name", LFM_FAMILIES)
-def test_lfm_supervised_runs_on_generated_conversations(lfm_tokenizer, name):
-    builder = RowBuilder(PipelineConfig(template=name, max_length=100_000, special_text="plain"), lfm_tokenizer, resolve_template(name, None))
+def test_lfm_supervised_runs_on_generated_conversations(trl_tokenizers, name):
+    tokenizer = trl_tokenizers[name]
+    builder = RowBuilder(PipelineConfig(template=name, max_length=100_000, special_text="plain"), tokenizer, resolve_template(name, None))
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(tool_conversations(reasoning=name == "lfm2.5") | chats())
+    @given(tool_conversations(reasoning=name != "lfm2") | chats())
     def check(record: dict) -> None:
         example = to_example(RawRecord("generated", 0, record, "generated"))
         assert isinstance(example, Example), example
         row = build_one(builder, example)
         assert isinstance(row, Row), row
         last_user = max(n for n, t in enumerate(example.turns) if t.role == "user")
-        expected = [
-            _lfm2_generated(t) if name == "lfm2" else _lfm25_generated(t, shown=n > last_user)
-            for n, t in enumerate(example.turns)
-            if t.role == "assistant"
-        ]
-        decoded = [lfm_tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
-        assert decoded == [normalized(lfm_tokenizer, e) for e in expected]
+        generated = {"lfm2": lambda t, n: _lfm2_generated(t), "lfm2.5": lambda t, n: _lfm25_generated(t, shown=n > last_user), "nemotron3": lambda t, n: _nemotron_generated(t, history=n < last_user)}[name]
+        expected = [generated(t, n) for n, t in enumerate(example.turns) if t.role == "assistant"]
+        decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
+        assert decoded == [normalized(tokenizer, e) for e in expected]
 
     check()
 
 
-@pytest.mark.parametrize("name,original", [("lfm2", "lfm2_v2.jinja"), ("lfm2.5", "lfm2_2_5_v2.jinja")])
-def test_auto_picks_lfm_from_its_original(lfm_tokenizer, name, original):
+@pytest.mark.parametrize("name,original", [pair for pair in LFM_PAIRS if pair[1] != "lfm2_2_5.jinja"])
+def test_auto_picks_lfm_from_its_original(trl_tokenizers, name, original):
+    tokenizer = trl_tokenizers[name]
     source = (ORIGINALS / original).read_text(encoding="utf-8")
-    assert resolve_template("auto", source, lfm_tokenizer.bos_token, lfm_tokenizer.eos_token).name == name
+    assert resolve_template("auto", source, tokenizer.bos_token, tokenizer.eos_token).name == name
 
 
-def test_auto_falls_back_for_lfm25_first_revision(lfm_tokenizer):
+def test_auto_falls_back_for_lfm25_first_revision(trl_tokenizers):
     """LFM2.5's first revision reads reasoning from `thinking` alone; auto's probes give it as
     `reasoning_content` (transformers copies it to `thinking`, a bare render does not), so the
     reasoning probe differs and the tokenizer's own template is used: exact, if slower."""
     source = (ORIGINALS / "lfm2_2_5.jinja").read_text(encoding="utf-8")
-    assert resolve_template("auto", source, lfm_tokenizer.bos_token, lfm_tokenizer.eos_token).name == "tokenizer"
+    assert resolve_template("auto", source, "<|startoftext|>", "<|im_end|>").name == "tokenizer"
 
 
 @pytest.mark.parametrize("name", LFM_FAMILIES)
-def test_lfm_check_template_passes(lfm_tokenizer, name):
-    check_template(resolve_template(name, None), lfm_tokenizer, name)
+def test_lfm_check_template_passes(trl_tokenizers, name):
+    check_template(resolve_template(name, None), trl_tokenizers[name], name)
+
+
+TOOLS_ARG = [{"type": "function", "function": {"name": "note", "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}]
+
+
+def test_lfm2_argument_with_a_quote_is_trained_escaped(trl_tokenizers):
+    """LFM2 writes a string argument in single quotes, a quote in it as \\': the call is in the span,
+    so the record is trained, not rejected as a dropped call (hypothesis found "'s" in an argument)."""
+    tokenizer = trl_tokenizers["lfm2"]
+    builder = RowBuilder(PipelineConfig(template="lfm2", max_length=100_000), tokenizer, resolve_template("lfm2", None))
+    record = {
+        "tools": TOOLS_ARG,
+        "messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "note", "arguments": {"text": "it's"}}}]}],
+    }
+    row = build_one(builder, to_example(RawRecord("t", 0, record, "t")))
+    assert isinstance(row, Row), row
+    (run,) = supervised_runs(row.input_ids, row.labels)
+    assert tokenizer.decode(run, skip_special_tokens=False) == "<|tool_call_start|>[note(text='it\\'s')]<|tool_call_end|><|im_end|>"
+
