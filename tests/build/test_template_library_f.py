@@ -92,7 +92,7 @@ from masked_shards.bundled_templates import bundled, family_tokens, template_pat
 from masked_shards.config import PipelineConfig
 from masked_shards.read.formats import to_example
 from masked_shards.read.sources import RawRecord
-from masked_shards.records import Example, Rejected
+from masked_shards.records import TOOL_CALL, TURN_ROLES, Example, Rejected
 
 NAMES = ("llama4", "phi4", "phi4-mini", "granite3.1", "granite3.2", "granite3.3", "granite4")
 LLAMA4 = ["<|begin_of_text|>", "<|end_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>", "<|python_start|>", "<|python_end|>", "<|image|>"]
@@ -649,6 +649,12 @@ def _granite4_generated(turn) -> str:
     return turn.content + calls + "<|end_of_text|>"
 
 
+def _every_stop_token_trained(row: Row) -> None:
+    """The report's view of the same row: each answer and each call turn ends in a trained stop token."""
+    roles = [TURN_ROLES[r] for r in row.turn_roles]
+    assert all(eot == 2 for role, eot in zip(roles, row.turn_eot) if role in ("assistant", TOOL_CALL)), (roles, row.turn_eot)
+
+
 GENERATED = {
     "llama4": (_llama4_generated, tool_conversations(reasoning=False) | chats()),
     "phi4": (lambda turn: turn.content + "<|im_end|>", chats()),
@@ -672,6 +678,7 @@ def test_supervised_tokens_are_what_the_assistant_generates(tokenizers, builders
         runs = supervised_runs(row.input_ids, row.labels)
         decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in runs]
         assert decoded == [normalized(tokenizer, generated(t)) for t in example.turns if t.role == "assistant"]
+        _every_stop_token_trained(row)
 
     check()
 
@@ -839,6 +846,7 @@ def test_lfm_supervised_runs_on_generated_conversations(trl_tokenizers, name):
         expected = [generated(t, n) for n, t in enumerate(example.turns) if t.role == "assistant"]
         decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
         assert decoded == [normalized(tokenizer, e) for e in expected]
+        _every_stop_token_trained(row)
 
     check()
 
