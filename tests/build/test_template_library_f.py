@@ -1,6 +1,6 @@
 """Template library F: Llama 4, Phi-4, Phi-4-mini, Granite 3.1/3.2/3.3, Granite 4 (and Gemma 3n,
-which `gemma3` already renders), and LFM2, LFM2.5 and Nemotron 3, whose originals the `trl` wheel
-ships (section 6 compares them byte for byte, as test_template_library_c.py does).
+which `gemma3` already renders), and LFM2, LFM2.5, Nemotron 3 and Nemotron 3 Ultra, whose originals
+the `trl` wheel ships (section 6 compares them byte for byte, as test_template_library_c.py does).
 
 Each template must render its family's published format byte for byte, mark exactly what the model
 generates, refuse what the original refuses, and pass `check_template` with the family tokenizer.
@@ -716,8 +716,14 @@ ORIGINALS = Path(trl.__file__).parent / "chat_templates"
 LFM = ["<|startoftext|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>", "<|tool_call_end|>", "<|tool_response_start|>", "<|tool_response_end|>"]
 # bundled name -> the originals it reproduces (the later revision first; LFM2.5's first revision reads
 # reasoning from `thinking` only, which transformers fills from `reasoning_content`; Nemotron 3 Super's
-# differs from Nano's only by `low_effort`, which ours takes)
-LFM_FAMILIES = {"lfm2": ("lfm2_v2.jinja",), "lfm2.5": ("lfm2_2_5_v2.jinja", "lfm2_2_5.jinja"), "nemotron3": ("nemotron_3_nano.jinja", "nemotron_3_super.jinja")}
+# differs from Nano's only by `low_effort`, which ours takes; 3.5 Lightning's from Ultra's by lacking
+# `medium_effort`)
+LFM_FAMILIES = {
+    "lfm2": ("lfm2_v2.jinja",),
+    "lfm2.5": ("lfm2_2_5_v2.jinja", "lfm2_2_5.jinja"),
+    "nemotron3": ("nemotron_3_nano.jinja", "nemotron_3_super.jinja"),
+    "nemotron3-ultra": ("nemotron_3_ultra.jinja", "nemotron_3_5_lightning.jinja"),
+}
 LFM_PAIRS = [(name, original) for name, originals in LFM_FAMILIES.items() for original in originals]
 NEMOTRON_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 
@@ -726,7 +732,8 @@ NEMOTRON_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_r
 def trl_tokenizers(qwen2_tokenizer):
     """LiquidAI's tokens for LFM2 and LFM2.5; Nemotron 3's ChatML tokens are Qwen2's own."""
     lfm = _family(qwen2_tokenizer, LFM, bos="<|startoftext|>", eos="<|im_end|>", plain=("<think>", "</think>"))
-    return {"lfm2": lfm, "lfm2.5": lfm, "nemotron3": _family(qwen2_tokenizer, [], bos=None, eos="<|im_end|>", plain=NEMOTRON_PLAIN)}
+    nemotron = _family(qwen2_tokenizer, [], bos=None, eos="<|im_end|>", plain=NEMOTRON_PLAIN)
+    return {"lfm2": lfm, "lfm2.5": lfm, "nemotron3": nemotron, "nemotron3-ultra": nemotron}
 
 
 @pytest.mark.parametrize("name,original", LFM_PAIRS)
@@ -774,6 +781,12 @@ LFM_SUPERVISED = {
         "The tool says clear.\n</think>\nClear, 21 °C.<|im_end|>",
     ],
     ("nemotron3", "tools", "text_and_call"): ["Let me check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n</function>\n</tool_call>\n<|im_end|>", "Clear.<|im_end|>"],
+    # Nemotron 3 Ultra: "</think>" right after the reasoning, the text right after it.
+    ("nemotron3-ultra", "reasoning", "history"): ["4<|im_end|>", "3 plus 3 makes 6.</think>6<|im_end|>"],
+    ("nemotron3-ultra", "reasoning", "with_call"): [
+        "I should look it up.</think>\n<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n</function>\n</tool_call>\n<|im_end|>",
+        "The tool says clear.</think>Clear, 21 °C.<|im_end|>",
+    ],
     ("nemotron3", "parallel", "call_only"): [
         "\n<tool_call>\n<function=get_time>\n<parameter=zone>\nEurope/Oslo\n</parameter>\n</function>\n</tool_call>"
         "\n<tool_call>\n<function=get_time>\n<parameter=zone>\nAmerica/Lima\n</parameter>\n</function>\n</tool_call>\n<|im_end|>"
@@ -808,12 +821,14 @@ def _lfm25_generated(turn, shown: bool) -> str:
     return think + turn.content + calls + "<|im_end|>"
 
 
-def _nemotron_generated(turn, history: bool) -> str:
+def _nemotron_generated(turn, history: bool, ultra: bool = False) -> str:
     """Nemotron 3: "<think>\\n" reasoning "\\n</think>\\n" + text when the turn has reasoning, else
     "<think></think>" + text; trimmed (with calls: "\\n" and the calls after it); a turn before the last
     user message keeps "<think></think>" + its text; the model writes what follows the prompt's
-    "<think>\\n" or "<think></think>"."""
-    full = ("<think>\n" + turn.reasoning + "\n</think>\n" if turn.reasoning and turn.reasoning.strip() else "<think></think>") + turn.content
+    "<think>\\n" or "<think></think>". Ultra: "</think>" right after the reasoning, no newline after it,
+    and a past call turn's text untrimmed."""
+    closing = "</think>" if ultra else "\n</think>\n"
+    full = ("<think>\n" + turn.reasoning + closing if turn.reasoning and turn.reasoning.strip() else "<think></think>") + turn.content
     if history:
         full = "<think></think>" + full.split("</think>")[-1]
     if turn.tool_calls:
@@ -822,7 +837,8 @@ def _nemotron_generated(turn, history: bool) -> str:
             f"<tool_call>\n<function={c['function']['name']}>\n" + "".join(f"<parameter={k}>\n{value(v)}\n</parameter>\n" for k, v in c["function"]["arguments"].items()) + "</function>\n</tool_call>\n"
             for c in turn.tool_calls
         )
-        text = ("<think></think>" + full.split("</think>")[-1].strip() if history else full.strip()) + "\n" + calls
+        past = full.split("</think>")[-1]
+        text = ("<think></think>" + (past if ultra else past.strip()) if history else full.strip()) + "\n" + calls
     else:
         text = full.strip()
     opened = next((p for p in ("<think>\n", "<think></think>") if text.startswith(p)), "")
@@ -842,7 +858,12 @@ def test_lfm_supervised_runs_on_generated_conversations(trl_tokenizers, name):
         row = build_one(builder, example)
         assert isinstance(row, Row), row
         last_user = max(n for n, t in enumerate(example.turns) if t.role == "user")
-        generated = {"lfm2": lambda t, n: _lfm2_generated(t), "lfm2.5": lambda t, n: _lfm25_generated(t, shown=n > last_user), "nemotron3": lambda t, n: _nemotron_generated(t, history=n < last_user)}[name]
+        generated = {
+            "lfm2": lambda t, n: _lfm2_generated(t),
+            "lfm2.5": lambda t, n: _lfm25_generated(t, shown=n > last_user),
+            "nemotron3": lambda t, n: _nemotron_generated(t, history=n < last_user),
+            "nemotron3-ultra": lambda t, n: _nemotron_generated(t, history=n < last_user, ultra=True),
+        }[name]
         expected = [generated(t, n) for n, t in enumerate(example.turns) if t.role == "assistant"]
         decoded = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
         assert decoded == [normalized(tokenizer, e) for e in expected]
