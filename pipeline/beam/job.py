@@ -29,7 +29,7 @@ import masked_shards
 from masked_shards.beam.preflight import preflight, translation_template
 from masked_shards.beam.transforms import DROPPED, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.collector import data_flows, job_scope
-from masked_shards.beam.outputs import MANIFEST, check_output, clear_leftovers, hold_output, promote, staging
+from masked_shards.beam.outputs import MANIFEST, check_output, hold_output, promote, recover, staging
 from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.read.compression import DamagedInput
 from masked_shards.read.hub import check_dataset, looks_like_path
@@ -401,7 +401,7 @@ def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[
             job = replace(job, progress=scratch)
         with hold_output(config.output):
             check_output(config.output, config.overwrite)  # again: a run may have finished there since plan()
-            clear_leftovers(config.output)
+            recover(config.output)
             staged = replace(job, config=replace(config, output=staging(config.output)))
             with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
                 build(pipe, staged)
