@@ -21,12 +21,12 @@ them instead.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import posixpath
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,7 +36,7 @@ from apache_beam.io.filesystems import FileSystems
 from masked_shards.beam.transforms import DROPPED, REJECTED, create_file
 from masked_shards.config import ConfigError
 from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN
-from masked_shards.write.lock import LOCK, RENEW_SECONDS, Holder, held_sentence, is_stale, new_holder
+from masked_shards.write.lock import LOCK, RENEW_SECONDS, GcsLock, Holder, LocalLock, LockStore, held_sentence, is_stale, new_holder
 from masked_shards.write.replacing import JOURNAL, journal_json, read_journal, remaining_steps
 from masked_shards.write.runs import RUNS
 from masked_shards.write.shards import MANIFEST, SMOKE_TEST_JSON, SPLITS
@@ -181,14 +181,56 @@ def _read(path: str) -> bytes | None:
 
 def lock_holder(output: str) -> Holder | None:
     """The holder `output/_lock.json` names; None when there is no lock."""
+    data = lock_store(output).read()
+    if data is None:
+        return None
+    return Holder.from_json(data) or Holder("unreadable", "", -1, 0.0, 0.0)
+
+
+def lock_store(output: str) -> LockStore:
+    """Where `output`'s lock is kept, atomically where the filesystem allows (write/lock.py): a
+    local disk, and gs:// when google-cloud-storage is installed; else written and read back."""
     path = FileSystems.join(output, LOCK)
-    if not FileSystems.exists(path):
-        return None
-    try:
-        with FileSystems.open(path) as handle:
-            return Holder.from_json(handle.read()) or Holder("unreadable", "", -1, 0.0, 0.0)
-    except Exception:  # noqa: BLE001 - deleted between the two calls: released
-        return None
+    if "://" not in output:
+        return LocalLock(path)
+    if output.startswith("gs://") and importlib.util.find_spec("google.cloud.storage") is not None:
+        return GcsLock(path)
+    return BeamLock(path)
+
+
+class BeamLock:
+    """The lock on any filesystem Beam reads and writes, without a create-if-absent: written where
+    none is, then read back (best effort, write/lock.py). An upload appears whole on an object
+    store, so no reader sees a torn lock."""
+
+    atomic = False
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def read(self) -> bytes | None:
+        return _read(self._path)
+
+    def create(self, data: bytes) -> bool:
+        if FileSystems.exists(self._path):
+            return False
+        self._write(data)
+        return self.read() == data
+
+    def renew(self, data: bytes) -> bool:
+        self._write(data)
+        return True
+
+    def remove(self, seen: bytes) -> None:
+        if self.read() == seen:
+            try:
+                FileSystems.delete([self._path])
+            except BeamIOError:  # deleted since we read it
+                pass
+
+    def _write(self, data: bytes) -> None:
+        with FileSystems.create(self._path) as handle:
+            handle.write(data)
 
 
 _held: dict[str, int] = {}  # outputs this process holds, with how many `hold_output`s are open on each
@@ -218,26 +260,24 @@ def hold_output(output: str) -> Iterator[None]:
 
 
 class _OutputLock:
-    """`output/_lock.json`, taken atomically where the filesystem allows: on a local disk by
-    hard-linking a complete file to the lock's name (fails if the name exists, so exactly one
-    run wins); on an object store by writing it where none is and reading it back, which keeps
-    apart runs that start more than a moment apart (Beam's filesystems offer no create-if-absent)."""
+    """`output/_lock.json`, taken through its store (`lock_store`), renewed by a thread while held."""
 
     def __init__(self, output: str) -> None:
-        self._output, self._path = output, FileSystems.join(output, LOCK)
+        self._output, self._store = output, lock_store(output)
         self._holder: Holder | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def acquire(self) -> None:
         for _ in range(3):
-            found = lock_holder(self._output)
-            if found is not None:
-                if not is_stale(found, time.time()):
+            data = self._store.read()
+            if data is not None:
+                found = Holder.from_json(data)
+                if found is not None and not is_stale(found, time.time()):
                     raise ConfigError(held_sentence(self._output, found))
-                self._remove(found)
+                self._store.remove(data)
             holder = new_holder(time.time())
-            if self._create(holder):
+            if self._store.create(holder.to_json()):
                 self._holder = holder
                 self._renewer = threading.Thread(target=self._renew, name="masked-shards-lease", daemon=True)
                 self._renewer.start()
@@ -248,65 +288,12 @@ class _OutputLock:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        found = lock_holder(self._output)
-        if found is not None and self._holder is not None and found.run == self._holder.run:
-            FileSystems.delete([self._path])
-
-    def _create(self, holder: Holder) -> bool:
-        if "://" not in self._output:
-            os.makedirs(self._output, exist_ok=True)
-            draft = f"{self._path}.{holder.run}.new"
-            with open(draft, "wb") as handle:
-                handle.write(holder.to_json())
-            try:
-                os.link(draft, self._path)
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(draft)
-            return True
-        if FileSystems.exists(self._path):
-            return False
-        self._write(holder)
-        found = lock_holder(self._output)
-        return found is not None and found.run == holder.run
-
-    def _remove(self, stale: Holder) -> None:
-        """Take a stale lock away; on a disk by renaming it first, so of two runs that both found
-        it stale only one removes it (the other's rename fails) and neither removes a new lock."""
-        if "://" not in self._output:
-            aside = f"{self._path}.{uuid.uuid4().hex}.stale"
-            try:
-                os.rename(self._path, aside)
-            except FileNotFoundError:
-                return
-            with open(aside, "rb") as handle:
-                taken = Holder.from_json(handle.read())
-            if taken is not None and taken.run != stale.run:  # a live lock made since we looked: put it back
-                try:
-                    os.link(aside, self._path)
-                except FileExistsError:
-                    pass
-            os.unlink(aside)
-        else:
-            FileSystems.delete([self._path])
-
-    def _write(self, holder: Holder) -> None:
-        """A renewal: whole or not at all, so no reader ever sees a torn lock (and takes it for
-        stale). A local file is replaced by rename; an object store's upload appears complete."""
-        if "://" not in self._output:
-            draft = f"{self._path}.{holder.run}.new"
-            with open(draft, "wb") as handle:
-                handle.write(holder.to_json())
-            os.replace(draft, self._path)
-            return
-        with FileSystems.create(self._path) as handle:
-            handle.write(holder.to_json())
+        if self._holder is not None:
+            self._store.remove(self._holder.to_json())
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
-            found = lock_holder(self._output)
-            if found is None or found.run != self._holder.run:
+            renewed = self._holder.renewed(time.time())
+            if self._store.read() != self._holder.to_json() or not self._store.renew(renewed.to_json()):
                 return  # taken from us (our lease ran out): the next check_output of that run says so
-            self._holder = self._holder.renewed(time.time())
-            self._write(self._holder)
+            self._holder = renewed
