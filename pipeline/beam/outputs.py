@@ -134,13 +134,16 @@ def finish_replacing(output: str) -> bool:
     staged = set(output_files(staging(output)))
     present = [n for n in output_files(output) if is_ours(n) and not n.startswith((STAGING + "/", LOCK, JOURNAL))]
     steps = remaining_steps(files, staged, present)
-    for name in steps.delete:  # one by one, the manifest first
-        _delete(output, [name])
+    # The manifest is deleted alone and first, moved alone and last; the rest go in batches (an
+    # object store copies and deletes a batch in parallel), which a kill may stop anywhere.
+    for names in ([n for n in steps.delete if n == MANIFEST], [n for n in steps.delete if n != MANIFEST]):
+        _delete(output, names)
     if "://" not in output:  # Beam's local rename needs the folders; object stores have none
         for folder in {posixpath.dirname(n) for n in steps.move} - {""}:
             os.makedirs(os.path.join(output, folder), exist_ok=True)
-    for name in steps.move:  # one by one, the manifest last
-        FileSystems.rename([FileSystems.join(staging(output), name)], [FileSystems.join(output, name)])
+    for names in ([n for n in steps.move if n != MANIFEST], [n for n in steps.move if n == MANIFEST]):
+        if names:
+            FileSystems.rename([FileSystems.join(staging(output), n) for n in names], [FileSystems.join(output, n) for n in names])
     _delete(output, [JOURNAL])
     return True
 
