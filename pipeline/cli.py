@@ -225,10 +225,17 @@ def _on_directory(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from masked_shards.check.folder import RunFolder
         from masked_shards.check.validation import validate_directory, validation_text
+        from masked_shards.write.replacing import JOURNAL
 
         fs = _filesystem_for(args.directory)
-        if not RunFolder.at(args.directory, fs).is_folder():
+        folder = RunFolder.at(args.directory, fs)
+        if not folder.is_folder():
             raise ConfigError(f"{args.directory} is not a folder")
+        if folder.is_file(JOURNAL):  # a run was killed while swapping its files in: finish that first
+            from masked_shards.beam.outputs import finish_interrupted
+
+            if finish_interrupted(args.directory):
+                print(f"masked-shards: completed the replacement a killed run left half done in {args.directory}; its new run is now in place", file=sys.stderr)
         result = validate_directory(args.directory, fs=fs, bare=args.bare)
         print(validation_text(result), end="")
         return 0 if result.ok else EXIT_FAILED

@@ -10,6 +10,7 @@ A run that fails anywhere before that leaves no manifest, and so does a run that
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -21,21 +22,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions, WorkerOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 import masked_shards
 from masked_shards.beam.preflight import preflight, translation_template
-from masked_shards.beam.transforms import DROPPED, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.beam.transforms import DROPPED, CountByFile, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.collector import data_flows, job_scope
-from masked_shards.beam.outputs import MANIFEST, check_output, clear_leftovers, hold_output, promote, staging
+from masked_shards.beam.outputs import MANIFEST, check_output, hold_output, promote, recover, staging
 from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.read.compression import DamagedInput
 from masked_shards.read.hub import check_dataset, looks_like_path
 from masked_shards.read.sources import HF_PREFIX, InputFile, RawRecord, count_lines, parse_hf_spec, read_records
 from masked_shards.read.formats import ParseOptions, detect_format
-from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, reconcile, report_files
+from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN, Coverage, gate_limits, merge_pieces, reconcile, report_files
 from masked_shards.report.html import example_views, with_smoke_test
 from masked_shards.report.tables import report_markdown
 from masked_shards.build.masking import IGNORE_INDEX, describe_training
@@ -173,8 +175,9 @@ class FinalizeFn(beam.DoFn):
     def __init__(self, plan: JobPlan) -> None:
         self._plan = plan
 
-    def process(self, _: object, shards: list[dict], runs: list[dict], record_files: list[dict], coverage: Coverage, read: int) -> Iterator[dict]:
+    def process(self, _: object, shards: list[dict], runs: list[dict], record_files: list[dict], coverage: Coverage, read: int, by_file: list[str]) -> Iterator[dict]:
         config, output = self._plan.config, self._plan.config.output
+        by_file_entry = _merge_by_file(output, by_file)  # before the pieces under _runs/ go with the rest
         # Every shard is written: the sorted runs they were merged from, and the packing windows'
         # spilled rows (both under _runs/), are spent.
         spent = {run["path"] for run in runs} | {m.path for m in FileSystems.match([FileSystems.join(output, RUNS, "*")])[0].metadata_list}
@@ -188,12 +191,11 @@ class FinalizeFn(beam.DoFn):
             "template": {"name": self._plan.template.name, "sha256": sha256(self._plan.template.source.encode("utf-8")), "matched_tokenizer_template_sha256": self._plan.template.matched_sha256},
         }
         splits = SPLITS if config.validation_fraction else SPLITS[:1]
-        sources = {unit.name: unit.source for unit in self._plan.files}
-        report = coverage.report(read, sum(s["rows"] for s in shards), sources=sources, splits=splits, run=identity, gates=gate_limits(config))
+        report = coverage.report(read, sum(s["rows"] for s in shards), sources=_sources(self._plan), splits=splits, run=identity, gates=gate_limits(config))
         if config.limit is not None:  # a quick look (--limit): say so wherever the counts are read
             report["limit"] = config.limit
         problem = reconcile(report)
-        reports = report_files(report, [] if problem else _first_rows(output, shards, config)) | {REPORT_BY_FILE: b"".join(coverage.by_file(sources))}
+        reports = report_files(report, [] if problem else _first_rows(output, shards, config))
         for name, content in reports.items():
             _write(output, name, content)
         if problem:
@@ -218,13 +220,34 @@ class FinalizeFn(beam.DoFn):
             "shards": sorted(shards, key=lambda s: s["path"]),
             "record_files": sorted(record_files, key=lambda s: s["path"]),
             **({"dataset_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(layout.items())]} if layout else {}),
-            "report_files": [{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in sorted(reports.items())],
+            "report_files": sorted([{"path": name, "bytes": len(content), "sha256": sha256(content)} for name, content in reports.items()] + [by_file_entry], key=lambda entry: entry["path"]),
             "counts": manifest_counts(report, REPORT_JSON),
         }
         temporary = FileSystems.join(output, MANIFEST + ".partial")
         _write(output, MANIFEST + ".partial", manifest_json(manifest))
         FileSystems.rename([temporary], [FileSystems.join(output, MANIFEST)])
         yield report
+
+
+def _sources(plan: JobPlan) -> dict[str, str]:
+    """Each input's id name -> the source it counts under (a glob's files: the glob)."""
+    return {unit.name: unit.source for unit in plan.files}
+
+
+def _merge_by_file(output: str, pieces: list[str]) -> dict[str, object]:
+    """REPORT_BY_FILE from its sorted pieces (CountByFile), streamed line by line; its manifest entry."""
+    handles = [FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) for path in pieces]
+    digest, size = hashlib.sha256(), 0
+    try:
+        with create_file(FileSystems.join(output, REPORT_BY_FILE)) as sink:
+            for line in merge_pieces([iter(handle.readline, b"") for handle in handles]):
+                sink.write(line)
+                digest.update(line)
+                size += len(line)
+    finally:
+        for handle in handles:
+            handle.close()
+    return {"path": REPORT_BY_FILE, "bytes": size, "sha256": digest.hexdigest()}
 
 
 def _first_rows(output: str, shards: list[dict], config: PipelineConfig) -> list[tuple[str, str]]:
@@ -294,6 +317,7 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
         | "RecordFiles" >> beam.Flatten()
     )
     coverage = (tokenized["rows"], rejected, tokenized["dropped"], read["blank_lines"], *sampled_out, *reshaped) | "ReportCoverage" >> ReportCoverage()
+    by_file = (tokenized["rows"], rejected, tokenized["dropped"]) | "CountByFile" >> CountByFile(config.output, _sources(plan))
     return (
         pipe
         | "Once" >> beam.Create([None])
@@ -305,6 +329,7 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
             record_files=beam.pvalue.AsList(record_files),
             coverage=beam.pvalue.AsSingleton(coverage),
             read=beam.pvalue.AsSingleton(read["read"]),
+            by_file=beam.pvalue.AsList(by_file),
         )
     )
 
@@ -401,7 +426,7 @@ def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[
             job = replace(job, progress=scratch)
         with hold_output(config.output):
             check_output(config.output, config.overwrite)  # again: a run may have finished there since plan()
-            clear_leftovers(config.output)
+            recover(config.output)
             staged = replace(job, config=replace(config, output=staging(config.output)))
             with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
                 build(pipe, staged)

@@ -3,14 +3,16 @@ replaces the last one without a moment in which neither is whole.
 
     out/_lock.json         the holder's lease while a run writes (write/lock.py)
     out/_staging/...       the run being written: data/, record files, reports, its manifest
-    out/manifest.json ...  the last finished run, untouched until its successor's manifest exists
+    out/_replacing.json    while a finished run replaces the previous one (write/replacing.py)
+    out/manifest.json ...  the last finished run, untouched until its successor is complete
 
 A run writes everything under `_staging/` (outside `data/`, so `load_dataset(data_dir=out/data)`
-and `validate` see only the finished run). Once its manifest is written there, `promote` deletes
-the old manifest, then the old run's other files, moves the staged files into place and the
-manifest last. A run killed before that leaves the previous result byte for byte as it was, plus
-`_staging/` leftovers that the next run deletes; a run killed inside `promote` (a handful of
-renames) leaves no manifest, which the next run and `validate` name as an unfinished run.
+and `validate` see only the finished run). Once its manifest is written there, `promote` writes
+the journal `_replacing.json` (the commit point), deletes the old run's files, moves the staged
+ones in, the manifest last, and deletes the journal. A run killed before the journal exists
+leaves the previous result byte for byte, plus `_staging/` leftovers that the next run deletes;
+one killed after it leaves a journal from which the next run, or `validate`, finishes the
+replacement (`recover`): the new run is then in place, complete.
 
 The output is a prefix on every filesystem: an object store such as gs:// has objects and no
 folders, so `exists(output)` is false there however many objects lie under `output/`; we list
@@ -19,25 +21,26 @@ them instead.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import posixpath
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from masked_shards.beam.transforms import DROPPED, REJECTED
+from masked_shards.beam.transforms import DROPPED, REJECTED, create_file
 from masked_shards.config import ConfigError
 from masked_shards.report.label_coverage import REPORT_BY_FILE, REPORT_HTML, REPORT_JSON, REPORT_MARKDOWN
-from masked_shards.write.lock import LOCK, RENEW_SECONDS, Holder, held_sentence, is_stale, new_holder
+from masked_shards.write.lock import LOCK, RENEW_SECONDS, GcsLock, Holder, LocalLock, LockStore, held_sentence, is_stale, new_holder
+from masked_shards.write.replacing import JOURNAL, journal_json, read_journal, remaining_steps
 from masked_shards.write.runs import RUNS
-from masked_shards.write.shards import SMOKE_TEST_JSON, SPLITS
+from masked_shards.write.shards import MANIFEST, SMOKE_TEST_JSON, SPLITS
 
-MANIFEST = "manifest.json"
 STAGING = "_staging"
 OLD_REPORTS = ("coverage_report.txt", "coverage_report.png")  # what earlier versions wrote: still ours to --overwrite
 
@@ -48,7 +51,7 @@ _OUR_NAMES = re.compile(
         + [re.escape(SMOKE_TEST_JSON)]  # written after the job by the smoke-test stage (smoke_test.py)
         + [rf"data/(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}\.parquet", rf"{RUNS}/[^/]+\.parquet"]
         + [rf"data/(?:{'|'.join(SPLITS)})/(?:data-\d{{5,}}-of-\d{{5,}}\.arrow|dataset_info\.json|state\.json)", r"data/dataset_dict\.json"]  # --output-format arrow
-        + [rf"{re.escape(LOCK)}(?:\.[0-9a-f]+\.(?:new|stale))?", rf"{STAGING}/.+"]
+        + [rf"{re.escape(LOCK)}(?:\.[0-9a-f]+\.(?:new|stale))?", rf"{STAGING}/.+", re.escape(JOURNAL)]
     )
 )
 
@@ -86,7 +89,7 @@ def check_output(output: str, overwrite: bool) -> None:
         raise ConfigError(held_sentence(output, holder))
     found = [name for name in output_files(output) if not (ours and name == LOCK)]
     if found and not overwrite:
-        if MANIFEST not in found:
+        if MANIFEST not in found and JOURNAL not in found:  # a journal: a finished run, half swapped in
             raise ConfigError(f"--output {output} holds an unfinished run (no manifest.json: it was stopped, or failed); pass --overwrite to replace it")
         raise ConfigError(f"--output {output} is not empty; pass --overwrite to replace it")
     foreign = [name for name in found if not is_ours(name)]
@@ -95,10 +98,12 @@ def check_output(output: str, overwrite: bool) -> None:
         raise ConfigError(f"--output {output} holds {foreign[0]}{more}, which masked-shards did not write and --overwrite does not delete; move it or choose another --output")
 
 
-def clear_leftovers(output: str) -> None:
-    """Delete what killed runs left outside the finished run: staged files, sorted runs of older
-    versions, a manifest's temporary name. Called by the holder only."""
-    _delete(output, [n for n in output_files(output) if n.startswith((STAGING + "/", RUNS + "/")) or n == MANIFEST + ".partial"])
+def recover(output: str) -> None:
+    """Settle what killed runs left, before a run writes (holder only): finish an interrupted
+    replacement (the journal's run goes in place), else delete the staged files of a run that
+    never finished, sorted runs of older versions and a manifest's temporary name."""
+    if not finish_replacing(output):
+        _delete(output, [n for n in output_files(output) if n.startswith((STAGING + "/", RUNS + "/")) or n in (MANIFEST + ".partial", JOURNAL)])
     for folder in (staging(output), FileSystems.join(output, RUNS)):
         if FileSystems.exists(folder):  # a local folder (object stores have none)
             FileSystems.delete([folder])
@@ -109,27 +114,54 @@ def promote(output: str) -> bool:
     nothing, when the staged run has no manifest (it wrote no row) and a finished run is there:
     a failed run never replaces a good one."""
     staged = output_files(staging(output))
-    old = [n for n in output_files(output) if is_ours(n) and not n.startswith((STAGING + "/", LOCK))]
-    if MANIFEST not in staged and MANIFEST in old:
+    if MANIFEST not in staged and FileSystems.exists(FileSystems.join(output, MANIFEST)):
         return False
-    _delete(output, [n for n in old if n.startswith(MANIFEST)])  # first: no manifest ever names a deleted shard
-    _delete(output, [n for n in old if not n.startswith(MANIFEST)])
-    moved = [n for n in staged if n != MANIFEST]
+    with create_file(FileSystems.join(output, JOURNAL)) as handle:  # the commit point
+        handle.write(journal_json(staged))
+    finish_replacing(output)
+    recover(output)
+    return True
+
+
+def finish_replacing(output: str) -> bool:
+    """Redo what is left of a replacement that the journal says began (write/replacing.py):
+    delete the old run's files, move the staged ones in, the manifest last, delete the journal.
+    False when there is no journal, or a torn one (no replacement began: nothing to redo)."""
+    journal = _read(FileSystems.join(output, JOURNAL))
+    files = read_journal(journal) if journal is not None else None
+    if files is None:
+        return False
+    staged = set(output_files(staging(output)))
+    present = [n for n in output_files(output) if is_ours(n) and not n.startswith((STAGING + "/", LOCK, JOURNAL))]
+    steps = remaining_steps(files, staged, present)
+    # The manifest is deleted alone and first, moved alone and last; the rest go in batches (an
+    # object store copies and deletes a batch in parallel), which a kill may stop anywhere.
+    for names in ([n for n in steps.delete if n == MANIFEST], [n for n in steps.delete if n != MANIFEST]):
+        _delete(output, names)
     if "://" not in output:  # Beam's local rename needs the folders; object stores have none
-        for folder in {posixpath.dirname(n) for n in moved} - {""}:
+        for folder in {posixpath.dirname(n) for n in steps.move} - {""}:
             os.makedirs(os.path.join(output, folder), exist_ok=True)
-    for names in (moved, [MANIFEST] if MANIFEST in staged else []):  # the manifest last
+    for names in ([n for n in steps.move if n != MANIFEST], [n for n in steps.move if n == MANIFEST]):
         if names:
             FileSystems.rename([FileSystems.join(staging(output), n) for n in names], [FileSystems.join(output, n) for n in names])
-    clear_leftovers(output)
+    _delete(output, [JOURNAL])
     return True
 
 
 def left_behind(output: str) -> str:
     """What an interrupted run leaves, in words, for the line printed when it stops."""
+    if FileSystems.exists(FileSystems.join(output, JOURNAL)):
+        return f"its finished run was replacing the previous one in {output}; the next run there, or `masked-shards validate {output}`, completes the replacement"
     if FileSystems.exists(FileSystems.join(output, MANIFEST)):
         return f"the previous run in {output} is as it was; the next run there deletes the unfinished files in {staging(output)}"
     return f"{output} holds an unfinished run (no manifest.json), which the next run with --overwrite replaces"
+
+
+def finish_interrupted(output: str) -> bool:
+    """For `validate`: holding the output, complete a replacement a killed run left half done;
+    whether there was one. ConfigError (naming the holder) if a live run holds the output."""
+    with hold_output(output):
+        return finish_replacing(output)
 
 
 def _delete(output: str, names: list[str]) -> None:
@@ -141,16 +173,67 @@ def _prefix(output: str) -> str:
     return FileSystems.join(output, "")
 
 
+def _read(path: str) -> bytes | None:
+    """An object's bytes; None if there is none."""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            return handle.read()
+    except (BeamIOError, FileNotFoundError):
+        return None
+
+
 def lock_holder(output: str) -> Holder | None:
     """The holder `output/_lock.json` names; None when there is no lock."""
+    data = lock_store(output).read()
+    if data is None:
+        return None
+    return Holder.from_json(data) or Holder("unreadable", "", -1, 0.0, 0.0)
+
+
+def lock_store(output: str) -> LockStore:
+    """Where `output`'s lock is kept, atomically where the filesystem allows (write/lock.py): a
+    local disk, and gs:// when google-cloud-storage is installed; else written and read back."""
     path = FileSystems.join(output, LOCK)
-    if not FileSystems.exists(path):
-        return None
-    try:
-        with FileSystems.open(path) as handle:
-            return Holder.from_json(handle.read()) or Holder("unreadable", "", -1, 0.0, 0.0)
-    except Exception:  # noqa: BLE001 - deleted between the two calls: released
-        return None
+    if "://" not in output:
+        return LocalLock(path)
+    if output.startswith("gs://") and importlib.util.find_spec("google.cloud.storage") is not None:
+        return GcsLock(path)
+    return BeamLock(path)
+
+
+class BeamLock:
+    """The lock on any filesystem Beam reads and writes, without a create-if-absent: written where
+    none is, then read back (best effort, write/lock.py). An upload appears whole on an object
+    store, so no reader sees a torn lock."""
+
+    atomic = False
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def read(self) -> bytes | None:
+        return _read(self._path)
+
+    def create(self, data: bytes) -> bool:
+        if FileSystems.exists(self._path):
+            return False
+        self._write(data)
+        return self.read() == data
+
+    def renew(self, data: bytes) -> bool:
+        self._write(data)
+        return True
+
+    def remove(self, seen: bytes) -> None:
+        if self.read() == seen:
+            try:
+                FileSystems.delete([self._path])
+            except BeamIOError:  # deleted since we read it
+                pass
+
+    def _write(self, data: bytes) -> None:
+        with FileSystems.create(self._path) as handle:
+            handle.write(data)
 
 
 _held: dict[str, int] = {}  # outputs this process holds, with how many `hold_output`s are open on each
@@ -180,26 +263,24 @@ def hold_output(output: str) -> Iterator[None]:
 
 
 class _OutputLock:
-    """`output/_lock.json`, taken atomically where the filesystem allows: on a local disk by
-    hard-linking a complete file to the lock's name (fails if the name exists, so exactly one
-    run wins); on an object store by writing it where none is and reading it back, which keeps
-    apart runs that start more than a moment apart (Beam's filesystems offer no create-if-absent)."""
+    """`output/_lock.json`, taken through its store (`lock_store`), renewed by a thread while held."""
 
     def __init__(self, output: str) -> None:
-        self._output, self._path = output, FileSystems.join(output, LOCK)
+        self._output, self._store = output, lock_store(output)
         self._holder: Holder | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def acquire(self) -> None:
         for _ in range(3):
-            found = lock_holder(self._output)
-            if found is not None:
-                if not is_stale(found, time.time()):
+            data = self._store.read()
+            if data is not None:
+                found = Holder.from_json(data)
+                if found is not None and not is_stale(found, time.time()):
                     raise ConfigError(held_sentence(self._output, found))
-                self._remove(found)
+                self._store.remove(data)
             holder = new_holder(time.time())
-            if self._create(holder):
+            if self._store.create(holder.to_json()):
                 self._holder = holder
                 self._renewer = threading.Thread(target=self._renew, name="masked-shards-lease", daemon=True)
                 self._renewer.start()
@@ -210,65 +291,12 @@ class _OutputLock:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        found = lock_holder(self._output)
-        if found is not None and self._holder is not None and found.run == self._holder.run:
-            FileSystems.delete([self._path])
-
-    def _create(self, holder: Holder) -> bool:
-        if "://" not in self._output:
-            os.makedirs(self._output, exist_ok=True)
-            draft = f"{self._path}.{holder.run}.new"
-            with open(draft, "wb") as handle:
-                handle.write(holder.to_json())
-            try:
-                os.link(draft, self._path)
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(draft)
-            return True
-        if FileSystems.exists(self._path):
-            return False
-        self._write(holder)
-        found = lock_holder(self._output)
-        return found is not None and found.run == holder.run
-
-    def _remove(self, stale: Holder) -> None:
-        """Take a stale lock away; on a disk by renaming it first, so of two runs that both found
-        it stale only one removes it (the other's rename fails) and neither removes a new lock."""
-        if "://" not in self._output:
-            aside = f"{self._path}.{uuid.uuid4().hex}.stale"
-            try:
-                os.rename(self._path, aside)
-            except FileNotFoundError:
-                return
-            with open(aside, "rb") as handle:
-                taken = Holder.from_json(handle.read())
-            if taken is not None and taken.run != stale.run:  # a live lock made since we looked: put it back
-                try:
-                    os.link(aside, self._path)
-                except FileExistsError:
-                    pass
-            os.unlink(aside)
-        else:
-            FileSystems.delete([self._path])
-
-    def _write(self, holder: Holder) -> None:
-        """A renewal: whole or not at all, so no reader ever sees a torn lock (and takes it for
-        stale). A local file is replaced by rename; an object store's upload appears complete."""
-        if "://" not in self._output:
-            draft = f"{self._path}.{holder.run}.new"
-            with open(draft, "wb") as handle:
-                handle.write(holder.to_json())
-            os.replace(draft, self._path)
-            return
-        with FileSystems.create(self._path) as handle:
-            handle.write(holder.to_json())
+        if self._holder is not None:
+            self._store.remove(self._holder.to_json())
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
-            found = lock_holder(self._output)
-            if found is None or found.run != self._holder.run:
+            renewed = self._holder.renewed(time.time())
+            if self._store.read() != self._holder.to_json() or not self._store.renew(renewed.to_json()):
                 return  # taken from us (our lease ran out): the next check_output of that run says so
-            self._holder = self._holder.renewed(time.time())
-            self._write(self._holder)
+            self._holder = renewed

@@ -35,7 +35,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from masked_shards.beam.collector import loaded
 from masked_shards.config import PipelineConfig
 from masked_shards.read.formats import ParseOptions, to_example
-from masked_shards.report.label_coverage import Coverage
+from masked_shards.report.label_coverage import PIECE_LINES, Coverage, add_file_counts, file_counts, file_line, one_file_count
 from masked_shards.read.mixing import is_kept, keep_rates
 from masked_shards.shape.packing import PackedBatch, pack_rows
 from masked_shards.beam.progress import tally
@@ -599,3 +599,50 @@ class ReportCoverage(beam.PTransform):
     def expand(self, outcomes: tuple[beam.PCollection, ...]) -> beam.PCollection:
         counted = [outcome | f"Count{n}" >> beam.CombineGlobally(CoverageFn()) for n, outcome in enumerate(outcomes)]
         return counted | "Outcomes" >> beam.Flatten() | "Combine" >> beam.CombineGlobally(CoverageFn())
+
+
+class CountByFile(beam.PTransform):
+    """Rows, rejected and dropped records -> the paths of sorted pieces of REPORT_BY_FILE under
+    `_runs/` (label_coverage.py: counted per file where they are made, summed per file by the
+    runner's shuffle, never all files in one process), for FinalizeFn to merge line by line."""
+
+    def __init__(self, output: str, sources: dict[str, str]) -> None:
+        super().__init__()
+        self._output, self._sources = output, sources
+
+    def expand(self, outcomes: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        rows, rejected, dropped = outcomes
+        counted = (
+            rows | "RowsByFile" >> beam.FlatMap(file_counts),
+            rejected | "RejectedByFile" >> beam.Map(one_file_count),
+            dropped | "DroppedByFile" >> beam.Map(one_file_count),
+        )
+        return counted | "AllByFile" >> beam.Flatten() | "SumByFile" >> beam.CombinePerKey(add_file_counts) | "WritePieces" >> beam.ParDo(WriteFilePiecesFn(self._output, self._sources))
+
+
+class WriteFilePiecesFn(beam.DoFn):
+    """Each file's summed counts -> its REPORT_BY_FILE line, gathered into pieces of at most
+    PIECE_LINES lines, each sorted by file and written under `_runs/`; yields each piece's path."""
+
+    def __init__(self, output: str, sources: dict[str, str]) -> None:
+        self._output, self._sources = output, sources
+
+    def start_bundle(self) -> None:
+        self._lines: list[tuple[str, bytes]] = []
+
+    def process(self, item: tuple[str, tuple[int, ...]]) -> Iterator[str]:
+        name, counts = item
+        self._lines.append((name, file_line(name, self._sources.get(name, name), counts)))
+        if len(self._lines) >= PIECE_LINES:
+            yield self._spill()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._lines:
+            yield WindowedValue(self._spill(), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _spill(self) -> str:
+        path = FileSystems.join(self._output, RUNS, f"by_file-{uuid.uuid4().hex}.jsonl")
+        with create_file(path) as handle:
+            handle.write(b"".join(line for _, line in sorted(self._lines)))
+        self._lines = []
+        return path

@@ -19,9 +19,10 @@ command line exits with, after the shards and the report are written.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -169,10 +170,6 @@ class Coverage:
     source_rows: Counter = field(default_factory=Counter)
     source_tokens: Counter = field(default_factory=Counter)
     source_supervised: Counter = field(default_factory=Counter)
-    file_rows: Counter = field(default_factory=Counter)  # input file (id name) -> rows; REPORT_BY_FILE
-    file_tokens: Counter = field(default_factory=Counter)
-    file_supervised: Counter = field(default_factory=Counter)
-    file_dropped: Counter = field(default_factory=Counter)
     blank_lines: int = 0  # skipped in line-based inputs: no records, but they shift ids (sources.py)
     truncated: int = 0
     split_at_boundaries: int = 0
@@ -190,7 +187,6 @@ class Coverage:
             self.detail.add(item)
         elif isinstance(item, Dropped):
             self.dropped[item.reason] += 1
-            self.file_dropped[item.example_id.rsplit(":", 1)[0]] += 1
             self.detail.add(item)
         elif isinstance(item, SampledOut):
             self.sampled_out[item.source] += 1
@@ -209,10 +205,8 @@ class Coverage:
         rows = batch.rows
         if not rows.num_rows:
             return
-        supervised = _per_row(rows.column("labels"), lambda labels: labels != IGNORE_INDEX)
-        real = _per_row(rows.column("attention_mask"), lambda mask: mask)
+        tokens, supervised, real = _row_tokens(batch)
         length = pc.list_value_length(rows.column("input_ids")).to_numpy()
-        tokens = real + (0 if batch.aligned else supervised)
         self.tokens += int(tokens.sum())
         self.supervised += int(supervised.sum())
         self.padding += int((length - real).sum())
@@ -223,10 +217,6 @@ class Coverage:
         self.source_rows.update(_sums(rows.column("source"), np.ones(rows.num_rows, dtype=np.int64)))
         self.source_tokens.update(_sums(rows.column("source"), tokens))
         self.source_supervised.update(_sums(rows.column("source"), supervised))
-        files = pc.replace_substring_regex(rows.column("example_id"), r":[0-9]+$", "")  # "dir/a.jsonl:17" -> "dir/a.jsonl"
-        self.file_rows.update(_sums(files, np.ones(rows.num_rows, dtype=np.int64)))
-        self.file_tokens.update(_sums(files, tokens))
-        self.file_supervised.update(_sums(files, supervised))
         self.detail.add_rows(rows, tokens, supervised)
 
     def merge(self, other: Coverage) -> Coverage:
@@ -238,10 +228,6 @@ class Coverage:
         self.source_rows += other.source_rows
         self.source_tokens += other.source_tokens
         self.source_supervised += other.source_supervised
-        self.file_rows += other.file_rows
-        self.file_tokens += other.file_tokens
-        self.file_supervised += other.file_supervised
-        self.file_dropped += other.file_dropped
         self.truncated += other.truncated
         self.split_at_boundaries += other.split_at_boundaries
         self.tokens += other.tokens
@@ -336,16 +322,6 @@ class Coverage:
             if (limit := (gates or {}).get(flag)) is not None
         ]
         return report
-
-    def by_file(self, sources: Mapping[str, str]) -> Iterator[bytes]:
-        """REPORT_BY_FILE, line by line in file order: what each input file gave. The report counts
-        per source (an --input, its glob's files together), so its size does not grow with the
-        number of files; this file does, and is read a line at a time."""
-        rejected = self.detail.rejected_at
-        for name in sorted(set(self.file_rows) | set(rejected) | set(self.file_dropped)):
-            counts = {"file": name, "source": sources.get(name, name), "rows": self.file_rows[name], "rejected": rejected[name], "dropped": self.file_dropped[name]}
-            counts |= {"tokens": self.file_tokens[name], "tokens_supervised": self.file_supervised[name]}
-            yield (json.dumps(counts, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
     def _by_source(self, sources: Mapping[str, str]) -> dict[str, dict[str, object]]:
         """Per source: records read (every record ends as a row, a rejection, a drop or a --mix
@@ -536,6 +512,59 @@ def gate_failure(report: Mapping[str, object]) -> str | None:
         side = "below" if gate["flag"].startswith("--min") else "above"
         parts.append(f"{what[key]} is {gate['value']}, {side} {gate['flag']} {gate['limit']}")
     return "quality gate failed: " + "; ".join(parts) + " (shards and report are written)"
+
+
+def _row_tokens(batch: RowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the tokens it costs a step, its supervised tokens, its real (unpadded) tokens
+    (Coverage.add_batch)."""
+    rows = batch.rows
+    supervised = _per_row(rows.column("labels"), lambda labels: labels != IGNORE_INDEX)
+    real = _per_row(rows.column("attention_mask"), lambda mask: mask)
+    return real + (0 if batch.aligned else supervised), supervised, real
+
+
+# REPORT_BY_FILE, streamed: what each input file gave, one line per file in file-name order.
+# The report counts per source (an --input, its glob's files together) so its size does not grow
+# with the number of files; this file does, so no process ever holds all its lines. Counts are
+# keyed by file as they are made (`file_counts`, `one_file_count`), summed per file by the runner
+# (`add_file_counts`), written as sorted pieces of at most PIECE_LINES lines each, and the pieces
+# merged into the file line by line (`merge_pieces`): the bytes depend on the counts alone.
+FILE_COUNTS = ("rows", "rejected", "dropped", "tokens", "tokens_supervised")
+PIECE_LINES = 10_000
+
+
+def file_counts(batch: RowBatch) -> list[tuple[str, tuple[int, ...]]]:
+    """A batch's rows counted per input file ("dir/a.jsonl:17" is a row of "dir/a.jsonl")."""
+    rows = batch.rows
+    if not rows.num_rows:
+        return []
+    tokens, supervised, _ = _row_tokens(batch)
+    files = pc.replace_substring_regex(rows.column("example_id"), r":[0-9]+$", "")
+    counted = _sums(files, np.ones(rows.num_rows, dtype=np.int64))
+    token_sums, supervised_sums = _sums(files, tokens), _sums(files, supervised)
+    return [(name, (count, 0, 0, token_sums[name], supervised_sums[name])) for name, count in counted.items()]
+
+
+def one_file_count(item: Rejected | Dropped) -> tuple[str, tuple[int, ...]]:
+    """A rejected record (named by its input's id name) or a dropped example, counted to its file."""
+    if isinstance(item, Rejected):
+        return item.source, (0, 1, 0, 0, 0)
+    return item.example_id.rsplit(":", 1)[0], (0, 0, 1, 0, 0)
+
+
+def add_file_counts(counts: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+    """One file's counts, summed field by field (Beam's CombinePerKey)."""
+    return tuple(map(sum, zip(*counts)))
+
+
+def file_line(name: str, source: str, counts: Sequence[int]) -> bytes:
+    """One line of REPORT_BY_FILE: {"dropped", "file", "rejected", "rows", "source", "tokens", "tokens_supervised"}."""
+    return (json.dumps({"file": name, "source": source, **dict(zip(FILE_COUNTS, counts))}, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+def merge_pieces(pieces: Sequence[Iterator[bytes]]) -> Iterator[bytes]:
+    """The lines of sorted pieces, merged in file-name order, one line of each piece in memory."""
+    return heapq.merge(*pieces, key=lambda line: json.loads(line)["file"])
 
 
 def _per_row(lists: pa.ListArray, count) -> np.ndarray:

@@ -14,6 +14,17 @@ A holder that died must not bar the output for ever, so a lock is *stale* when
     another machine goes stale LEASE_SECONDS after its holder stopped renewing.
 
 A stale lock is taken over; a live one refuses the run in one sentence naming its holder.
+
+Taking a lock must be a create-if-absent, so that of two runs starting together exactly one wins.
+Where it is kept decides how (`LockStore`; beam/outputs.py picks one per output):
+
+    a local disk      LocalLock: a complete file hard-linked to the lock's name (fails if it exists)   atomic
+    gs://             GcsLock: an upload on the condition that no generation exists (GCS's             atomic
+                      `ifGenerationMatch=0`); renewals, releases and take-overs are conditional on
+                      the generation last seen, so none touches a lock another run made since
+    any other store   written where none is, then read back (Beam's filesystems have no               best effort
+    (s3://, hdfs://,  create-if-absent): keeps apart runs that start more than a moment apart;
+    azfs://, ...)     two that look at the same instant can both believe they won
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
 LOCK = "_lock.json"
 LEASE_SECONDS = 300.0
@@ -86,3 +98,136 @@ def is_stale(holder: Holder | None, now: float, host: str | None = None, alive: 
 
 def held_sentence(output: str, holder: Holder) -> str:
     return f"--output {output} is being written by another run ({holder.describe()}); wait for it to end or choose another --output"
+
+
+class LockStore(Protocol):
+    """Where an output's lock is kept (module docstring). `atomic`: whether `create` is a true
+    create-if-absent. Every method takes and gives a lock's bytes (Holder.to_json)."""
+
+    atomic: bool
+
+    def read(self) -> bytes | None:
+        """The lock's bytes, None when there is no lock."""
+
+    def create(self, data: bytes) -> bool:
+        """Write the lock where there is none; False, writing nothing, when there is one."""
+
+    def renew(self, data: bytes) -> bool:
+        """Replace our own lock, whole; False when it is no longer the one we last wrote."""
+
+    def remove(self, seen: bytes) -> None:
+        """Delete the lock if it still holds `seen` (a stale one we read, or our own)."""
+
+
+class LocalLock:
+    """The lock as a file on this machine's disks."""
+
+    atomic = True
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def read(self) -> bytes | None:
+        try:
+            with open(self._path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    def create(self, data: bytes) -> bool:
+        """A complete draft hard-linked to the lock's name: the link fails if the name exists, so
+        exactly one run wins, and no reader ever sees a half-written lock."""
+        os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
+        draft = self._draft(data)
+        try:
+            os.link(draft, self._path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(draft)
+        return True
+
+    def renew(self, data: bytes) -> bool:
+        os.replace(self._draft(data), self._path)  # whole or not at all
+        return True
+
+    def remove(self, seen: bytes) -> None:
+        """Renamed aside first, so of two runs that both found it stale only one removes it (the
+        other's rename fails), and a lock made since we looked is put back."""
+        aside = f"{self._path}.{uuid.uuid4().hex}.stale"
+        try:
+            os.rename(self._path, aside)
+        except FileNotFoundError:
+            return
+        with open(aside, "rb") as handle:
+            taken = handle.read()
+        if taken != seen:
+            try:
+                os.link(aside, self._path)
+            except FileExistsError:
+                pass
+        os.unlink(aside)
+
+    def _draft(self, data: bytes) -> str:
+        draft = f"{self._path}.{uuid.uuid4().hex}.new"
+        with open(draft, "wb") as handle:
+            handle.write(data)
+        return draft
+
+
+class GcsLock:
+    """The lock as a GCS object, written and deleted on preconditions on its generation (GCS's
+    compare-and-set): `ifGenerationMatch=0` creates it only if absent; renewals and deletes name
+    the generation we last saw, so a lock another run made since is never overwritten or removed.
+    Needs google-cloud-storage (the `gcp` extra) and the credentials Beam's gs:// uses."""
+
+    atomic = True
+
+    def __init__(self, uri: str, client: object | None = None) -> None:
+        from google.cloud import storage
+
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        self._blob = (client or storage.Client()).bucket(bucket).blob(name)
+        self._generation: int | None = None  # of the lock as we last read or wrote it
+
+    def read(self) -> bytes | None:
+        """The lock's bytes and, remembered, their generation (a download conditional on the
+        generation just listed, so the two belong together)."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        while True:
+            try:
+                self._blob.reload()
+                data = self._blob.download_as_bytes(if_generation_match=self._blob.generation)
+            except NotFound:
+                return None
+            except PreconditionFailed:  # replaced between the two calls: look again
+                continue
+            self._generation = self._blob.generation
+            return data
+
+    def create(self, data: bytes) -> bool:
+        return self._upload(data, 0)
+
+    def renew(self, data: bytes) -> bool:
+        return self._generation is not None and self._upload(data, self._generation)
+
+    def remove(self, seen: bytes) -> None:
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        if self.read() != seen:
+            return
+        try:
+            self._blob.delete(if_generation_match=self._generation)
+        except (NotFound, PreconditionFailed):  # gone, or replaced since we read it: not ours to delete
+            pass
+
+    def _upload(self, data: bytes, generation: int) -> bool:
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            self._blob.upload_from_string(data, content_type="application/json", if_generation_match=generation)
+        except PreconditionFailed:
+            return False
+        self._generation = self._blob.generation
+        return True

@@ -98,6 +98,8 @@ def schema_description(schema: pa.Schema = SCHEMA) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
+MANIFEST = "manifest.json"  # written last: a folder with one holds a finished run
+
 # What a consumer checks shards against; everything else is in the report the manifest points to.
 MANIFEST_COUNTS = (
     "records_read", "rows_written", "rows_by_split", "tokens_total", "tokens_supervised", "tokens_padding",

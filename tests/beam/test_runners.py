@@ -139,11 +139,11 @@ def test_dataflow_dry_run_translates_the_whole_job(tmp_path):
 
     assert job.proto.type_ == dataflow.JobType.JOB_TYPE_BATCH  # every PCollection bounded: no streaming job
     steps = _top_level(job.proto_pipeline)
-    assert {"ReadExamples", "TokenizeExamples", "WriteShards", "WriteRejected", "WriteDropped", "ReportCoverage", "Finalize"} <= set(steps)
+    assert {"ReadExamples", "TokenizeExamples", "WriteShards", "WriteRejected", "WriteDropped", "ReportCoverage", "CountByFile", "Finalize"} <= set(steps)
     assert {env.urn for env in job.proto_pipeline.components.environments.values()} == {"beam:env:docker:v1"}
     finalize = beam_runner_api_pb2.ParDoPayload.FromString(steps["Finalize"].spec.payload)
     assert isinstance(pickler.loads(finalize.do_fn.payload)[0], FinalizeFn)  # what a worker unpickles
-    assert len(finalize.side_inputs) == 5  # shards, runs, record files, coverage, records read
+    assert len(finalize.side_inputs) == 6  # shards, runs, record files, coverage, records read, per-file count pieces
 
 
 def test_a_dry_run_from_the_command_line_reads_the_tokenizer_from_the_store_and_writes_nothing(capsys):

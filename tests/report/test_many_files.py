@@ -12,6 +12,7 @@ import pytest
 
 from conftest import write_jsonl
 from masked_shards.cli import main
+from masked_shards.report.label_coverage import file_line, merge_pieces
 from masked_shards.report.tables import TOP_SOURCES
 
 
@@ -72,3 +73,26 @@ def test_the_page_lists_the_top_sources_and_sums_the_rest(tmp_path):
     table = page[page.index("Records per source") :].split("\n\n")[2]
     assert len(re.findall(r"^\| part-", table, re.M)) == TOP_SOURCES
     assert "| 5 more sources | 10 | 10 | 0 |" in table
+
+
+def test_the_per_file_counts_are_merged_from_sorted_pieces_into_the_same_bytes(runs, tmp_path, monkeypatch):
+    """No process holds every file's line: each worker writes sorted pieces of at most
+    PIECE_LINES lines and the finalize step merges them line by line. Pieces of 7 lines (29 of
+    them for 200 files) give the same bytes as the one piece of the default size."""
+    import masked_shards.beam.transforms as transforms
+
+    monkeypatch.setattr(transforms, "PIECE_LINES", 7)
+    written = _run(tmp_path / "out", str(_corpus(tmp_path / "in", 200) / "*.jsonl"))
+    assert written["coverage_by_file.jsonl"] == runs[200]["coverage_by_file.jsonl"]
+    listed = [[e for e in json.loads(run["manifest.json"])["report_files"] if e["path"] == "coverage_by_file.jsonl"] for run in (written, runs[200])]
+    assert listed[0] == listed[1] and listed[0][0]["bytes"] == len(written["coverage_by_file.jsonl"])
+    assert not (tmp_path / "out" / "_runs").exists() and not (tmp_path / "out" / "_staging").exists()  # the pieces are deleted
+
+
+def test_merging_pieces_keeps_file_name_order():
+    names = ["b.jsonl", "a/z.jsonl", "é.jsonl", "a.jsonl", "Z.jsonl", "a b.jsonl", "日本.jsonl", "a-1.jsonl"]
+    lines = {name: file_line(name, "src", (1, 0, 0, 2, 1)) for name in names}
+    pieces = [sorted(names[i::3]) for i in range(3)]
+    merged = list(merge_pieces([iter([lines[name] for name in piece]) for piece in pieces]))
+    assert merged == [lines[name] for name in sorted(names)]
+    assert json.loads(merged[0]) == {"file": "Z.jsonl", "source": "src", "rows": 1, "rejected": 0, "dropped": 0, "tokens": 2, "tokens_supervised": 1}
