@@ -15,6 +15,8 @@ import json
 import os
 import posixpath
 import re
+import socket
+import time
 from typing import IO
 
 from masked_shards.bundled_templates import template_path
@@ -22,14 +24,17 @@ from masked_shards.build.templates import AUTO_TEMPLATE, TOKENIZER_TEMPLATE, Tem
 from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.read.sources import HF_PREFIX, InputFile, file_kind, parse_hf_spec, split_name
 from masked_shards.read.translation import translation_prompt
+from masked_shards.write.lock import LOCK, Holder, LocalLock, held_sentence, is_stale
 
 
 def preflight(config: PipelineConfig) -> list[InputFile]:
     """Every check that needs no tokenizer, no record and no Beam: the inputs exist and are of a
     kind we read, --mix names them, the template is one we know (all but `tokenizer` and `auto`,
     which depend on the tokenizer's own), the translation prompt renders, the language flags come
-    in pairs. Returns the input units, for the rest of the plan. (Whether the output is free is
-    the plan's to check, outputs.py: it reads the output's lock on any filesystem.)"""
+    in pairs, and a local output is not held by a live run. Returns the input units, for the rest
+    of the plan. (The rest of whether the output is free, and the lock on object stores, is the
+    plan's to check, outputs.py: it reads the output through Beam's filesystems.)"""
+    check_local_lock(config.output)
     files = expand_inputs(config.inputs, config.input_pairs)
     check_mix(files, config.mix)
     if config.template not in (TOKENIZER_TEMPLATE, AUTO_TEMPLATE):
@@ -41,6 +46,18 @@ def preflight(config: PipelineConfig) -> list[InputFile]:
         raise ConfigError("--source-lang and --target-lang must be given together")
     translation_template(config.translate_template)
     return files
+
+
+def check_local_lock(output: str) -> None:
+    """Refuse a local output that a live run holds, before Beam loads: a second run started
+    beside a long one learns it in a fraction of a second, not after the imports. A lock of this
+    very process (a job run twice in one process) is left to outputs.py, which knows it."""
+    if "://" in output:
+        return
+    data = LocalLock(os.path.join(output, LOCK)).read()
+    holder = None if data is None else Holder.from_json(data)
+    if holder is not None and not is_stale(holder, time.time()) and (holder.host, holder.pid) != (socket.gethostname(), os.getpid()):
+        raise ConfigError(held_sentence(output, holder))
 
 
 def translation_template(path: str | None) -> str:

@@ -1,17 +1,22 @@
 """Flag and config mistakes are answered before anything heavy loads: the command prints its one
 sentence having imported neither Beam nor transformers nor torch (Python's `-X importtime` lists
-every module a process imports), and the same checks agree with Beam's own file matching. (A
-taken output is checked after Beam loads: outputs.py reads the output's lock on any filesystem.)"""
+every module a process imports), and the same checks agree with Beam's own file matching. A local
+output that a live run holds is one of them; on an object store its lock is read after Beam
+loads (outputs.py)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from masked_shards.beam.preflight import match_files
+from masked_shards.write.lock import LEASE_SECONDS, Holder
 
 HEAVY = ("apache_beam", "transformers", "torch", "matplotlib", "datasets")
 
@@ -45,6 +50,17 @@ def test_a_config_mistake_is_one_sentence_before_any_heavy_import(tmp_path, chat
     status, stderr, imported = _command(tmp_path, "--input", str(chat), "--output", "out", *args)
     assert status == 2
     assert len(stderr) == 1 and stderr[0].startswith(sentence), stderr
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_a_local_output_held_by_a_live_run_is_refused_before_any_heavy_import(tmp_path, chat):
+    """The holder is this test's process: alive, on this machine, and not the command's own."""
+    (tmp_path / "out").mkdir()
+    now = time.time()
+    (tmp_path / "out" / "_lock.json").write_bytes(Holder("live", socket.gethostname(), os.getpid(), now, now + LEASE_SECONDS).to_json())
+    status, stderr, imported = _command(tmp_path, "--input", str(chat), "--output", "out", "--overwrite")
+    assert status == 2
+    assert len(stderr) == 1 and stderr[0].startswith(f"masked-shards: --output out is being written by another run (pid {os.getpid()} on "), stderr
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
 
 
