@@ -357,14 +357,20 @@ class Renderer:
     def _mark_owners(self, messages: list[dict], tools: list[dict] | None, count: int) -> list[int]:
         """The assistant message of each of `count` generation blocks, when there are more blocks
         than assistant messages (Gemma 4 writes a tool-call message's text in a second block after
-        the call's results): each block holds sentinels of exactly one assistant message."""
+        the call's results): each block holds sentinels of one assistant message, or none (a bare
+        `<turn|>` after results whose message has no text) and then goes on the one before."""
         marked, _, owners = _with_sentinels(messages)
         rendered = self._run(marked, False, tools)
         blocks = re.findall(f"{GEN_OPEN}([^{GEN_CLOSE}]*){GEN_CLOSE}", rendered)
-        found = [{owners[int(number)] for number in _SENTINEL.findall(block)} for block in blocks]
-        if len(found) != count or any(len(block) != 1 or messages[min(block)].get("role") != "assistant" for block in found):
+        found: list[int] = []
+        for block in blocks:
+            own = {owners[int(number)] for number in _SENTINEL.findall(block)} or set(found[-1:])
+            if len(own) != 1 or messages[min(own)].get("role") != "assistant":
+                raise TemplateError("the template's generation blocks cannot each be told to one assistant message")
+            found.append(min(own))
+        if len(found) != count:
             raise TemplateError("the template's generation blocks cannot each be told to one assistant message")
-        return [min(block) for block in found]
+        return found
 
     def _render_by_sentinels(self, messages: list[dict], tools: list[dict] | None, assistant: list[int]) -> tuple[str, list[tuple[int, int, int]]]:
         """The real rendering and the spans (start, end, message) of each assistant turn's
