@@ -89,6 +89,8 @@ STOP_TOKENS = (
     "<|END_OF_TURN_TOKEN|>", "<end_of_utterance>", "<|eot|>", "<|eom|>", "<|tool_response>", "<|user|>", "<|observation|>",
 )  # fmt: skip
 _SENTINEL = re.compile(f"{SENTINEL_OPEN}(\\d+){SENTINEL_CLOSE}")
+# Special-token-like markers in a rendering: <|im_start|>, <|turn>, <turn|>, <｜User｜>, <end_of_turn>, [INST].
+_MARKER = re.compile(r"<\|[^<>\s|]*\|?>|<[^<>\s|]+\|>|<｜[^<>\s]*｜>|<[a-z_]+>|\[/?[A-Z_]+\]")
 # Tags that templates look for inside a text (Qwen3 and GLM split content at </think>, Qwen3 takes
 # a user message wrapped in <tool_response> for a tool result): sentinels keep them, so a
 # template decides the same on the sentinel text as on the real one.
@@ -179,11 +181,18 @@ def match_bundled(original: str, variables: dict[str, str]) -> ChatTemplate:
     digest = hashlib.sha256(original.encode("utf-8")).hexdigest()
     compiled = _compile(original)
     expected = {name: text for name in PROBES if (text := _render_probe(compiled, name, variables)) is not None}
+    # Compiling is most of the cost (a large template takes a tenth of a second), so a bundled
+    # template is compiled only if its text writes one of the markers the original renders
+    # (`<|turn>`, `<|im_start|>`, `[INST]`; BOS and EOS come from variables): one that writes
+    # none of them cannot render the same, so the choice is the same.
+    markers = {found for text in expected.values() for found in _MARKER.findall(text)} - set(variables.values())
     prompt = _render_prompt(compiled, variables)
     matches = []
     if expected:
         for name in bundled_templates.bundled():
             source = bundled_templates.template_path(name).read_text(encoding="utf-8")
+            if markers and not any(marker in source for marker in markers):
+                continue
             compiled = _compile(source)
             if all(_render_probe(compiled, probe, {**variables, "as_published": True}) == text for probe, text in expected.items()):
                 if _render_prompt(compiled, variables) == prompt:

@@ -28,7 +28,8 @@ from expected import supervised_runs
 from template_conversations import CLASSES
 from test_template_library_a import _family
 from masked_shards.build.rows import check_template
-from masked_shards.build.templates import TOKENIZER_TEMPLATE, resolve_template
+from masked_shards.build.templates import TOKENIZER_TEMPLATE, ChatTemplate, Renderer, TemplateError, resolve_template
+from masked_shards.build.tokenization import special_tokens
 from masked_shards.bundled_templates import bundled
 
 ORIGINALS = Path(trl.__file__).parent / "chat_templates"
@@ -279,6 +280,25 @@ def test_every_assistant_turn_is_one_run_ending_in_the_stop_token(tokenizers, na
         for other in messages:
             if other["role"] != "assistant" and len(other["content"]) > 3:
                 assert other["content"] not in run
+
+
+@pytest.mark.parametrize("cls,case", CASES)
+def test_gemma4_pieces_are_the_ones_found_in_the_original(tokenizers, cls, case):
+    """Two independent ways to the same labels: the bundled template's generation blocks (told to
+    their messages by sentinels where a message has two) and the spans `--template tokenizer`
+    finds in the original gemma4_v5 by rendering it alone."""
+    tokenizer = tokenizers["gemma4"]
+    messages, tools = CLASSES[cls][case]
+
+    def pieces(source: str) -> list[tuple[int, str, bool]] | None:
+        renderer = Renderer(ChatTemplate("t", source), bos_token="<bos>", eos_token="<eos>", special_tokens=special_tokens(tokenizer))
+        try:
+            rendered = renderer.render_messages(copy.deepcopy(messages), [m["role"] == "assistant" for m in messages], tools=tools)
+        except TemplateError as err:
+            return err.reason
+        return [(s.turn, s.text, s.trainable) for s in rendered.segments]
+
+    assert pieces(resolve_template("gemma4", None).source) == pieces(_original("gemma4_v5.jinja"))
 
 
 # ---------------------------------------------------------------------------------------------

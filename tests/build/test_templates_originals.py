@@ -509,3 +509,31 @@ def test_generated_agentic_conversations_render_exactly_with_exact_spans(tokeniz
         assert sorted(pieces) == [n for n, m in enumerate(messages) if m["role"] == "assistant"]
 
     check()
+
+
+def test_bundled_gemma4_trains_the_pieces_found_in_its_original_on_generated_conversations(tokenizer):
+    """The bundled gemma4 template (generation blocks) and the original gemma4_v5 read through
+    `--template tokenizer` (sentinels) are two independent ways to the labels: over generated
+    agentic conversations they render the same text and train the same pieces, or both refuse."""
+    from masked_shards.build.templates import resolve_template
+
+    bundled = Renderer(resolve_template("gemma4", None), bos_token="<bos>", eos_token="<eos>", special_tokens=special_tokens(tokenizer))
+    original = _renderer("gemma4_v5", tokenizer)
+
+    def pieces(renderer: Renderer, messages: list[dict], tools) -> object:
+        try:
+            rendered = renderer.render_messages(copy.deepcopy(messages), [m["role"] == "assistant" for m in messages], tools=tools)
+        except TemplateError as err:
+            return err.reason
+        return rendered.text, [(s.turn, s.text) for s in rendered.segments if s.trainable]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(agentic())
+    def check(conversation: tuple[list[dict], list[dict]]) -> None:
+        messages, tools = conversation
+        ours = pieces(bundled, messages, tools)
+        assert ours == pieces(original, messages, tools)
+        if not isinstance(ours, str):
+            assert ours[0] == _hugging_face("gemma4_v5", tokenizer, messages, tools)
+
+    check()
