@@ -42,13 +42,23 @@ trained on. Two ways to find the trainable characters, both ending in the same `
      agreeing with the full rendering; its span then has no stop token, which the start-up probe
      warns about once and the report counts (`turn_eot` none).
 
+   * Pieces: a template may write one assistant message in pieces around other messages (Gemma 4
+     writes a tool-call message's text after the call's results). Each piece is a span of its
+     own (`_pieces`): the first as above, up to `<|tool_response>`, the token that hands over to
+     the tool; a later one starts where the results, rendered after the message's calls alone,
+     end; the results between stay masked. A marked template does the same with one generation
+     block per piece (`_mark_owners` tells each block's message).
+
+Content parts: a template that reads `content` only as a list of parts (Idefics3, SmolVLM: a
+string renders as nothing; found on a probe when the Renderer is made) gets each text as one
+text part, `[{"type": "text", "text": ...}]`, as Hugging Face's multimodal chat data holds it.
+
 Safety: a tool call whose name the rendering lacks rejects the record (`template_dropped_tool_calls`)
 rather than train a turn without it; reasoning on the final assistant turn that the template does
 not render rejects it (`template_dropped_reasoning`); reasoning left out of earlier turns by design
-is no error (the report counts it, turn_counts.py). A template that writes one assistant message in pieces
-around other messages (Gemma 4 puts the text of a tool-call message after the call's results), or
-whose layout changes with what a text says beyond the tags sentinels keep (`</think>`,
-`<tool_response>`), rejects the record (`template_error`) rather than train part of a turn.
+is no error (the report counts it, turn_counts.py; both ask `reasoning_shown`). A template whose
+layout changes with what a text says beyond the tags sentinels keep (`</think>`,
+`<tool_response>`) rejects the record (`template_error`) rather than train part of a turn.
 
 Text a user typed that spells a special token can be kept as plain text (`protect`): each such
 occurrence is broken with a third noncharacter before rendering, so the template cannot confuse

@@ -12,9 +12,11 @@ over token offsets that labels use (masking.py), and counts each message's token
     message -1           -1   -1 0  -1         -1 -1           -1        -1 1     1          -1
 
 * An assistant message (and a `text` document) is its template span, exactly as labelled: its
-  text and its end-of-turn token, which is the closing special token of the span.
+  text and its end-of-turn token, which is the closing special token of the span (of its last
+  piece, for a message the template writes in pieces, as Gemma 4 writes a call, its results,
+  then the message's text).
 * Any other message is found by its stripped text, searched in order after the previous message
-  and before the next assistant span. A message whose text the template changed (not found) has
+  and before the next assistant span (past the later piece of an earlier message). A message whose text the template changed (not found) has
   no tokens; one whose text also occurs in the markup just before it (a one-word message such as
   `user` after a `user` header) may be found there. Either only moves counts in the report,
   never a label.
@@ -23,9 +25,10 @@ over token offsets that labels use (masking.py), and counts each message's token
 * Tool use: an assistant message that calls tools counts under role TOOL_CALL (its text, its
   calls in the template's syntax and its end token), a tool result under `tool`; each message
   also carries the number of calls its span shows (each found by its function name). An
-  assistant's reasoning is found by its stripped text inside the message's span; its supervised
-  tokens are counted, and reasoning the template did not render (history left out by Qwen3's
-  design) is counted as -n, its n characters.
+  assistant's reasoning is found by its stripped text inside the message's span
+  (`templates.reasoning_shown`, the rule the rejection uses too); its supervised tokens are
+  counted, and reasoning the template did not render (history left out by Qwen3's design) is
+  counted as -n, its n characters.
 """
 
 from __future__ import annotations
