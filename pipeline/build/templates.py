@@ -326,12 +326,14 @@ class Renderer:
         assistant = [n for n, message in enumerate(messages) if message.get("role") == "assistant"]
         if self._marked:
             text, marks = self._render_marked(messages, tools)
-            owners = assistant if len(marks) == len(assistant) else self._mark_owners(messages, tools, len(marks))
+            in_order = len(marks) == len(assistant) and not _may_pair_wrongly(messages)
+            owners = assistant if in_order else self._mark_owners(messages, tools, len(marks))
             spans = [(start, end, n) for (start, end), n in zip(marks, owners)]
         else:
             text, spans = self._render_by_sentinels(messages, tools, assistant)
-        if sorted({n for _, _, n in spans}) != assistant:
-            raise TemplateError(f"template marked {len(spans)} assistant spans for {len(assistant)} assistant turns")
+        missing = sorted(set(assistant) - {n for _, _, n in spans})
+        if missing:
+            raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
         _check_rendered(text, spans, messages)
         return _finish(text, [(start, end, n, trainable[n]) for start, end, n in spans], protect)
 
@@ -374,16 +376,22 @@ class Renderer:
         return "".join(text_parts), [(start, end) for start, end in spans]
 
     def _mark_owners(self, messages: list[dict], tools: list[dict] | None, count: int) -> list[int]:
-        """The assistant message of each of `count` generation blocks, when there are more blocks
-        than assistant messages (Gemma 4 writes a tool-call message's text in a second block after
-        the call's results): each block holds sentinels of one assistant message, or none (a bare
-        `<turn|>` after results whose message has no text) and then goes on the one before."""
+        """The assistant message of each of `count` generation blocks, when they may not pair up
+        with the assistant messages in order (Gemma 4 writes a tool-call message's text in a
+        second block after the call's results): a block belongs to the message whose sentinels it
+        holds. One that holds none (a bare stop token) belongs to the next assistant message that
+        has nothing to render, if one comes before the next block's message, else to the message
+        of the block before it (Gemma 4's `<turn|>` after the results of a call without text)."""
         marked, _, owners = _with_sentinels(messages)
         rendered = self._run(marked, False, tools)
-        blocks = re.findall(f"{GEN_OPEN}([^{GEN_CLOSE}]*){GEN_CLOSE}", rendered)
+        blocks = [{owners[int(number)] for number in _SENTINEL.findall(block)} for block in re.findall(f"{GEN_OPEN}([^{GEN_CLOSE}]*){GEN_CLOSE}", rendered)]
         found: list[int] = []
-        for block in blocks:
-            own = {owners[int(number)] for number in _SENTINEL.findall(block)} or set(found[-1:])
+        for k, own in enumerate(blocks):
+            if not own:
+                after = found[-1] if found else -1
+                before = next((min(later) for later in blocks[k + 1 :] if later), len(messages))
+                empty = [n for n in range(after + 1, before) if messages[n].get("role") == "assistant" and _renders_nothing(messages[n])]
+                own = {empty[0]} if empty else set(found[-1:])
             if len(own) != 1 or messages[min(own)].get("role") != "assistant":
                 raise TemplateError("the template's generation blocks cannot each be told to one assistant message")
             found.append(min(own))
@@ -474,6 +482,19 @@ def _pieces(sentinel: str, found: list[tuple[int, int, int]], n: int) -> list[tu
             pieces.append((a, limit, n if not pieces else max(n + 1, found[other][2] + 1)))
             joined = True
     return pieces
+
+
+def _renders_nothing(message: dict) -> bool:
+    """An assistant message with no text, no tool calls and no reasoning."""
+    return not message.get("tool_calls") and not any(isinstance(message.get(key), str) and message[key].strip() for key in ("content", *REASONING_KEYS))
+
+
+def _may_pair_wrongly(messages: list[dict]) -> bool:
+    """Whether as many generation blocks as assistant messages may still not pair up in order: a
+    message with text and tool calls whose results follow may take two blocks (Gemma 4) while one
+    with nothing to render may take none."""
+    pieces = any(m.get("tool_calls") and isinstance(m.get("content"), str) and m["content"].strip() and n + 1 < len(messages) and messages[n + 1].get("role") == "tool" for n, m in enumerate(messages))
+    return pieces and any(m.get("role") == "assistant" and _renders_nothing(m) for m in messages)
 
 
 def _as_parts(message: dict) -> dict:
