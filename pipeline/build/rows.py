@@ -284,7 +284,7 @@ class DecoderEncoding:
         then encoded alone in pieces (tokenization.py) and labelled alone."""
         results: list[Rendered | Tokens | Rejected] = [self._render(example, plain) for example, plain in zip(examples, spelled)]
         spans = {
-            n: select_spans(r.text, r.assistant_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
+            n: select_spans(r.text, r.turn_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
             for n, r in enumerate(results)
             if isinstance(r, Rendered)
         }

@@ -138,11 +138,15 @@ class Rendered:
     segments: tuple[Segment, ...]
     plain_spans: tuple[tuple[int, int], ...] = ()
 
-    def assistant_spans(self) -> list[tuple[int, int, bool, int]]:
-        """(start, end, trainable, message) of every assistant span, in order; a turn marked
-        `train: false` is listed too, so `--train-on last` can tell the final turn from the
-        last trainable one. A turn written in pieces (Gemma 4: a call, its masked results, then
-        the text) has one span per piece."""
+    def assistant_spans(self) -> list[tuple[int, int, bool]]:
+        """(start, end, trainable) of every assistant span, in order; a turn marked `train: false`
+        is listed too. A turn written in pieces (Gemma 4: a call, its masked results, then the
+        text) has one span per piece."""
+        return [(start, end, trainable) for start, end, trainable, _ in self.turn_spans()]
+
+    def turn_spans(self) -> list[tuple[int, int, bool, int]]:
+        """`assistant_spans` with the message of each, so `--train-on last` can tell the final
+        turn (all its pieces) from the last trainable one."""
         spans, start = [], 0
         for segment in self.segments:
             end = start + len(segment.text)
