@@ -27,9 +27,9 @@ IGNORE_INDEX = -100
 TRAIN_ON = ("assistant", "last", "all")
 
 
-def select_spans(text: str, spans: list[tuple[int, int, bool]], *, train_on: str, train_on_eot: bool, special_tokens: tuple[str, ...]) -> list[tuple[int, int]]:
+def select_spans(text: str, spans: list[tuple[int, int, bool, int]], *, train_on: str, train_on_eot: bool, special_tokens: tuple[str, ...]) -> list[tuple[int, int]]:
     """The character spans to supervise, from the template's assistant spans
-    `(start, end, trainable)` and the policy.
+    `(start, end, trainable, message)` and the policy (a message written in pieces has several).
 
     train_on: `assistant` every trainable assistant turn; `last` the final assistant turn only
     (history masked), and only if that turn is trainable: a final turn marked `train: false`
@@ -42,7 +42,8 @@ def select_spans(text: str, spans: list[tuple[int, int, bool]], *, train_on: str
     """
     if train_on == "all":
         return [(0, len(text))] if text else []
-    chosen = [(start, end) for start, end, trainable in (spans[-1:] if train_on == "last" else spans) if trainable]
+    final = spans[-1][3] if spans else None
+    chosen = [(start, end) for start, end, trainable, message in spans if trainable and (train_on != "last" or message == final)]
     if train_on_eot:
         return chosen
     trimmed = []

@@ -284,7 +284,7 @@ class DecoderEncoding:
         then encoded alone in pieces (tokenization.py) and labelled alone."""
         results: list[Rendered | Tokens | Rejected] = [self._render(example, plain) for example, plain in zip(examples, spelled)]
         spans = {
-            n: select_spans(r.text, r.assistant_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
+            n: select_spans(r.text, r.turn_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
             for n, r in enumerate(results)
             if isinstance(r, Rendered)
         }
@@ -386,12 +386,14 @@ def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[Mes
     counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
     first = np.concatenate([[0], np.cumsum(counts)])
     moved = np.repeat(starts, counts)
-    spans = np.array([span for m in messages for span in m.spans], dtype=np.int64).reshape(-1, 2) + moved[:, None]
+    pieces = np.array([len(m.spans) for m in messages], dtype=np.int64)
+    spans = np.array([span for m in messages for span in m.spans], dtype=np.int64).reshape(-1, 2) + np.repeat(starts, pieces)[:, None]
+    owners = np.array([n for m in messages for n in m.owners], dtype=np.int64) + np.repeat(first[:-1], pieces)
     eot = np.array([e for m in messages for e in m.eot], dtype=np.int64)
     eot = np.where(eot >= 0, eot + moved, -1)
     roles = np.array([r for m in messages for r in m.roles], dtype=np.int8)
     token_starts = batch.offsets[:, 0] + np.repeat(starts, np.diff(batch.bounds))
-    owner, eot_token = locate(token_starts, spans, eot)
+    owner, eot_token = locate(token_starts, spans, owners, eot)
     owner = np.where(owner >= 0, owner - np.repeat(first[:-1], np.diff(batch.bounds)), -1)
     eot_token = np.where(eot_token >= 0, eot_token - np.repeat(batch.bounds[:-1], counts), -1)
     calls = np.array([c for m in messages for c in m.calls], dtype=np.int64)
@@ -412,7 +414,7 @@ def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageToken
     """One string's `MessageTokens` (a string encoded alone, in pieces)."""
     spans = np.array(messages.spans, dtype=np.int64).reshape(-1, 2)
     token_starts = offsets[:, 0].astype(np.int64)
-    owner, eot_token = locate(token_starts, spans, np.array(messages.eot, dtype=np.int64))
+    owner, eot_token = locate(token_starts, spans, np.array(messages.owners, dtype=np.int64), np.array(messages.eot, dtype=np.int64))
     reasoning = np.array(messages.reasoning, dtype=np.int64).reshape(-1, 2)
     reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning), reasoning)
     return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning)

@@ -42,13 +42,23 @@ trained on. Two ways to find the trainable characters, both ending in the same `
      agreeing with the full rendering; its span then has no stop token, which the start-up probe
      warns about once and the report counts (`turn_eot` none).
 
+   * Pieces: a template may write one assistant message in pieces around other messages (Gemma 4
+     writes a tool-call message's text after the call's results). Each piece is a span of its
+     own (`_pieces`): the first as above, up to `<|tool_response>`, the token that hands over to
+     the tool; a later one starts where the results, rendered after the message's calls alone,
+     end; the results between stay masked. A marked template does the same with one generation
+     block per piece (`_mark_owners` tells each block's message).
+
+Content parts: a template that reads `content` only as a list of parts (Idefics3, SmolVLM: a
+string renders as nothing; found on a probe when the Renderer is made) gets each text as one
+text part, `[{"type": "text", "text": ...}]`, as Hugging Face's multimodal chat data holds it.
+
 Safety: a tool call whose name the rendering lacks rejects the record (`template_dropped_tool_calls`)
 rather than train a turn without it; reasoning on the final assistant turn that the template does
 not render rejects it (`template_dropped_reasoning`); reasoning left out of earlier turns by design
-is no error (the report counts it, turn_counts.py). A template that writes one assistant message in pieces
-around other messages (Gemma 4 puts the text of a tool-call message after the call's results), or
-whose layout changes with what a text says beyond the tags sentinels keep (`</think>`,
-`<tool_response>`), rejects the record (`template_error`) rather than train part of a turn.
+is no error (the report counts it, turn_counts.py; both ask `reasoning_shown`). A template whose
+layout changes with what a text says beyond the tags sentinels keep (`</think>`,
+`<tool_response>`) rejects the record (`template_error`) rather than train part of a turn.
 
 Text a user typed that spells a special token can be kept as plain text (`protect`): each such
 occurrence is broken with a third noncharacter before rendering, so the template cannot confuse
@@ -89,6 +99,8 @@ STOP_TOKENS = (
     "<|END_OF_TURN_TOKEN|>", "<end_of_utterance>", "<|eot|>", "<|eom|>", "<|tool_response>", "<|user|>", "<|observation|>",
 )  # fmt: skip
 _SENTINEL = re.compile(f"{SENTINEL_OPEN}(\\d+){SENTINEL_CLOSE}")
+# Special-token-like markers in a rendering: <|im_start|>, <|turn>, <turn|>, <｜User｜>, <end_of_turn>, [INST].
+_MARKER = re.compile(r"<\|[^<>\s|]*\|?>|<[^<>\s|]+\|>|<｜[^<>\s]*｜>|<[a-z_]+>|\[/?[A-Z_]+\]")
 # Tags that templates look for inside a text (Qwen3 and GLM split content at </think>, Qwen3 takes
 # a user message wrapped in <tool_response> for a tool result): sentinels keep them, so a
 # template decides the same on the sentinel text as on the real one.
@@ -127,14 +139,19 @@ class Rendered:
     plain_spans: tuple[tuple[int, int], ...] = ()
 
     def assistant_spans(self) -> list[tuple[int, int, bool]]:
-        """(start, end, trainable) of every assistant turn's span, in order; a turn marked
-        `train: false` is listed too, so `--train-on last` can tell the final turn from the
-        last trainable one."""
+        """(start, end, trainable) of every assistant span, in order; a turn marked `train: false`
+        is listed too. A turn written in pieces (Gemma 4: a call, its masked results, then the
+        text) has one span per piece."""
+        return [(start, end, trainable) for start, end, trainable, _ in self.turn_spans()]
+
+    def turn_spans(self) -> list[tuple[int, int, bool, int]]:
+        """`assistant_spans` with the message of each, so `--train-on last` can tell the final
+        turn (all its pieces) from the last trainable one."""
         spans, start = [], 0
         for segment in self.segments:
             end = start + len(segment.text)
             if segment.turn is not None:
-                spans.append((start, end, segment.trainable))
+                spans.append((start, end, segment.trainable, segment.turn))
             start = end
         return spans
 
@@ -178,11 +195,18 @@ def match_bundled(original: str, variables: dict[str, str]) -> ChatTemplate:
     digest = hashlib.sha256(original.encode("utf-8")).hexdigest()
     compiled = _compile(original)
     expected = {name: text for name in PROBES if (text := _render_probe(compiled, name, variables)) is not None}
+    # Compiling is most of the cost (a large template takes a tenth of a second), so a bundled
+    # template is compiled only if its text writes one of the markers the original renders
+    # (`<|turn>`, `<|im_start|>`, `[INST]`; BOS and EOS come from variables): one that writes
+    # none of them cannot render the same, so the choice is the same.
+    markers = {found for text in expected.values() for found in _MARKER.findall(text)} - set(variables.values())
     prompt = _render_prompt(compiled, variables)
     matches = []
     if expected:
         for name in bundled_templates.bundled():
             source = bundled_templates.template_path(name).read_text(encoding="utf-8")
+            if markers and not any(marker in source for marker in markers):
+                continue
             compiled = _compile(source)
             if all(_render_probe(compiled, probe, {**variables, "as_published": True}) == text for probe, text in expected.items()):
                 if _render_prompt(compiled, variables) == prompt:
@@ -274,6 +298,25 @@ class Renderer:
         known = set(special_tokens)
         stops = [t for t in (*STOP_TOKENS, eos_token) if t and (not known or t in known)]
         self._stops = re.compile("|".join(re.escape(t) for t in sorted(set(stops), key=len, reverse=True))) if stops else None
+        self._parts = False
+        self._parts = self._reads_parts_only()
+
+    def _reads_parts_only(self) -> bool:
+        """Whether the template reads `content` only as a list of parts (Idefics3, SmolVLM: a
+        string renders as nothing, `[{"type": "text", "text": ...}]` renders the text), found on
+        the `plain` probe; such a template is then given every text as one text part, as Hugging
+        Face's multimodal chat data holds it."""
+        messages, _ = PROBES["plain"]
+        texts = [str(m["content"]) for m in messages]
+
+        def shows(given: list[dict]) -> set[bool]:
+            try:
+                rendered = self._run(given, False, None)
+            except TemplateError:
+                return {False}
+            return {text in rendered for text in texts}
+
+        return shows(messages) == {False} and shows([_as_parts(m) for m in messages]) == {True}
 
     def render(self, example: Example, protect: tuple[str, ...] = ()) -> Rendered:
         """Render one example; raises TemplateError when the template refuses or cannot be read."""
@@ -286,13 +329,17 @@ class Renderer:
         messages = [{key: value for key, value in message.items() if value is not None} for message in messages]  # as Hugging Face does
         assistant = [n for n, message in enumerate(messages) if message.get("role") == "assistant"]
         if self._marked:
-            text, spans = self._render_marked(messages, tools)
+            text, marks = self._render_marked(messages, tools)
+            in_order = len(marks) == len(assistant) and not _may_pair_wrongly(messages)
+            owners = assistant if in_order else self._mark_owners(messages, tools, len(marks))
+            spans = [(start, end, n) for (start, end), n in zip(marks, owners)]
         else:
             text, spans = self._render_by_sentinels(messages, tools, assistant)
-        if len(spans) != len(assistant):
-            raise TemplateError(f"template marked {len(spans)} assistant spans for {len(assistant)} assistant turns")
-        _check_rendered(text, spans, assistant, messages)
-        return _finish(text, spans, [(n, trainable[n]) for n in assistant], protect)
+        missing = sorted(set(assistant) - {n for _, _, n in spans})
+        if missing:
+            raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
+        _check_rendered(text, spans, messages)
+        return _finish(text, [(start, end, n, trainable[n]) for start, end, n in spans], protect)
 
     def generation_prompt(self, example: Example) -> str:
         """The text a model is given to write the next assistant turn after `example`'s messages
@@ -306,6 +353,8 @@ class Renderer:
         return self._run(messages, add_generation_prompt, tools)
 
     def _run(self, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None) -> str:
+        if self._parts:
+            messages = [_as_parts(message) for message in messages]
         try:
             return self._jinja.render(messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **self._variables)
         except TemplateError:
@@ -330,9 +379,34 @@ class Renderer:
                 position += len(part)
         return "".join(text_parts), [(start, end) for start, end in spans]
 
-    def _render_by_sentinels(self, messages: list[dict], tools: list[dict] | None, assistant: list[int]) -> tuple[str, list[tuple[int, int]]]:
-        """The real rendering and each assistant turn's span in it, found in the sentinel
-        rendering (module docstring, method 2) and carried over by the alignment."""
+    def _mark_owners(self, messages: list[dict], tools: list[dict] | None, count: int) -> list[int]:
+        """The assistant message of each of `count` generation blocks, when they may not pair up
+        with the assistant messages in order (Gemma 4 writes a tool-call message's text in a
+        second block after the call's results): a block belongs to the message whose sentinels it
+        holds. One that holds none (a bare stop token) belongs to the next assistant message that
+        has nothing to render, if one comes before the next block's message, else to the message
+        of the block before it (Gemma 4's `<turn|>` after the results of a call without text)."""
+        marked, _, owners = _with_sentinels(messages)
+        rendered = self._run(marked, False, tools)
+        blocks = [{owners[int(number)] for number in _SENTINEL.findall(block)} for block in re.findall(f"{GEN_OPEN}([^{GEN_CLOSE}]*){GEN_CLOSE}", rendered)]
+        found: list[int] = []
+        for k, own in enumerate(blocks):
+            if not own:
+                after = found[-1] if found else -1
+                before = next((min(later) for later in blocks[k + 1 :] if later), len(messages))
+                empty = [n for n in range(after + 1, before) if messages[n].get("role") == "assistant" and _renders_nothing(messages[n])]
+                own = {empty[0]} if empty else set(found[-1:])
+            if len(own) != 1 or messages[min(own)].get("role") != "assistant":
+                raise TemplateError("the template's generation blocks cannot each be told to one assistant message")
+            found.append(min(own))
+        if len(found) != count:
+            raise TemplateError("the template's generation blocks cannot each be told to one assistant message")
+        return found
+
+    def _render_by_sentinels(self, messages: list[dict], tools: list[dict] | None, assistant: list[int]) -> tuple[str, list[tuple[int, int, int]]]:
+        """The real rendering and the spans (start, end, message) of each assistant turn's
+        pieces in it, found in the sentinel rendering (module docstring, method 2) and carried
+        over by the alignment."""
         real = self._run(messages, False, tools)
         marked, values, owners = _with_sentinels(messages)
         sentinel = self._run(marked, False, tools)
@@ -340,20 +414,19 @@ class Renderer:
         found = [(m.start(), m.end(), owners[int(m.group(1))]) for m in _SENTINEL.finditer(sentinel)]
         spans, previous = [], 0
         for n in assistant:
-            own = [(a, b) for a, b, owner in found if owner == n]
-            if not own:
+            pieces = _pieces(sentinel, found, n)
+            if not pieces:
                 if messages[n].get("tool_calls"):
                     raise TemplateError(f"the chat template leaves out the tool calls of message {n}", "template_dropped_tool_calls")
                 raise TemplateError(f"the chat template renders nothing of assistant message {n}")
-            first = own[0][0]
-            limit = next((a for a, _, owner in found if a > first and owner != n), len(sentinel))
-            if any(sentinel.find(sentinel[a:b], first) >= limit for a, b in own):
-                # Gemma 4 writes the text of a tool-call message after the call's results.
-                raise TemplateError(f"the chat template writes assistant message {n} in pieces around other messages, which cannot be trained as one turn")
-            start = max(previous, min(first, self._start(sentinel, marked[:n], first, tools)))
-            end = self._end(sentinel, marked[: n + 1], found, n, first, limit, tools)
-            spans.append((place(start), place(end)))
-            previous = end
+            for first, limit, upto in pieces:
+                # A later piece follows messages n+1..upto-1 (the call's results): the model starts
+                # it where those results, after message n's calls alone, leave off.
+                prompt = marked[:n] if upto == n else [*marked[:n], _calls_only(marked[n]), *marked[n + 1 : upto]]
+                start = max(previous, min(first, self._start(sentinel, prompt, first, tools)))
+                end = self._end(sentinel, marked[: max(n + 1, upto)], found, n, first, limit, tools)
+                spans.append((place(start), place(end), n))
+                previous = end
         return real, spans
 
     def _start(self, sentinel: str, before: list[dict], first: int, tools: list[dict] | None) -> int:
@@ -383,6 +456,61 @@ class Renderer:
         mark = sentinel[sentinel.rfind(SENTINEL_OPEN, 0, last) : last]
         tail = alone[alone.rfind(mark) + len(mark) :] if mark in alone else ""
         return last + len(region[: _agreed(tail, region, self._special_tokens)].rstrip())
+
+
+def _pieces(sentinel: str, found: list[tuple[int, int, int]], n: int) -> list[tuple[int, int, int]]:
+    """The pieces in which the rendering writes assistant message n, as (first, limit, upto):
+    where the piece's first sentinel starts, where the next message's first sentinel after it
+    starts (the piece ends before), and the number of messages rendered before it (n for the
+    first piece; for a later one, up to the last other message before it). Usually one piece;
+    Gemma 4 writes the text of a tool-call message after the call's results, a second piece:
+
+        <|tool_call>call:①{..}<tool_call|><|tool_response> | response:..②..<tool_response|> | ③<turn|>
+        piece (first, ..)                                    message n+1                     piece (.., upto n+2)
+
+    Only each sentinel's first showing counts (gpt-oss repeats a call's name in its result's
+    header, which is no piece of the call's message)."""
+    seen: set[str] = set()
+    pieces: list[tuple[int, int, int]] = []
+    other = -1  # the last sentinel of another message seen so far
+    joined = False  # whether the current piece can take the next sentinel of message n
+    for k, (a, b, owner) in enumerate(found):
+        if owner != n:
+            other, joined = k, False
+            continue
+        if sentinel[a:b] in seen:
+            continue
+        seen.add(sentinel[a:b])
+        if not joined:
+            limit = next((c for c, _, o in found[k:] if o != n), len(sentinel))
+            pieces.append((a, limit, n if not pieces else max(n + 1, found[other][2] + 1)))
+            joined = True
+    return pieces
+
+
+def _renders_nothing(message: dict) -> bool:
+    """An assistant message with no text, no tool calls and no reasoning."""
+    return not message.get("tool_calls") and not any(isinstance(message.get(key), str) and message[key].strip() for key in ("content", *REASONING_KEYS))
+
+
+def _may_pair_wrongly(messages: list[dict]) -> bool:
+    """Whether as many generation blocks as assistant messages may still not pair up in order: a
+    message with text and tool calls whose results follow may take two blocks (Gemma 4) while one
+    with nothing to render may take none."""
+    pieces = any(m.get("tool_calls") and isinstance(m.get("content"), str) and m["content"].strip() and n + 1 < len(messages) and messages[n + 1].get("role") == "tool" for n, m in enumerate(messages))
+    return pieces and any(m.get("role") == "assistant" and _renders_nothing(m) for m in messages)
+
+
+def _as_parts(message: dict) -> dict:
+    """A message with its string content as one text part: "Hi" -> [{"type": "text", "text": "Hi"}]."""
+    content = message.get("content")
+    return {**message, "content": [{"type": "text", "text": content}]} if isinstance(content, str) else message
+
+
+def _calls_only(message: dict) -> dict:
+    """An assistant message with its text and reasoning taken out: what stands before its
+    results when its text is written after them."""
+    return {**{key: value for key, value in message.items() if key not in REASONING_KEYS}, "content": ""}
 
 
 def _with_sentinels(messages: list[dict]) -> tuple[list[dict], list[str], list[int]]:
@@ -510,17 +638,21 @@ def _shown(value: object, span: str) -> bool:
     return any(form in span for form in (value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], quoted))
 
 
-def _check_rendered(text: str, spans: list[tuple[int, int]], assistant: list[int], messages: list[dict]) -> None:
+def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list[dict]) -> None:
     """Reject what would train a turn without something it carries. Past turns' reasoning may be
     left out (Qwen3, DeepSeek-R1 do by design); the final assistant turn's may not. The final
-    assistant turn is the last one when no user message follows it (tool results may).
+    assistant turn is the last one when no user message follows it (tool results may). A turn
+    written in pieces (`spans` holds (start, end, message) of each) is judged on them all.
 
     A tool call is rendered when its name (as often as calls bear it), each key of its arguments
-    and each string value are in the turn's span; reasoning when its text is, more often than the
-    turn's content holds it."""
+    and each string value are in the turn's span; reasoning as `reasoning_shown` says."""
+    pieces: dict[int, list[str]] = {}
+    for start, end, n in spans:
+        pieces.setdefault(n, []).append(text[start:end])
+    assistant = sorted(pieces)
     final = assistant[-1] if assistant and all(m.get("role") != "user" for m in messages[assistant[-1] :]) else None
-    for (start, end), n in zip(spans, assistant):
-        span = text[start:end]
+    for n in assistant:
+        span = GEN_OPEN.join(pieces[n])  # a character no text holds, so no string spans two pieces
         calls = [call.get("function", call) for call in messages[n].get("tool_calls") or [] if isinstance(call, dict)]
         names = [call.get("name") for call in calls]
         for call in calls:
@@ -529,11 +661,24 @@ def _check_rendered(text: str, spans: list[tuple[int, int]], assistant: list[int
             shown = isinstance(name, str) and span.count(name) >= names.count(name)  # gpt-oss renders only the first of parallel calls
             if not shown or any(str(key) not in span or not _shown(value, span) for key, value in arguments.items()):
                 raise TemplateError(f"the chat template leaves out the tool call {name!r} of message {n}", "template_dropped_tool_calls")
-        reasoning = next((messages[n][f].strip() for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
-        content = messages[n].get("content")
-        in_content = content.count(reasoning) if isinstance(content, str) and reasoning else 0  # a thought the answer repeats is no sign it is shown
-        if n == final and reasoning is not None and span.count(reasoning) <= in_content:
+        reasoning = next((messages[n][f] for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
+        if n == final and reasoning is not None and reasoning_shown(span, 0, len(span), reasoning, messages[n].get("content")) < 0:
             raise TemplateError(f"the chat template does not render the reasoning of the final assistant message {n}", "template_dropped_reasoning")
+
+
+def reasoning_shown(text: str, start: int, end: int, reasoning: str, content: object) -> int:
+    """Where an assistant turn's reasoning is rendered in its span `text[start:end]`, -1 when it is
+    not: found by its stripped text (templates strip it), and only when the span holds it more
+    often than the turn's own text does (an answer that repeats its thought is no sign the thought
+    is shown). The one judgement of "is this turn's reasoning rendered", for the rejection here
+    and the report's count (turn_counts.py).
+
+        span "<think>\n4 = 2+2\n</think>\n\n4"  reasoning "4 = 2+2"  content "4"  ->  start + 8"""
+    wanted = reasoning.strip()
+    if not wanted:
+        return -1
+    in_content = content.count(wanted) if isinstance(content, str) else 0
+    return text.find(wanted, start, end) if text.count(wanted, start, end) > in_content else -1
 
 
 def _break_all(value: object, protect: tuple[str, ...]) -> object:
@@ -556,10 +701,11 @@ def _break_tokens(content: str, protect: tuple[str, ...]) -> str:
     return content
 
 
-def _finish(text: str, spans: list[tuple[int, int]], turns: list[tuple[int, bool]], protect: tuple[str, ...]) -> Rendered:
-    """Cut `text` into segments at the spans, then drop PLAIN_MARKs and record where they were."""
+def _finish(text: str, spans: list[tuple[int, int, int, bool]], protect: tuple[str, ...]) -> Rendered:
+    """Cut `text` into segments at the spans (start, end, message, trainable), then drop
+    PLAIN_MARKs and record where they were."""
     segments, cursor = [], 0
-    for (start, end), (turn, trainable) in zip(spans, turns):
+    for start, end, turn, trainable in spans:
         segments.append(Segment(text[cursor:start], False))
         segments.append(Segment(text[start:end], trainable, turn))
         cursor = end

@@ -12,9 +12,11 @@ over token offsets that labels use (masking.py), and counts each message's token
     message -1           -1   -1 0  -1         -1 -1           -1        -1 1     1          -1
 
 * An assistant message (and a `text` document) is its template span, exactly as labelled: its
-  text and its end-of-turn token, which is the closing special token of the span.
+  text and its end-of-turn token, which is the closing special token of the span (of its last
+  piece, for a message the template writes in pieces, as Gemma 4 writes a call, its results,
+  then the message's text).
 * Any other message is found by its stripped text, searched in order after the previous message
-  and before the next assistant span. A message whose text the template changed (not found) has
+  and before the next assistant span (past the later piece of an earlier message). A message whose text the template changed (not found) has
   no tokens; one whose text also occurs in the markup just before it (a one-word message such as
   `user` after a `user` header) may be found there. Either only moves counts in the report,
   never a label.
@@ -23,9 +25,10 @@ over token offsets that labels use (masking.py), and counts each message's token
 * Tool use: an assistant message that calls tools counts under role TOOL_CALL (its text, its
   calls in the template's syntax and its end token), a tool result under `tool`; each message
   also carries the number of calls its span shows (each found by its function name). An
-  assistant's reasoning is found by its stripped text inside the message's span; its supervised
-  tokens are counted, and reasoning the template did not render (history left out by Qwen3's
-  design) is counted as -n, its n characters.
+  assistant's reasoning is found by its stripped text inside the message's span
+  (`templates.reasoning_shown`, the rule the rejection uses too); its supervised tokens are
+  counted, and reasoning the template did not render (history left out by Qwen3's design) is
+  counted as -n, its n characters.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 
 from masked_shards.build.masking import IGNORE_INDEX
 from masked_shards.records import TOOL_CALL, TURN_EOT, TURN_ROLES, Turn
-from masked_shards.build.templates import Rendered
+from masked_shards.build.templates import Rendered, reasoning_shown
 
 _ROLE_CODE = {role: code for code, role in enumerate(TURN_ROLES)}
 NO_EOT, EOT_MASKED, EOT_TRAINED, EOT_CUT = range(len(TURN_EOT))
@@ -45,9 +48,11 @@ NO_EOT, EOT_MASKED, EOT_TRAINED, EOT_CUT = range(len(TURN_EOT))
 
 @dataclass(frozen=True, eq=False)
 class MessageSpans:
-    """Character spans of an example's messages in its rendered string, in message order.
+    """Character spans of an example's messages in its rendered string.
 
-    `spans` [start, end) per message, sorted and disjoint (a message not found is empty); `roles`
+    `spans` [start, end), sorted and disjoint, and `owners` the message of each: one per message
+    found, several for an assistant message written in pieces (Gemma 4's call, then its text after
+    the results), none for a message not found. Per message, in message order: `roles`
     TURN_ROLES codes; `eot` the first character of each message's end-of-turn token, -1 for none;
     `calls` each message's tool calls shown in its span; `reasoning` the characters of its rendered reasoning,
     (0, 0) for none and (-n, -n) for n characters of reasoning the template left out.
@@ -55,6 +60,7 @@ class MessageSpans:
     """
 
     spans: list[tuple[int, int]]
+    owners: list[int]
     roles: list[int]
     eot: list[int]
     calls: list[int]
@@ -105,71 +111,90 @@ class EndOfTurn:
 def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> MessageSpans:
     """The spans of `turns` in `rendered.text` (see the module docstring for how each is found)."""
     text = rendered.text
-    assistant: dict[int, tuple[int, int]] = {}
+    assistant: dict[int, list[tuple[int, int]]] = {}
     position = 0
     for segment in rendered.segments:
         if segment.turn is not None:
-            assistant[segment.turn] = (position, position + len(segment.text))
+            assistant.setdefault(segment.turn, []).append((position, position + len(segment.text)))
         position += len(segment.text)
-    later = sorted(assistant)
-    spans, eot, reasoning, cursor = [], [], [], 0
+    pieces = sorted((start, end, n) for n, own in assistant.items() for start, end in own)
+    spans, owners, eot, reasoning, cursor = [], [], [], [], 0
     for n, turn in enumerate(turns):
-        reasoning.append(_reasoning_span(text, turn.reasoning, *assistant.get(n, (cursor, cursor))))
         if n in assistant:
-            start, end = assistant[n]
+            own = assistant[n]
+            reasoning.append(_reasoning_span(text, turn, own))
+            start, end = own[-1]
             closing = end_of_turn.length(text, start, end)
             eot.append(end - closing if closing else -1)
-        else:
-            limit = next((assistant[t][0] for t in later if t > n), len(text))
-            content = turn.content.strip()
-            found = text.find(content, cursor, limit) if content else -1
-            start, end = (found, found + len(content)) if found >= 0 else (cursor, cursor)
-            eot.append(-1)
-        spans.append((start, end))
-        cursor = max(cursor, end)
+            spans += own
+            owners += [n] * len(own)
+            cursor = max(cursor, own[0][1])
+            continue
+        found, content = -1, turn.content.strip()
+        for start, end, owner in [*(p for p in pieces if p[0] >= cursor), (len(text), len(text), len(turns))]:
+            found = text.find(content, cursor, start) if content else -1
+            if found >= 0 or owner > n:  # a later message's span: this one lies before it or nowhere
+                break
+            cursor = end  # an earlier message's later piece (Gemma 4's text after its call's results)
+        if found >= 0:
+            spans.append((found, found + len(content)))
+            owners.append(n)
+            cursor = found + len(content)
+        eot.append(-1)
+        reasoning.append(_reasoning_span(text, turn, []))
     roles = [_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns]
-    calls = [_rendered_calls(text, turn, *assistant[n]) if n in assistant else 0 for n, turn in enumerate(turns)]
-    return MessageSpans(spans, roles, eot, calls, reasoning)
+    calls = [_rendered_calls(text, turn, assistant[n]) if n in assistant else 0 for n, turn in enumerate(turns)]
+    order = sorted(range(len(spans)), key=lambda k: spans[k])
+    return MessageSpans([spans[k] for k in order], [owners[k] for k in order], roles, eot, calls, reasoning)
 
 
-def _rendered_calls(text: str, turn: Turn, start: int, end: int) -> int:
-    """How many of the turn's tool calls its span shows, each found by its function name after
+def _rendered_calls(text: str, turn: Turn, own: list[tuple[int, int]]) -> int:
+    """How many of the turn's tool calls its spans show, each found by its function name after
     the one before: a template that ignores tool calls (plain ChatML) shows none, and then none
     is counted as trained."""
     shown = 0
+    pieces = iter(own)
+    start, end = next(pieces)
     for call in turn.tool_calls:
         found = text.find(str(call["function"]["name"]), start, end)
+        while found < 0 and (piece := next(pieces, None)):
+            start, end = piece
+            found = text.find(str(call["function"]["name"]), start, end)
         if found < 0:
             break
         shown, start = shown + 1, found + 1
     return shown
 
 
-def _reasoning_span(text: str, reasoning: str | None, start: int, end: int) -> tuple[int, int]:
-    """Where a message's reasoning lies inside its span [start, end), found by its stripped text
-    (templates strip it): (0, 0) when it has none, (-n, -n) when its n characters are not there."""
-    wanted = (reasoning or "").strip()
+def _reasoning_span(text: str, turn: Turn, own: list[tuple[int, int]]) -> tuple[int, int]:
+    """Where a message's reasoning lies inside its spans (`templates.reasoning_shown`): (0, 0)
+    when it has none, (-n, -n) when its n characters (stripped) are not rendered."""
+    wanted = (turn.reasoning or "").strip()
     if not wanted:
         return (0, 0)
-    found = text.find(wanted, start, end)
-    return (found, found + len(wanted)) if found >= 0 else (-len(wanted), -len(wanted))
+    for start, end in own:
+        found = reasoning_shown(text, start, end, wanted, turn.content)
+        if found >= 0:
+            return (found, found + len(wanted))
+    return (-len(wanted), -len(wanted))
 
 
-def locate(starts: np.ndarray, spans: np.ndarray, eot_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def locate(starts: np.ndarray, spans: np.ndarray, owners: np.ndarray, eot_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(message of each token, token index of each end-of-turn character), for token start
-    characters `starts` (sorted) and message `spans` (sorted, disjoint): a token belongs to the span
-    holding its first character, as in `masking.build_labels`. Works on a whole batch at once when
-    both are laid end to end (each string's positions moved by the characters before it).
+    characters `starts` (sorted), message `spans` (sorted, disjoint) and the message `owners` of
+    each: a token belongs to the span holding its first character, as in `masking.build_labels`.
+    Works on a whole batch at once when both are laid end to end (each string's positions moved
+    by the characters before it).
 
-        starts [0, 4, 6, 9]   spans [(4, 9)]   eot [6]   ->   [-1, 0, 0, -1], [2]
+        starts [0, 4, 6, 9]   spans [(4, 9)]   owners [1]   eot [6]   ->   [-1, 1, 1, -1], [2]
     """
     token_message = np.full(len(starts), -1, dtype=np.int32)
-    filled = np.flatnonzero(spans[:, 1] > spans[:, 0])  # an empty span (a message not found) holds no token
+    filled = np.flatnonzero(spans[:, 1] > spans[:, 0])  # an empty span holds no token
     if len(filled):
         at = np.searchsorted(spans[filled, 0], starts, side="right") - 1
         inside = at >= 0
         inside[inside] = starts[inside] < spans[filled[at[inside]], 1]
-        token_message[inside] = filled[at[inside]]
+        token_message[inside] = owners[filled[at[inside]]]
     token = np.searchsorted(starts, eot_chars, side="left")
     hit = (eot_chars >= 0) & (token < len(starts))
     hit[hit] = starts[token[hit]] == eot_chars[hit]

@@ -28,7 +28,8 @@ from expected import supervised_runs
 from template_conversations import CLASSES
 from test_template_library_a import _family
 from masked_shards.build.rows import check_template
-from masked_shards.build.templates import TOKENIZER_TEMPLATE, resolve_template
+from masked_shards.build.templates import TOKENIZER_TEMPLATE, ChatTemplate, Renderer, TemplateError, resolve_template
+from masked_shards.build.tokenization import special_tokens
 from masked_shards.bundled_templates import bundled
 
 ORIGINALS = Path(trl.__file__).parent / "chat_templates"
@@ -38,6 +39,7 @@ DEEPSEEK = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<�
 COHERE = ["<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|SYSTEM_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>"]
 GLM = ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<|endoftext|>"]
 GLM_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<tool_response>", "</tool_response>")
+GEMMA4 = ["<bos>", "<eos>", "<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>", "<|tool>", "<tool|>", '<|"|>', "<|think|>", "<|image|>", "<|audio|>", "<|video|>"]
 HARMONY = ["<|start|>", "<|message|>", "<|channel|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>"]
 
 # bundled name -> (the originals it reproduces, tokenizer family, the tokens an assistant turn may end with)
@@ -56,6 +58,9 @@ FAMILIES = {
     # GLM-4.5 turns end with the next turn's marker, which the model writes
     "glm4.5": (("glm4moe.jinja",), "glm", ("<|user|>", "<|observation|>")),
     "cohere2": (("cohere2.jinja",), "cohere", ("<|END_RESPONSE|><|END_OF_TURN_TOKEN|>",)),
+    # Gemma 4 (the July 2026 canonical template; gemma4 .. gemma4_v4 differ from it in reasoning and
+    # tool layout and are not reproduced): <|tool_response> hands a call over to the tool, <turn|> ends the turn
+    "gemma4": (("gemma4_v5.jinja",), "gemma4", ("<turn|>", "<|tool_response>")),
     # families without tool branches, checked again on these conversations
     "phi3.5": (("phi3_5.jinja",), "phi", ("<|end|>",)),
     "phi3": (("phi3.jinja",), "phi", ("<|end|>",)),
@@ -80,6 +85,7 @@ def tokenizers(qwen2_tokenizer):
         "gemma": _family(qwen2_tokenizer, ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], bos="<bos>", eos="<eos>"),
         "cohere": _family(qwen2_tokenizer, COHERE, bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>"),
         "glm": _family(qwen2_tokenizer, GLM, bos=None, eos="<|endoftext|>", plain=GLM_PLAIN),
+        "gemma4": _family(qwen2_tokenizer, GEMMA4, bos="<bos>", eos="<eos>"),
     }
 
 
@@ -211,6 +217,18 @@ SUPERVISED = {
     # Llama 3.1: one JSON call with "parameters", ended by <|eot_id|>; the text beside it is not rendered.
     ("llama3.1", "tools", "text_and_call"): ['{"name": "get_weather", "parameters": {"city": "Rome"}}<|eot_id|>', "Clear.<|eot_id|>"],
     ("llama3.2", "tools", "call_only"): ['{"name": "get_time", "parameters": {"zone": "America/Lima"}}<|eot_id|>'],
+    # Gemma 4: the thought channel and calls up to <|tool_response>, which hands over to the tool;
+    # after the masked results the call message's text, going on into the answer in the same turn.
+    ("gemma4", "parallel", "with_text"): [
+        '<|tool_call>call:get_weather{city:<|"|>Oslo<|"|>}<tool_call|><|tool_call>call:get_time{hour24:true,zone:<|"|>Asia/Tokyo<|"|>}<tool_call|><|tool_response>',
+        "Checking both.Oslo is at 3 °C; it is 09:30 in Tokyo.<turn|>",
+    ],
+    ("gemma4", "reasoning", "with_call"): [
+        '<|channel>thought\nI should look it up.\n<channel|><|tool_call>call:get_weather{city:<|"|>Rome<|"|>}<tool_call|><|tool_response>',
+        "<|channel>thought\nThe tool says clear.\n<channel|>Clear, 21 °C.<turn|>",
+    ],
+    ("gemma4", "tools", "call_only"): ['<|tool_call>call:get_time{zone:<|"|>America/Lima<|"|>}<tool_call|><|tool_response>'],
+    ("gemma4", "reasoning", "history"): ["4<turn|>", "<|channel>thought\n3 plus 3 makes 6.\n<channel|>6<turn|>"],
 }
 
 
@@ -250,6 +268,9 @@ def test_every_assistant_turn_is_one_run_ending_in_the_stop_token(tokenizers, na
     ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
     runs = [tokenizer.decode(run, skip_special_tokens=False) for run in supervised_runs(ids, [t if on else -100 for t, on in zip(ids, mask)])]
     turns = [n for n, m in enumerate(messages) if m["role"] == "assistant"]
+    if name == "gemma4":  # a call answered by results is one run up to <|tool_response>, its text after them another
+        assert all(run.endswith(FAMILIES[name][2]) for run in runs)
+        runs = ["".join(runs)] * len(turns)  # each turn's calls in the runs, no other message's text
     assert len(runs) == len(turns)
     for run, turn in zip(runs, turns):
         assert run.endswith(FAMILIES[name][2])
@@ -259,6 +280,25 @@ def test_every_assistant_turn_is_one_run_ending_in_the_stop_token(tokenizers, na
         for other in messages:
             if other["role"] != "assistant" and len(other["content"]) > 3:
                 assert other["content"] not in run
+
+
+@pytest.mark.parametrize("cls,case", CASES)
+def test_gemma4_pieces_are_the_ones_found_in_the_original(tokenizers, cls, case):
+    """Two independent ways to the same labels: the bundled template's generation blocks (told to
+    their messages by sentinels where a message has two) and the spans `--template tokenizer`
+    finds in the original gemma4_v5 by rendering it alone."""
+    tokenizer = tokenizers["gemma4"]
+    messages, tools = CLASSES[cls][case]
+
+    def pieces(source: str) -> list[tuple[int, str, bool]] | None:
+        renderer = Renderer(ChatTemplate("t", source), bos_token="<bos>", eos_token="<eos>", special_tokens=special_tokens(tokenizer))
+        try:
+            rendered = renderer.render_messages(copy.deepcopy(messages), [m["role"] == "assistant" for m in messages], tools=tools)
+        except TemplateError as err:
+            return err.reason
+        return [(s.turn, s.text, s.trainable) for s in rendered.segments]
+
+    assert pieces(resolve_template("gemma4", None).source) == pieces(_original("gemma4_v5.jinja"))
 
 
 # ---------------------------------------------------------------------------------------------
