@@ -338,7 +338,9 @@ class Renderer:
         missing = sorted(set(assistant) - {n for _, _, n in spans})
         if missing:
             raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
-        _check_rendered(text, spans, messages)
+        unsure = _check_rendered(text, spans, messages, self._special_tokens)
+        if unsure is not None and self._run(messages, False, tools) == self._run(_without_reasoning(messages, unsure), False, tools):
+            raise _dropped_reasoning(unsure)
         return _finish(text, [(start, end, n, trainable[n]) for start, end, n in spans], protect)
 
     def generation_prompt(self, example: Example) -> str:
@@ -638,14 +640,25 @@ def _shown(value: object, span: str) -> bool:
     return any(form in span for form in (value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], quoted))
 
 
-def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list[dict]) -> None:
+# Reasoning this short may be found in a span by chance (a template's own "<think>" holds "<"), so
+# whether it is shown is settled by rendering without it; longer text is not written by chance.
+SHORT_REASONING = 64
+
+
+def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list[dict], special_tokens: tuple[str, ...] = ()) -> int | None:
     """Reject what would train a turn without something it carries. Past turns' reasoning may be
     left out (Qwen3, DeepSeek-R1 do by design); the final assistant turn's may not. The final
     assistant turn is the last one when no user message follows it (tool results may). A turn
     written in pieces (`spans` holds (start, end, message) of each) is judged on them all.
 
     A tool call is rendered when its name (as often as calls bear it), each key of its arguments
-    and each string value are in the turn's span; reasoning as `reasoning_shown` says."""
+    and each string value are in the turn's span, looked for in what is left of it once the
+    template's special tokens and the turn's own text and reasoning are cut out (a call named "d"
+    is not in "<|im_end|>", nor one named "get" in "Let me get it"); reasoning as
+    `reasoning_shown` says, in the span without special tokens (reasoning "<" is not shown by
+    "<|im_end|>"). Short reasoning found so may still be text the template writes anyway ("<" in
+    a plain "<think>"): the final message's number is returned then, for the caller to render
+    once without it and compare (SHORT_REASONING); None otherwise."""
     pieces: dict[int, list[str]] = {}
     for start, end, n in spans:
         pieces.setdefault(n, []).append(text[start:end])
@@ -655,15 +668,39 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
         span = GEN_OPEN.join(pieces[n])  # a character no text holds, so no string spans two pieces
         calls = [call.get("function", call) for call in messages[n].get("tool_calls") or [] if isinstance(call, dict)]
         names = [call.get("name") for call in calls]
+        for token in special_tokens:  # the template's own tokens hold no call or reasoning ("d" in "<|im_end|>")
+            span = span.replace(token, GEN_OPEN)
+        rest = _calls_part(span, messages[n]) if calls else ""
         for call in calls:
             name, arguments = call.get("name"), call.get("arguments")
             arguments = arguments if isinstance(arguments, dict) else {}
-            shown = isinstance(name, str) and span.count(name) >= names.count(name)  # gpt-oss renders only the first of parallel calls
-            if not shown or any(str(key) not in span or not _shown(value, span) for key, value in arguments.items()):
+            shown = isinstance(name, str) and bool(name) and rest.count(name) >= names.count(name)  # gpt-oss renders only the first of parallel calls
+            if not shown or any(str(key) not in rest or not _shown(value, rest) for key, value in arguments.items()):
                 raise TemplateError(f"the chat template leaves out the tool call {name!r} of message {n}", "template_dropped_tool_calls")
         reasoning = next((messages[n][f] for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
-        if n == final and reasoning is not None and reasoning_shown(span, 0, len(span), reasoning, messages[n].get("content")) < 0:
-            raise TemplateError(f"the chat template does not render the reasoning of the final assistant message {n}", "template_dropped_reasoning")
+        if n == final and reasoning is not None:
+            if reasoning_shown(span, 0, len(span), reasoning, messages[n].get("content")) < 0:
+                raise _dropped_reasoning(n)
+            if len(reasoning.strip()) < SHORT_REASONING:
+                return n
+    return None
+
+
+def _dropped_reasoning(n: int) -> TemplateError:
+    return TemplateError(f"the chat template does not render the reasoning of the final assistant message {n}", "template_dropped_reasoning")
+
+
+def _without_reasoning(messages: list[dict], n: int) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in REASONING_KEYS} if i == n else m for i, m in enumerate(messages)]
+
+
+def _calls_part(span: str, message: dict) -> str:
+    """A turn's span without the turn's own text and reasoning (each cut once, stripped as
+    templates strip them): what is left is where its calls can be."""
+    for own in dict.fromkeys(message.get(key) for key in ("content", *REASONING_KEYS)):  # reasoning is under two keys
+        if isinstance(own, str) and own.strip():
+            span = span.replace(own.strip(), GEN_OPEN, 1)
+    return span
 
 
 def reasoning_shown(text: str, start: int, end: int, reasoning: str, content: object) -> int:

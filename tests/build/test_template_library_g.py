@@ -523,15 +523,10 @@ def _rejected_for(name: str, turns) -> str | None:
 
 
 def _named_apart(record: dict) -> dict:
-    """The record with each tool name prefixed "fn_" (the generator's names may be one letter,
-    which the pipeline's check for a dropped call finds by chance in the turn's "<|im_end|>":
-    test_a_call_named_like_part_of_the_stop_token_is_trained_without_it, below) and each call given
-    Kimi's id, "functions.NAME:IDX", counted across the conversation."""
+    """The record with each call given Kimi's id, "functions.NAME:IDX", counted across the
+    conversation."""
     record = copy.deepcopy(record)
-    for tool in record["tools"]:
-        tool["function"]["name"] = "fn_" + tool["function"]["name"]
     for number, call in enumerate(c for m in record["messages"] for c in m.get("tool_calls", [])):
-        call["function"]["name"] = "fn_" + call["function"]["name"]
         call["id"] = f"functions.{call['function']['name']}:{number}"
     return record
 
@@ -557,12 +552,10 @@ def test_supervised_tokens_decode_to_what_the_assistant_generates(tokenizers, bu
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="build/templates.py's _check_rendered looks for a call's name in the turn's span, and 'd' is in '<|im_end|>'")
 @pytest.mark.parametrize("name", ["kimi-k2", "smollm3"])
-def test_a_call_named_like_part_of_the_stop_token_is_trained_without_it(builders, name):
-    """Known gap, outside these templates: a call named "d" with no arguments, which neither format
-    writes, is found in the turn's "<|im_end|>", so the row is written and trains the turn without
-    its call. Strict: when the check is fixed this fails and the mark goes."""
+def test_a_call_named_like_part_of_the_stop_token_is_not_taken_for_written(builders, name):
+    """A call named "d" with no arguments, which neither format writes, is not "found" in the
+    turn's "<|im_end|>": the record is rejected, not trained without its call."""
     call = {"type": "function", "function": {"name": "d", "arguments": {}}}
     record = {"tools": [{"type": "function", "function": {"name": "d", "parameters": {"type": "object"}}}], "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "", "tool_calls": [call]}]}
     result = build_one(builders[name], _example(record))

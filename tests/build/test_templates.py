@@ -139,6 +139,27 @@ def test_a_tool_call_the_template_leaves_out_rejects_the_record(qwen2_tokenizer)
     assert caught.value.reason == "template_dropped_tool_calls"
 
 
+@pytest.mark.parametrize(("name", "content"), [("get", "Let me get it."), ("im", ""), ("d", "")])
+def test_a_left_out_call_is_not_found_in_the_turns_own_text_or_its_stop_token(qwen2_tokenizer, name, content):
+    """The name of a call the template drops may be in the turn's text ("get" in "Let me get it.")
+    or inside its stop token ("im", "d" in "<|im_end|>"): neither is the call."""
+    call = {"type": "function", "function": {"name": name, "arguments": {}}}
+    messages = [{"role": "user", "content": "A"}, {"role": "assistant", "content": content, "tool_calls": [call]}]
+    with pytest.raises(TemplateError, match="leaves out the tool call") as caught:
+        _renderer(ChatTemplate("tokenizer", PLAIN_CHATML), qwen2_tokenizer).render_messages(messages, [False, True])
+    assert caught.value.reason == "template_dropped_tool_calls"
+
+
+@pytest.mark.parametrize("reasoning", ["<", "think", "im_end", "t"])
+def test_short_final_reasoning_found_only_in_the_templates_own_text_is_not_taken_for_rendered(qwen2_tokenizer, reasoning):
+    """A template that writes an empty "<think></think>" (plain text in Qwen2's vocabulary) and
+    never the reasoning: reasoning "<" or "think" is in the span, yet not rendered."""
+    empty_think = PLAIN_CHATML.replace("(message['content'] or '')", "('<think></think>' if message['role'] == 'assistant' else '') + (message['content'] or '')")
+    builder = RowBuilder(PipelineConfig(template="tokenizer"), qwen2_tokenizer, ChatTemplate("tokenizer", empty_think))
+    result = build_one(builder, Example("t.jsonl:1", "t.jsonl", (Turn("user", "A"), Turn("assistant", "B", True, reasoning))))
+    assert result.reason == "template_dropped_reasoning", result
+
+
 def test_final_reasoning_the_template_never_renders_rejects_the_record(qwen2_tokenizer):
     builder = RowBuilder(PipelineConfig(template="tokenizer"), qwen2_tokenizer, ChatTemplate("tokenizer", PLAIN_CHATML))
     turns = (Turn("user", "A"), Turn("assistant", "B", True, "Because."))
