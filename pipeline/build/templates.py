@@ -165,7 +165,7 @@ def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None,
         return ChatTemplate(spec, bundled_templates.template_path(spec).read_text(encoding="utf-8"))
     if spec in (TOKENIZER_TEMPLATE, AUTO_TEMPLATE):
         if isinstance(tokenizer_template, dict):
-            tokenizer_template = tokenizer_template.get("default")
+            tokenizer_template = named_templates(tokenizer_template)
         if spec == AUTO_TEMPLATE:
             # Without a template of its own (a translation or base tokenizer) there is nothing to
             # match: generic ChatML, as before auto, and the start-up line says why.
@@ -183,6 +183,18 @@ def resolve_template(spec: str, tokenizer_template: str | dict[str, str] | None,
             raise TemplateError(f"cannot read template file {spec} ({err.strerror})") from None
     names = ", ".join([*available, AUTO_TEMPLATE, TOKENIZER_TEMPLATE])
     raise TemplateError(f"unknown template {spec!r}; choose one of {names}, or a path to a .jinja file")
+
+
+def named_templates(templates: dict[str, str]) -> str | None:
+    """A tokenizer's named chat templates (Hermes 2 Pro and 3, Command-R ship `default` and
+    `tool_use`) as the one template that picks between them as `apply_chat_template` does:
+    `tool_use` when tools are given (`tools` not None), `default` otherwise. Reading `default`
+    alone would train tool records in another format than the model is served in. The newline
+    after each tag is what Hugging Face's `trim_blocks` takes away, so each source stays whole."""
+    default, tool_use = templates.get("default"), templates.get("tool_use")
+    if not (default and tool_use):
+        return default
+    return f"{{% if tools is not none %}}\n{tool_use}{{% else %}}\n{default}{{% endif %}}"
 
 
 def match_bundled(original: str, variables: dict[str, str]) -> ChatTemplate:

@@ -11,6 +11,7 @@ from conftest import build_one
 from masked_shards.config import PipelineConfig
 from masked_shards.records import Example, Turn
 from masked_shards.build.rows import RowBuilder, check_template
+from masked_shards.build.template_probes import PROBES
 from masked_shards.build.templates import ChatTemplate, Renderer, TemplateError, resolve_template
 from masked_shards.build.tokenization import TokenizerError, special_tokens
 from masked_shards.bundled_templates import bundled, family_tokens, template_path
@@ -262,3 +263,32 @@ def test_spans_when_the_system_text_moves_to_the_last_user_turn(qwen2_tokenizer)
     rendered = renderer.render(Example("t:0", "t", turns))
     assert rendered.text == "<|begin_of_text|>[INST]A[/INST]B<|im_end|>[INST]Be brief.\n\nC[/INST]D<|im_end|>"
     assert [s.text for s in rendered.segments if s.trainable] == ["B<|im_end|>", "D<|im_end|>"]
+
+
+NAMED_DEFAULT = (
+    "{{ bos_token }}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + (m['content'] or '') + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""Hermes 2 Pro's and Hermes 3's `default`: ChatML after the BOS, no tools."""
+
+
+def test_named_templates_render_tool_use_when_tools_are_given_as_apply_chat_template_does(qwen2_tokenizer):
+    """Hermes 2 Pro and 3 ship {"default": ..., "tool_use": ...}; apply_chat_template takes
+    `tool_use` when tools are given. Reading `default` alone would train tool records in a format
+    the model is not served in. The `tool_use` here is our hermes template without its marks."""
+    tool_use = re.sub(r"\{%-?\s*(end)?generation\s*-?%\}", "", resolve_template("hermes", None).source)
+    named = {"default": NAMED_DEFAULT, "tool_use": tool_use}
+    saved = qwen2_tokenizer.chat_template
+    qwen2_tokenizer.chat_template = named
+    try:
+        renderer = _renderer(resolve_template("tokenizer", named), qwen2_tokenizer)
+        for messages, tools in PROBES.values():
+            expected = qwen2_tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
+            assert renderer.render_text(messages, add_generation_prompt=False, tools=tools) == expected
+    finally:
+        qwen2_tokenizer.chat_template = saved
+    assert any(tools is not None for _, tools in PROBES.values()) and any(tools is None for _, tools in PROBES.values())
+    # auto compares the tool probes with `tool_use`, the rest with `default`: hermes renders both
+    assert resolve_template("auto", named, qwen2_tokenizer.bos_token, qwen2_tokenizer.eos_token).name == "hermes"
+    assert resolve_template("auto", {"default": NAMED_DEFAULT}, qwen2_tokenizer.bos_token, qwen2_tokenizer.eos_token).name == "tokenizer"
+
