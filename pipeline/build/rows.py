@@ -28,6 +28,7 @@ from masked_shards.config import PipelineConfig
 from masked_shards.build.masking import IGNORE_INDEX, build_labels, crossed_boundaries, generated_part, select_spans, span_edges
 from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn, strings_in
 from masked_shards.write.shards import split_for
+from masked_shards.build.direct_render import direct_renderer
 from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, TemplateError
 from masked_shards.build.tokenization import EncodedBatch, Encoder, FolderTokenizer, TokenizerError, full_tokenizer, special_tokens
 from masked_shards.read.translation import TranslationPair
@@ -262,6 +263,7 @@ class DecoderEncoding:
         self._specials = specials
         self._special_pattern = special_pattern
         self._renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=self._specials)
+        self._direct = direct_renderer(template)  # plain conversations without a Jinja call, when the template has a writer
         self._encoder = Encoder(tokenizer)
         self._eos = tokenizer.eos_token or ""
         self._end_of_turn = EndOfTurn(specials)
@@ -313,10 +315,12 @@ class DecoderEncoding:
             document = content + self._eos
             plain_spans = tuple(m.span() for m in self._special_pattern.finditer(content)) if plain else ()
             return Rendered(document, (Segment(document, True, 0),), plain_spans)
-        try:
-            rendered = self._renderer.render(example, protect=self._specials if plain else ())
-        except TemplateError as err:
-            return rejected(example, err.reason, str(err))
+        rendered = self._direct(example) if self._direct is not None and not plain else None
+        if rendered is None:
+            try:
+                rendered = self._renderer.render(example, protect=self._specials if plain else ())
+            except TemplateError as err:
+                return rejected(example, err.reason, str(err))
         return _generated(rendered, self._prompt_tail, self._end_of_turn)
 
 
