@@ -1,6 +1,6 @@
 """The coverage report as one self-contained HTML page: what a person opens after a run.
 
-Everything is inside the file: the CSS inline, the plots as base64 PNG data URIs, no script and
+Everything is inside the file: the CSS inline, the plots as inline SVG (plots.py), no script and
 no link to anything outside, so the page reads the same from a laptop, a CI artifact or an
 object store. The tables are tables.py's (the Markdown report renders the same ones);
 on top come the headline numbers as cards, red where something needs a look (a failed gate, no
@@ -12,7 +12,6 @@ supervised end-of-turn token, rejections), then the plots, then the first rows t
 
 from __future__ import annotations
 
-import base64
 import html
 from collections.abc import Mapping, Sequence
 
@@ -42,7 +41,7 @@ th{background:#eef1f6;font-weight:600}td.num{text-align:right;font-variant-numer
 td.code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-word;max-width:760px}
 tr.failed td{background:#fdecea}
 figure{background:#fff;border:1px solid #dde;border-radius:6px;margin:12px 0;padding:10px}
-figure img{max-width:100%;height:auto;display:block}figcaption{color:#555;font-size:13px;margin-top:4px}
+figure svg{max-width:100%;height:auto;display:block}figcaption{color:#555;font-size:13px;margin-top:4px}
 nav{font-size:13px;color:#555}nav a{color:#3b6ea8;margin-right:10px;text-decoration:none}
 .example{background:#fff;border:1px solid #dde;border-radius:6px;padding:10px;margin:10px 0}
 .example h3{font-size:14px;margin:0 0 6px;font-family:ui-monospace,Menlo,Consolas,monospace}
@@ -59,7 +58,7 @@ def report_html(report: Mapping[str, object], examples: Sequence[tuple[str, str]
     leading = [t for t in tables if t.anchor in ("summary", "gates", "sources", "rejected", "dropped")]
     body += [_table(t) for t in leading]
     body.append('<h2 id="plots">Plots</h2>')
-    body += [_figure(caption, png) for caption, png in report_plots(report)]
+    body += [_figure(caption, svg) for caption, svg in report_plots(report)]
     body += [_table(t) for t in tables if t not in leading and t.anchor not in ("files", "identity", "config")]
     if examples:
         body.append('<h2 id="examples">The first rows, token by token</h2><p class="note">Green: supervised (the loss trains on it); grey: masked context; red: padding. Shades alternate so token boundaries show.</p>')
@@ -129,9 +128,8 @@ def _td(value: object, code: bool) -> str:
     return f'<td class="code">{text}</td>' if code else f"<td>{text}</td>"
 
 
-def _figure(caption: str, png: bytes) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+def _figure(caption: str, svg: str) -> str:
+    return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def example_views(rows: pa.Table, tokenizer) -> list[tuple[str, str]]:
