@@ -23,6 +23,7 @@ REASONING_KEYS = ("reasoning_content", "thinking")  # the names chat templates r
 # (see templates.py); text that already contains one is rejected rather than mis-masked.
 RESERVED_CHARS = frozenset(chr(c) for c in range(0xFDD0, 0xFDF0))
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNUSABLE = re.compile("[\ufdd0-\ufdef\ud800-\udfff]")  # either kind: one scan finds a text clean
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,8 @@ def unusable_text(text: str) -> tuple[str, str] | None:
     * `invalid_unicode`: a lone UTF-16 surrogate (JSON allows the escape "\\ud800"), which is not
       a character and cannot be encoded as UTF-8 or tokenized.
     """
+    if not _UNUSABLE.search(text):
+        return None
     if RESERVED_CHARS.intersection(text):
         return "reserved_character", "contains a Unicode noncharacter (U+FDD0..U+FDEF)"
     surrogate = _SURROGATE.search(text)

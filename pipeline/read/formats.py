@@ -194,6 +194,7 @@ def _message_list(value: dict[str, object], key: str) -> list[dict[str, object]]
 
 def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_key: str, text_key: str) -> tuple[Turn, ...]:
     turns = []
+    consumed = frozenset({role_key, text_key, "tool_calls", *_REASONING_KEYS})
     for n, message in enumerate(_message_list(value, key)):
         message = _present(message)
         speaker = message.get(role_key)
@@ -203,7 +204,7 @@ def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_
         trainable = _wants_training(message, n)
         if role == FUNCTION_CALL:  # ShareGPT: the value is the call itself, as JSON
             calls = _function_call_value(message.get(text_key), n)
-            turns.append(Turn("assistant", "", trainable, None, calls, _extra(message, role_key, text_key)))
+            turns.append(Turn("assistant", "", trainable, None, calls, _extra(message, consumed)))
             continue
         content, part_reasoning = _content(message, text_key, n, has_calls=bool(message.get("tool_calls")))
         reasoning = _reasoning(message, n)
@@ -212,25 +213,27 @@ def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_
         calls = _tool_calls(message.get("tool_calls"), n) if role == "assistant" else ()
         if role != "assistant" and "tool_calls" in message:
             raise Invalid("unexpected_field", f"message {n} has 'tool_calls' but is a {role} message; only assistant messages call tools")
-        turns.append(Turn(role, content, role == "assistant" and trainable, reasoning, calls, _extra(message, role_key, text_key)))
+        turns.append(Turn(role, content, role == "assistant" and trainable, reasoning, calls, _extra(message, consumed)))
     return tuple(turns)
 
 
 def _present(value: object) -> object:
     """`value` with every null-valued key removed, at any depth: Parquet and `datasets` store a
     list of messages as a list of structs, where a key one message lacks is null in the others,
-    so a null field is an absent field (never the text "None")."""
+    so a null field is an absent field (never the text "None"). Only containers are descended
+    into (a message's strings cost no call: this runs on every message)."""
     if isinstance(value, dict):
-        return {k: _present(v) for k, v in value.items() if v is not None}
+        return {k: _present(v) if isinstance(v, (dict, list)) else v for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_present(v) for v in value]
+        return [_present(v) if isinstance(v, (dict, list)) else v for v in value]
     return value
 
 
-def _extra(message: dict[str, object], role_key: str, text_key: str) -> tuple[tuple[str, object], ...]:
+def _extra(message: dict[str, object], consumed: frozenset[str]) -> tuple[tuple[str, object], ...]:
     """The message's other keys (a tool result's `tool_call_id` and `name`, ...), passed on to the
-    template as the record gave them."""
-    consumed = {role_key, text_key, "tool_calls", *_REASONING_KEYS}
+    template as the record gave them; `consumed`: the keys read into the `Turn`'s own fields."""
+    if len(message) == 2 and all(k in consumed for k in message):  # the usual role and text alone
+        return ()
     return tuple((k, v) for k, v in message.items() if k not in consumed)
 
 
@@ -330,6 +333,8 @@ def _wants_training(message: dict[str, object], n: int) -> bool:
     """Per-turn control: `"train": false`, or `"weight"` / `"loss_weight"` 0, keeps an assistant
     turn unsupervised. Only 0 and 1 are honoured: a fractional weight cannot be expressed by a
     mask, so it rejects the record rather than being rounded."""
+    if "train" not in message and "weight" not in message and "loss_weight" not in message:
+        return True
     train = message.get("train", True)
     if not isinstance(train, bool):
         raise Invalid("invalid_weight", f"message {n}: 'train' must be true or false, not {train!r}")
@@ -394,7 +399,12 @@ def _with_system_prompt(turns: tuple[Turn, ...], system_prompt: str | None) -> t
 
 def _check_conversation(turns: tuple[Turn, ...], tools: list[dict[str, object]] | None) -> None:
     for n, turn in enumerate(turns):
-        for what, text in (("text", turn.content), ("reasoning", turn.reasoning or ""), *(("tool call", t) for t in strings_in(turn.tool_calls)), *(("field", t) for t in strings_in(turn.extra))):
+        texts = [("text", turn.content)]
+        if turn.reasoning:
+            texts.append(("reasoning", turn.reasoning))
+        if turn.tool_calls or turn.extra:
+            texts += [*(("tool call", t) for t in strings_in(turn.tool_calls)), *(("field", t) for t in strings_in(turn.extra))]
+        for what, text in texts:
             problem = unusable_text(text)
             if problem:
                 raise Invalid(problem[0], f"turn {n} {what} {problem[1]}")
