@@ -26,7 +26,7 @@ from masked_shards.records import Example, Segment, Turn
 _PLAIN_ROLES = frozenset({"system", "user", "assistant"})
 _QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
-Writer = Callable[[Example], Rendered]
+Writer = Callable[[Example], Rendered]  # its spans start where the generation prompt ends and end with the stop token
 
 
 def direct_renderer(template: ChatTemplate) -> Callable[[Example], Rendered | None] | None:

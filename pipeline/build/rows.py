@@ -316,6 +316,8 @@ class DecoderEncoding:
             plain_spans = tuple(m.span() for m in self._special_pattern.finditer(content)) if plain else ()
             return Rendered(document, (Segment(document, True, 0),), plain_spans)
         rendered = self._direct(example) if self._direct is not None and not plain else None
+        if rendered is not None and not self._prompt_tail:
+            return rendered  # direct_render.py: spans start where the prompt ends and end with the stop token, nothing to cut
         if rendered is None:
             try:
                 rendered = self._renderer.render(example, protect=self._specials if plain else ())

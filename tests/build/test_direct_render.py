@@ -2,7 +2,8 @@
 
 Over generated conversations (any order of system, user and assistant messages, empty texts,
 whitespace at the edges, special-token text, Jinja syntax, any Unicode, untrained turns), each
-writer's `Rendered` equals `Renderer.render`'s for the bundled template; a conversation outside
+writer's `Rendered` equals `Renderer.render`'s for the bundled template, and has nothing for
+rows.py to cut from its spans (`_generated` leaves it as it is); a conversation outside
 the plain shape (tools, calls, reasoning, other fields or roles) gets None, so Jinja renders it.
 """
 
@@ -13,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masked_shards.build.direct_render import direct_renderer
+from masked_shards.build.rows import _generated, _prompt_tail
 from masked_shards.build.templates import ChatTemplate, Renderer, resolve_template
+from masked_shards.build.turn_counts import EndOfTurn
 from masked_shards.records import RESERVED_CHARS, Example, Turn
 
 WRITTEN = ("chatml", "qwen2.5")
@@ -42,10 +45,15 @@ def test_a_written_template_renders_plain_conversations_as_jinja_does(name):
     jinja, direct = _renderers(name)
     assert direct is not None, f"{name} lost its writer: its source changed, so direct_render.py must be checked against it again"
 
+    end_of_turn = EndOfTurn(("<|im_start|>", "<|im_end|>", "<|endoftext|>"))
+    assert _prompt_tail(jinja) == ""
+
     @settings(max_examples=300, deadline=None)
     @given(_conversation)
     def check(example):
-        assert direct(example) == jinja.render(example)
+        written = direct(example)
+        assert written == jinja.render(example)
+        assert _generated(written, "", end_of_turn) is written  # rows.py skips the cut for a written one
 
     check()
 
