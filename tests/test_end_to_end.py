@@ -171,6 +171,6 @@ def test_counts_that_do_not_reconcile_fail_the_run_and_leave_no_manifest(inputs,
     coverage.add_batch(row_batch([Row(f"good.jsonl:{n}", "good.jsonl", "train", [1, 2], [-100, 2], [1, 1]) for n in range(2)]))
     shard = {"path": "data/train-00000-of-00001.parquet", "split": "train", "index": 0, "rows": 1, "bytes": 0, "sha256": ""}
     with pytest.raises(RuntimeError, match="records do not reconcile: read 2 != written 1"):
-        list(FinalizeFn(plan(config)).process(None, [shard], [], [], coverage, 2))
+        list(FinalizeFn(plan(config)).process(None, [shard], [], [], coverage, 2, []))
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert json.loads((tmp_path / "out" / "coverage_report.json").read_text())["rows_written"] == 1
