@@ -324,7 +324,7 @@ class Renderer:
         def shows(given: list[dict]) -> set[bool]:
             try:
                 rendered = self._run(given, False, None)
-            except TemplateError:
+            except Exception:  # noqa: BLE001 - a template may fail in any way on a probe (a user's divides by zero): it tells nothing
                 return {False}
             return {text in rendered for text in texts}
 

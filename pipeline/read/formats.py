@@ -94,7 +94,7 @@ def to_example(record: RawRecord, options: ParseOptions = ParseOptions()) -> Exa
         if not isinstance(value, dict):
             raise Invalid("not_an_object", f"record is a JSON {type(value).__name__}, not an object")
         config = options.config
-        value = _renamed(value, config.field_map)
+        value = _renamed(_present(value) if record.columnar else value, config.field_map)
         chosen = detect_format(value, config.source_lang) if config.format == "auto" else config.format
         if chosen is None:
             raise Invalid("unknown_format", f"cannot tell the format from fields {_field_names(value)[:8]}")
@@ -196,7 +196,7 @@ def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_
     turns = []
     consumed = frozenset({role_key, text_key, "tool_calls", *_REASONING_KEYS})
     for n, message in enumerate(_message_list(value, key)):
-        message = _present(message)
+        message = {k: v for k, v in message.items() if v is not None}  # a null field is an absent field
         speaker = message.get(role_key)
         role = options.roles.get(speaker) if isinstance(speaker, str) else None
         if role is None:
@@ -218,10 +218,11 @@ def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_
 
 
 def _present(value: object) -> object:
-    """`value` with every null-valued key removed, at any depth: Parquet and `datasets` store a
-    list of messages as a list of structs, where a key one message lacks is null in the others,
-    so a null field is an absent field (never the text "None"). Only containers are descended
-    into (a message's strings cost no call: this runs on every message)."""
+    """`value` with every null-valued key removed, at any depth, for a columnar record (Parquet,
+    `datasets`): they store a list of messages as a list of structs, where a key one message lacks
+    is null in the others, so a null field is an absent field (never the text "None"). A JSON
+    record keeps its nulls below the message's own keys: `{"unit": null}` as a call's arguments
+    is what the model must write. Only containers are descended into."""
     if isinstance(value, dict):
         return {k: _present(v) if isinstance(v, (dict, list)) else v for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -257,7 +258,7 @@ def _content(message: dict[str, object], key: str, n: int, *, has_calls: bool) -
         if kind not in ("text", "reasoning"):
             what = repr(kind) if isinstance(part, dict) else f"a {type(part).__name__}"
             raise Invalid("unsupported_content", f"message {n} has a content part of type {what}; only text and reasoning parts can be trained on")
-        text = next((part[k] for k in ("text", "value", "reasoning") if k in part), None)
+        text = next((part[k] for k in ("text", "value", "reasoning") if part.get(k) is not None), None)
         if not isinstance(text, str):
             raise Invalid("wrong_type", f"message {n} has a {kind} part without a string 'text'")
         (texts if kind == "text" else reasoning).append(text)
@@ -278,8 +279,8 @@ def _tool_calls(calls: object, n: int) -> tuple[dict[str, object], ...]:
         function = call.get("function", call)  # a flat {"name", "arguments"} call is read as its function
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"].strip():
             raise Invalid("invalid_tool_call", f"message {n} tool call {k} has no function name")
-        others = {key: v for key, v in call.items() if key not in ("function", "name", "arguments", "type")}
-        extra_function = {key: v for key, v in function.items() if key not in ("name", "arguments")}
+        others = {key: v for key, v in call.items() if key not in ("function", "name", "arguments", "type") and v is not None}
+        extra_function = {key: v for key, v in function.items() if key not in ("name", "arguments") and v is not None}
         arguments = _arguments(function.get("arguments", _ABSENT), f"message {n} tool call {k}")
         normalised.append({"type": "function", "function": {"name": function["name"], "arguments": arguments, **extra_function}, **others})
     return tuple(normalised)
@@ -320,8 +321,6 @@ def _tools(value: dict[str, object]) -> list[dict[str, object]] | None:
             tools = json.loads(tools)
         except ValueError as err:
             raise Invalid("invalid_tools", f"'tools' is not valid JSON ({err})") from None
-    else:
-        tools = _present(tools)
     if tools is None:
         return None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):

@@ -82,12 +82,16 @@ RangeKind = Literal["lines", "row_groups", "whole"]
 
 @dataclass(frozen=True)
 class RawRecord:
-    """A parsed record: `name:index` is its id and location, `source` the input it belongs to."""
+    """A parsed record: `name:index` is its id and location, `source` the input it belongs to.
+    `columnar`: read from Parquet or `datasets`, whose structs hold a null for every key a value
+    lacks, so a null there is an absent key at any depth; in JSON a null is the record's own
+    value (a tool call's `{"unit": null}` argument), kept."""
 
     name: str
     index: int
     value: object
     source: str = ""
+    columnar: bool = False
 
     @property
     def example_id(self) -> str:
@@ -561,7 +565,7 @@ def _read_row_groups(r: InputRange, stream: IO[bytes], first_line: int) -> Itera
     index = first_line
     for batch in table.iter_batches(batch_size=4096, row_groups=_row_groups(r, table.num_row_groups)):
         for value in batch.to_pylist():
-            yield RawRecord(r.unit.name, index, value, r.unit.source)
+            yield RawRecord(r.unit.name, index, value, r.unit.source, columnar=True)
             index += 1
 
 
@@ -678,4 +682,4 @@ def _read_dataset(unit: InputFile) -> Iterator[RawRecord]:
         name, config, split = parse_hf_spec(unit.path)
         table = datasets.load_dataset(name, config, split=split)
     for index, value in enumerate(table):
-        yield RawRecord(unit.name, index, value, unit.source)
+        yield RawRecord(unit.name, index, value, unit.source, columnar=True)

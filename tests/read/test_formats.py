@@ -303,22 +303,40 @@ def test_loss_weight_zero_keeps_a_turn_unsupervised():
 
 def test_a_null_field_is_an_absent_field(tmp_path):
     """Messages as `datasets` stores them: a list of structs, every key in every message, null
-    where a message lacks it. Read back from a real Parquet file, nulls never become fields."""
+    where a message lacks it, down to the arguments of calls given as objects. Read back from a
+    real Parquet file through our reader, nulls never become fields."""
     import datasets
+
+    from masked_shards.read.sources import InputFile, read_records
 
     rows = [{"messages": [
         {"role": "user", "content": "Weather?", "tool_calls": None, "tool_call_id": None, "reasoning_content": None},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": None, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}], "tool_call_id": None, "reasoning_content": "Look it up."},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": None, "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": None}}}, {"id": "c2", "type": "function", "function": {"name": "get_time", "arguments": {"city": None, "days": 2}}}], "tool_call_id": None, "reasoning_content": "Look it up."},
         {"role": "tool", "content": "21C", "tool_calls": None, "tool_call_id": "c1", "reasoning_content": None},
         {"role": "assistant", "content": "21C.", "tool_calls": None, "tool_call_id": None, "reasoning_content": None},
     ]}]
     datasets.Dataset.from_list(rows).to_parquet(tmp_path / "chat.parquet")
     record = datasets.load_dataset("parquet", data_files=str(tmp_path / "chat.parquet"), split="train")[0]
     assert record["messages"][0]["tool_calls"] is None  # the shape we must read
-    turns = _example(record).turns
+    [read] = read_records(InputFile("src", "chat.parquet", str(tmp_path / "chat.parquet"), "parquet"), lambda p: open(p, "rb"))
+    turns = to_example(read).turns
     assert [t.message() for t in turns] == [
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"})], "reasoning_content": "Look it up.", "thinking": "Look it up."},
+        {"role": "assistant", "content": "", "tool_calls": [_call("get_weather", {"city": "Paris"}), {**_call("get_time", {"days": 2}), "id": "c2"}], "reasoning_content": "Look it up.", "thinking": "Look it up."},
         {"role": "tool", "content": "21C", "tool_call_id": "c1"},
         {"role": "assistant", "content": "21C."},
     ]
+
+
+def test_a_null_in_json_below_a_messages_keys_is_the_records_own_value():
+    """In JSON a null is written on purpose: a call's `{"unit": null}` argument, a schema's
+    `"default": null`, are what the model must see and write; a message's own null keys (and a
+    call's null id) are still absent fields."""
+    call = {"id": None, "type": "function", "function": {"name": "convert", "arguments": {"value": 3, "unit": None}}}
+    tools = [{"type": "function", "function": {"name": "convert", "parameters": {"type": "object", "properties": {"unit": {"type": ["string", "null"], "default": None}}}}}]
+    example = _example({"tools": tools, "messages": [{"role": "user", "content": "3?", "name": None}, {"role": "assistant", "content": None, "tool_calls": [call]}]})
+    assert [t.message() for t in example.turns] == [
+        {"role": "user", "content": "3?"},
+        {"role": "assistant", "content": "", "tool_calls": [_call("convert", {"value": 3, "unit": None})]},
+    ]
+    assert example.tools == tools
