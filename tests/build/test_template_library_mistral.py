@@ -20,7 +20,9 @@ is checked against it:
 
 Reference tokenizers: mistral-common's `mistral_instruct_tokenizer_240323.model.v3` (v3 on
 SentencePiece: Mistral-7B-Instruct-v0.3), `tekken_240718.json` (v3 on Tekken: Mistral-Nemo), and
-that Tekken vocabulary read as version v7 (what Mistral-Small-2501's tekken.json declares).
+that Tekken vocabulary read as version v7 (what Mistral-Small-2501's tekken.json declares), and
+read as version v11 (Mistral-Small-3.2-2506's) with the two control tokens v11 adds, [ARGS] and
+[CALL_ID], listed after the 20 the older file implies (a v11 file must list its special tokens).
 Messages go to mistral-common through its own OpenAI-shape reader (`from_openai`).
 """
 
@@ -41,6 +43,7 @@ from mistral_common.protocol.instruct.messages import AssistantMessage
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 from transformers import AutoTokenizer
 from transformers.integrations.mistral.tokenizer import convert_tekken_tokenizer
 
@@ -56,7 +59,9 @@ from masked_shards.build.templates import renders_tools_and_reasoning, resolve_t
 from masked_shards.bundled_templates import bundled, family_tokens, template_path
 
 DATA = Path(mistral_common.__file__).parent / "data"
-NAMES = ("mistral-v3", "mistral-nemo", "mistral-v7-tekken")
+NAMES = ("mistral-v3", "mistral-nemo", "mistral-v7-tekken", "mistral-v11")
+# The Tekken formats that write text beside calls.
+TEXT_BESIDE_CALLS = {"mistral-v7-tekken", "mistral-v11"}
 SENTENCEPIECE = {"mistral-v3"}
 
 
@@ -70,7 +75,16 @@ def tokenizer_files(tmp_path_factory) -> dict[str, Path]:
     tekken = json.loads((DATA / "tekken_240718.json").read_text(encoding="utf-8"))
     tekken["config"]["version"] = "v7"
     (folder / "tekken_v7.json").write_text(json.dumps(tekken), encoding="utf-8")
-    return {"mistral-v3": DATA / "mistral_instruct_tokenizer_240323.model.v3", "mistral-nemo": DATA / "tekken_240718.json", "mistral-v7-tekken": folder / "tekken_v7.json"}
+    tekken["config"]["version"] = "v11"
+    implied = [{"rank": token["rank"], "token_str": str(token["token_str"]), "is_control": True} for token in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]
+    tekken["special_tokens"] = [*implied, {"rank": len(implied), "token_str": "[ARGS]", "is_control": True}, {"rank": len(implied) + 1, "token_str": "[CALL_ID]", "is_control": True}]
+    (folder / "tekken_v11.json").write_text(json.dumps(tekken), encoding="utf-8")
+    return {
+        "mistral-v3": DATA / "mistral_instruct_tokenizer_240323.model.v3",
+        "mistral-nemo": DATA / "tekken_240718.json",
+        "mistral-v7-tekken": folder / "tekken_v7.json",
+        "mistral-v11": folder / "tekken_v11.json",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +95,17 @@ def references(tokenizer_files) -> dict[str, MistralTokenizer]:
 
 @pytest.fixture(scope="module")
 def generated_templates(tokenizer_files) -> dict[str, str]:
-    """The chat template mistral-common generates for each tokenizer file."""
-    return {name: convert_tokenizer_to_chat_template(path) for name, path in tokenizer_files.items()}
+    """The chat template mistral-common generates for each tokenizer file; for v11 the one for a model
+    that does not reason (Mistral-Small-3.2), see test_auto_keeps_the_v11_template_that_guesses_reasoning."""
+    return {name: convert_tokenizer_to_chat_template(path, **({"plain_thinking_support": False} if name == "mistral-v11" else {})) for name, path in tokenizer_files.items()}
 
 
 @pytest.fixture(scope="module")
 def hf_tokenizers(tokenizer_files, generated_templates, tmp_path_factory):
     """SentencePiece: transformers' Llama conversion of the .model file (as Mistral-7B-Instruct-v0.3
-    ships it). Tekken: transformers' Mistral conversion of the tekken.json (about 15 s, once; the
-    v7 tokenizer shares the vocabulary). Each carries mistral-common's generated chat template."""
+    ships it). Tekken: transformers' Mistral conversion of the tekken.json (about 15 s each; the
+    v7 tokenizer shares Nemo's, the v11 file adds two special tokens). Each carries mistral-common's
+    generated chat template."""
     folder = tmp_path_factory.mktemp("spm")
     shutil.copy(tokenizer_files["mistral-v3"], folder / "tokenizer.model")
     config = {"tokenizer_class": "LlamaTokenizer", "legacy": False, "add_bos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -99,7 +115,8 @@ def hf_tokenizers(tokenizer_files, generated_templates, tmp_path_factory):
     tekken = convert_tekken_tokenizer(str(tokenizer_files["mistral-nemo"]), chat_template=generated_templates["mistral-nemo"])
     tekken_v7 = copy.deepcopy(tekken)
     tekken_v7.chat_template = generated_templates["mistral-v7-tekken"]
-    return {"mistral-v3": sentencepiece, "mistral-nemo": tekken, "mistral-v7-tekken": tekken_v7}
+    tekken_v11 = convert_tekken_tokenizer(str(tokenizer_files["mistral-v11"]), chat_template=generated_templates["mistral-v11"])
+    return {"mistral-v3": sentencepiece, "mistral-nemo": tekken, "mistral-v7-tekken": tekken_v7, "mistral-v11": tekken_v11}
 
 
 def _text(tokenizer, name: str, ids: list[int]) -> str:
@@ -135,7 +152,10 @@ def test_hugging_face_tokenizers_share_the_reference_vocabularies(references, hf
         reference, tokenizer = references[name].instruct_tokenizer.tokenizer, hf_tokenizers[name]
         for control in ("<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"):
             assert tokenizer.convert_tokens_to_ids(control) == reference.get_special_token(control)
-    assert hf_tokenizers["mistral-v7-tekken"].convert_tokens_to_ids("[SYSTEM_PROMPT]") == references["mistral-v7-tekken"].instruct_tokenizer.tokenizer.get_special_token("[SYSTEM_PROMPT]")
+    for name in TEXT_BESIDE_CALLS:
+        assert hf_tokenizers[name].convert_tokens_to_ids("[SYSTEM_PROMPT]") == references[name].instruct_tokenizer.tokenizer.get_special_token("[SYSTEM_PROMPT]")
+    for control in ("[CALL_ID]", "[ARGS]", "[TOOL_CONTENT]"):
+        assert hf_tokenizers["mistral-v11"].convert_tokens_to_ids(control) == references["mistral-v11"].instruct_tokenizer.tokenizer.get_special_token(control)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,9 +271,10 @@ def tool_conversations(draw, text_beside_calls: bool) -> dict:
     for round_ in range(rounds):
         messages.append({"role": "user", "content": draw(text)})
         if draw(st.booleans()):
+            # Ids unique within a turn: the reference refuses a repeated one.
             calls = [
-                {"id": draw(ids), "type": "function", "function": {"name": draw(st.sampled_from(tools))["function"]["name"], "arguments": draw(st.dictionaries(names, values, max_size=3))}}
-                for _ in range(draw(st.integers(1, 3)))
+                {"id": call_id, "type": "function", "function": {"name": draw(st.sampled_from(tools))["function"]["name"], "arguments": draw(st.dictionaries(names, values, max_size=3))}}
+                for call_id in draw(st.lists(ids, min_size=1, max_size=3, unique=True))
             ]
             messages.append({"role": "assistant", "content": draw(answer) if text_beside_calls and draw(st.booleans()) else None, "tool_calls": calls})
             if round_ == rounds - 1 and draw(st.booleans()):
@@ -274,7 +295,7 @@ def test_rows_are_the_reference_ids_and_supervise_what_the_model_generates(refer
     assistant_encoding = reference.instruct_tokenizer.encode_assistant_message
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(tool_conversations(text_beside_calls=name == "mistral-v7-tekken"))
+    @given(tool_conversations(text_beside_calls=name in TEXT_BESIDE_CALLS))
     def check(record: dict) -> None:
         expected = _reference(reference, record["messages"], record["tools"])
         example = to_example(RawRecord("generated", 0, record, "generated"))
@@ -307,14 +328,16 @@ UNSUPPORTED = {
     "result without id": ([ASK_ROME, {"role": "assistant", "content": "", "tool_calls": [ROME]}, {"role": "tool", "content": "x"}, {"role": "assistant", "content": "ok"}], "tool_call_id"),
     "result without call": ([ASK_ROME, {"role": "assistant", "content": "Hm."}, _result("x"), {"role": "assistant", "content": "ok"}], "roles must alternate"),
 }
-# v3 (SentencePiece and Tekken) cannot write text beside calls; v7 can.
+# v3 (SentencePiece and Tekken) cannot write text beside calls; v7 and v11 can.
 V3_ONLY = {"text beside calls": ([ASK_ROME, {"role": "assistant", "content": "Let me check.", "tool_calls": [ROME]}, _result("x"), {"role": "assistant", "content": "ok"}], "both content and tool calls")}
-REFUSALS = [(name, case) for name in NAMES for case in UNSUPPORTED] + [(name, case) for name in ("mistral-v3", "mistral-nemo") for case in V3_ONLY]
+# The reference refuses a repeated id among one turn's calls; of ours, v11 does too.
+V11_ONLY = {"repeated call id": ([ASK_ROME, {"role": "assistant", "content": "", "tool_calls": [ROME, ROME]}, _result("x"), _result("y"), {"role": "assistant", "content": "ok"}], "must not repeat")}
+REFUSALS = [(name, case) for name in NAMES for case in UNSUPPORTED] + [(name, case) for name in ("mistral-v3", "mistral-nemo") for case in V3_ONLY] + [("mistral-v11", case) for case in V11_ONLY]
 
 
 @pytest.mark.parametrize("name,case", REFUSALS)
 def test_what_the_format_cannot_express_is_rejected(hf_tokenizers, builders, name, case):
-    messages, message = {**UNSUPPORTED, **V3_ONLY}[case]
+    messages, message = {**UNSUPPORTED, **V3_ONLY, **V11_ONLY}[case]
     with pytest.raises(Exception, match=re.escape(message)):
         _render(hf_tokenizers[name], name, messages, WEATHER)
     example = to_example(RawRecord("bad.jsonl", 7, {"messages": messages, "tools": WEATHER}, "bad.jsonl"))
@@ -323,6 +346,11 @@ def test_what_the_format_cannot_express_is_rejected(hf_tokenizers, builders, nam
     assert isinstance(result, Rejected)
     assert (result.source, result.index, result.reason) == ("bad.jsonl", 7, "template_error")
     assert message in result.detail
+
+
+def test_the_reference_refuses_a_repeated_call_id(references):
+    with pytest.raises(Exception, match="Duplicate tool call id"):
+        _reference(references["mistral-v11"], V11_ONLY["repeated call id"][0], WEATHER)
 
 
 def test_where_the_reference_is_more_lenient(references):
@@ -341,6 +369,18 @@ def test_v7_writes_text_before_its_calls(hf_tokenizers, references):
     assert rendered == _text(hf_tokenizers["mistral-v7-tekken"], "mistral-v7-tekken", _reference(references["mistral-v7-tekken"], messages, WEATHER).tokens)
 
 
+def test_v11_writes_each_call_as_name_id_and_arguments(hf_tokenizers, references):
+    """No JSON list: each call is its own [TOOL_CALLS] block, name then [CALL_ID] then [ARGS]."""
+    messages, _ = V3_ONLY["text beside calls"]
+    messages = copy.deepcopy(messages)
+    messages[1]["tool_calls"].append({**ROME, "id": "paris0002", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}})
+    messages[2:3] = [_result("x"), {**_result("y"), "tool_call_id": "paris0002"}]
+    rendered = _render(hf_tokenizers["mistral-v11"], "mistral-v11", messages, WEATHER)
+    calls = 'Let me check.[TOOL_CALLS]get_weather[CALL_ID]rome00001[ARGS]{"city": "Rome"}[TOOL_CALLS]get_weather[CALL_ID]paris0002[ARGS]{"city": "Paris"}</s>'
+    assert calls + "[TOOL_RESULTS]rome00001[TOOL_CONTENT]x[/TOOL_RESULTS][TOOL_RESULTS]paris0002[TOOL_CONTENT]y[/TOOL_RESULTS]ok</s>" in rendered
+    assert rendered == _text(hf_tokenizers["mistral-v11"], "mistral-v11", _reference(references["mistral-v11"], messages, WEATHER).tokens)
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. --template auto, and the start-up check.
 
@@ -351,6 +391,17 @@ def test_auto_picks_each_template_from_mistral_commons_generated_one(hf_tokenize
     chosen = resolve_template("auto", tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
     assert chosen.name == name
     assert chosen.source == resolve_template(name, None).source
+
+
+def test_auto_keeps_the_v11_template_that_guesses_reasoning(tokenizer_files, hf_tokenizers):
+    """By default mistral-common guesses that a v11 model reasons in plain <think> tags (Magistral
+    does, Mistral-Small-3.2 does not: the tekken.json cannot tell) and writes `reasoning_content`;
+    mistral-v11 does not (the v11 reference encoder refuses reasoning), so auto keeps that template."""
+    guessed = convert_tokenizer_to_chat_template(tokenizer_files["mistral-v11"])
+    tokenizer = hf_tokenizers["mistral-v11"]
+    assert "<think>" in guessed
+    chosen = resolve_template("auto", guessed, tokenizer.bos_token, tokenizer.eos_token)
+    assert (chosen.name, chosen.source) == ("tokenizer", guessed)
 
 
 def test_listed_as_writing_tools_and_no_reasoning():
