@@ -65,7 +65,7 @@ def test_packed_rows_load_with_datasets_keep_examples_apart_and_fill_rows(packed
     found = packing["distributions"]
     assert {v: c for v, c in found["examples_per_row"]["bins"]} == per_row_examples
     assert {v: c for v, c in found["fill_per_row"]["bins"]} == per_row_tokens
-    assert (output / "coverage_report.html").read_text().count("data:image/png;base64,") == 4  # outcomes, shares, distributions, packing
+    assert (output / "coverage_report.html").read_text().count("<figure><svg ") == 4  # outcomes, shares, distributions, packing
     manifest = json.loads((output / "manifest.json").read_text())
     assert [f["name"] for f in manifest["schema"]] == PACKED_SCHEMA.names
 
