@@ -259,20 +259,33 @@ def _filesystem_for(directory: str):  # -> pyarrow.fs.FileSystem | None
 
 
 def run_smoke_test(output: str, device: str) -> int:
-    """The smoke-test stage on a finished run (smoke_test.py): print its summary line, or its one
-    failing sentence and exit 1; the shards stay either way."""
+    """`masked-shards smoke-test DIR`: the stage on a finished run, its result recorded there."""
+    from masked_shards.beam.outputs import hold_output
+
+    with hold_output(output):  # it rewrites the report and manifest
+        return _told(smoke_stage(output, device))
+
+
+def smoke_stage(folder: str, device: str, named: str | None = None) -> tuple[int, str]:
+    """The smoke-test stage (smoke_test.py) on the run in `folder`, its result recorded in the
+    report and manifest there (job.record_smoke_test): (0, its summary line) or (1, its one
+    failing sentence); the shards stay either way. `named`: where the failure says to look."""
     from masked_shards.beam.job import record_smoke_test
     from masked_shards.check.smoke_test import SmokeTestFailed, run_stage, summary_line
 
     try:
-        result = run_stage(output, device)
+        result = run_stage(folder, device, named=named)
     except SmokeTestFailed as err:
-        record_smoke_test(output)
-        print(f"masked-shards: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    record_smoke_test(output)
-    print(summary_line(result))
-    return 0
+        record_smoke_test(folder)
+        return EXIT_FAILED, f"masked-shards: {err}"
+    record_smoke_test(folder)
+    return 0, summary_line(result)
+
+
+def _told(outcome: tuple[int, str]) -> int:
+    status, line = outcome
+    print(line, file=sys.stderr if status else sys.stdout)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,18 +334,29 @@ def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off", 
     """Run the job; a run that wrote no row failed (exit 1), after showing its report and the
     one sentence that says where the records went. A run that passed its gates ends with the
     smoke-test stage (`auto`: not for an output in an object store, which it would have to read
-    back over the network; `cpu`/`cuda` run it anyway)."""
+    back over the network; `cpu`/`cuda` run it anyway), on the staged run before it replaces the
+    previous one (job.run's `before_swap`), so a kill in the stage leaves the previous run whole."""
     from masked_shards.beam.collector import job_scope
 
     with job_scope():  # no collections while Beam and transformers import (collector.py); run() has its own
         from masked_shards.beam.job import NoRowsWritten, run
-        from masked_shards.beam.outputs import hold_output, left_behind
+        from masked_shards.beam.outputs import left_behind
         from masked_shards.report.label_coverage import gate_failure, report_text
     _interrupted.clear()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_interrupt)
+    smoke: list[tuple[int, str]] = []
+
+    def smoke_before_swap(folder: str, report: dict) -> None:
+        """The stage on the staged run, under the lock, before it replaces the previous one: its
+        result is in the report and manifest that the swap puts in place. A run its gates fail
+        gets none."""
+        if not gate_failure(report):
+            smoke.append(smoke_stage(folder, smoke_test, named=config.output))
+
+    wanted = smoke_test != "off" and not (smoke_test == "auto" and "://" in config.output)
     try:
-        report = run(config, beam_args, files)
+        report = run(config, beam_args, files, smoke_before_swap if wanted else None)
         if report is None:
             print("dry run: the job was built and translated for the runner; nothing ran and nothing was written")
         else:
@@ -340,9 +364,8 @@ def _run(config: PipelineConfig, beam_args: list[str], smoke_test: str = "off", 
             if failed := gate_failure(report):  # the gates judge a finished run: its shards and report stay
                 print(f"masked-shards: {failed}", file=sys.stderr)
                 return EXIT_FAILED
-            if smoke_test != "off" and not (smoke_test == "auto" and "://" in config.output):
-                with hold_output(config.output):  # it rewrites the report and manifest
-                    return run_smoke_test(config.output, smoke_test)
+            if smoke:
+                return _told(smoke[0])
     except KeyboardInterrupt:  # Ctrl-C: say what is left, exit as shells expect of SIGINT
         print(f"\nmasked-shards: interrupted; {left_behind(config.output)}", file=sys.stderr)
         return EXIT_INTERRUPTED

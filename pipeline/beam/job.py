@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -404,14 +404,18 @@ def without_timed_flush() -> None:
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
-def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[InputFile] | None = None) -> dict[str, object] | None:
+def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[InputFile] | None = None, before_swap: Callable[[str, dict], None] | None = None) -> dict[str, object] | None:
     """Plan, run to completion on the runner the Beam flags name, return the coverage report;
     raise NoRowsWritten (after the report and record files are written) if no row was written.
     Under `--dry_run` (Dataflow's: translate the job, submit nothing) there is no report: None.
 
     The run holds the output's lock from its first write to its last, writes under the staging
     prefix and replaces the finished run only once its own manifest is written (outputs.py).
-    `files`: the preflight's answer when the caller already ran it (the command line does)."""
+    `files`: the preflight's answer when the caller already ran it (the command line does).
+    `before_swap(staged folder, report)`: called, still holding the lock, once a run that wrote
+    rows is complete under the staging prefix and before it replaces the previous run: the
+    smoke-test stage, whose result goes into the report and manifest the swap then puts in place
+    (run after the swap, it rewrote them in place, where a kill could leave them half written)."""
     with job_scope(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
         beam_args = for_remote_workers(config, with_default_runner(beam_args or []))
         job = plan(config, files)
@@ -430,6 +434,9 @@ def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[
             staged = replace(job, config=replace(config, output=staging(config.output)))
             with ProgressLine(scratch) if job.progress else nullcontext(), beam.Pipeline(options=options) as pipe:
                 build(pipe, staged)
+            if before_swap is not None and FileSystems.exists(FileSystems.join(staged.config.output, MANIFEST)):
+                with FileSystems.open(FileSystems.join(staged.config.output, REPORT_JSON)) as handle:
+                    before_swap(staged.config.output, json.loads(handle.read()))
             folder = config.output if promote(config.output) else staging(config.output)
     with FileSystems.open(FileSystems.join(folder, REPORT_JSON)) as handle:
         report = json.loads(handle.read())

@@ -120,9 +120,10 @@ def device_for(mode: str) -> torch.device:
     return torch.device("cuda" if mode == "cuda" or (mode == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def run_stage(output: str, mode: str, settings: Settings = Settings()) -> dict:
+def run_stage(output: str, mode: str, settings: Settings = Settings(), named: str | None = None) -> dict:
     """Run every check on the run in `output`, write OUTPUT/smoke_test.json, return its content;
-    raise SmokeTestFailed (after writing the file) if a check fails.
+    raise SmokeTestFailed (after writing the file) if a check fails. `named`: the folder the
+    failure names, where the run will be (the job runs the stage on its staged copy).
 
     On the CPU the checks run on one thread, then the thread count is put back: a model this
     small gains nothing from more, and OpenMP threads that spin-wait on a busy machine made the
@@ -142,7 +143,7 @@ def run_stage(output: str, mode: str, settings: Settings = Settings()) -> dict:
         handle.write((json.dumps(result, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     problems = [check["problem"] for check in result["checks"].values() if "problem" in check]
     if problems:
-        raise SmokeTestFailed(f"smoke test failed: {problems[0]} (details in {output.rstrip('/')}/{SMOKE_TEST_JSON})")
+        raise SmokeTestFailed(f"smoke test failed: {problems[0]} (details in {(named or output).rstrip('/')}/{SMOKE_TEST_JSON})")
     return result
 
 

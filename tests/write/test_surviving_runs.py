@@ -6,6 +6,7 @@ leaves the previous result byte for byte and valid, an unfinished run is named a
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -213,3 +214,47 @@ def test_a_full_disk_names_the_file_and_leaves_no_empty_shard_under_data(inputs,
     err = capsys.readouterr().err.strip()
     assert err == f"masked-shards: run failed: cannot write {output}/_staging/data/train-00000-of-00001.parquet: No space left on device"
     assert not [path for path in FullDisk.objects if path.startswith(f"{output}/data/")]
+
+
+def test_the_smoke_test_stage_runs_on_the_staged_run_before_it_replaces_the_previous_one(inputs, tmp_path):
+    """The stage rewrites the report and manifest; on the staged copy, under the lock, the
+    previous run stays byte for byte until the swap puts the new run, its result included, in place."""
+    from masked_shards.beam.job import run
+    from masked_shards.cli import smoke_stage
+    from masked_shards.config import PipelineConfig
+
+    output = tmp_path / "out"
+    assert main(["run", "--smoke-test", "off", "--quiet", "--input", str(inputs / "small.jsonl"), "--output", str(output)]) == 0
+    previous, seen = _files(output), []
+
+    def stage(folder: str, report: dict) -> None:
+        assert Path(folder) == output / "_staging" and report["rows_written"] == 30
+        assert _finished(output) == previous and (output / "_lock.json").exists()
+        seen.append(smoke_stage(folder, "cpu", named=str(output)))
+
+    config = PipelineConfig(inputs=(str(inputs / "small.jsonl"),), output=str(output), overwrite=True, quiet=True, seed=7)
+    run(config, [], before_swap=stage)
+    assert [status for status, _ in seen] == [0]
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["smoke_test"]["passed"] and json.loads((output / "coverage_report.json").read_text())["smoke_test"]["passed"]
+    assert all(hashlib.sha256((output / entry["path"]).read_bytes()).hexdigest() == entry["sha256"] for entry in manifest["report_files"])
+    assert not (output / "_staging").exists()
+
+
+def test_a_smoke_test_stage_that_is_stopped_leaves_the_previous_run_whole(inputs, tmp_path):
+    """Stopped inside the stage (Ctrl-C, a crash): nothing of the new run was swapped in."""
+    from masked_shards.beam.job import run
+    from masked_shards.config import PipelineConfig
+
+    output = tmp_path / "out"
+    assert main(["run", "--smoke-test", "off", "--quiet", "--input", str(inputs / "small.jsonl"), "--output", str(output)]) == 0
+    previous = _files(output)
+
+    def stopped(folder: str, report: dict) -> None:
+        raise KeyboardInterrupt
+
+    config = PipelineConfig(inputs=(str(inputs / "small.jsonl"),), output=str(output), overwrite=True, quiet=True, seed=7)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, [], before_swap=stopped)
+    assert _finished(output) == previous
+    assert main(["validate", str(output)]) == 0
