@@ -441,7 +441,29 @@ class Renderer:
                 end = self._end(sentinel, marked[: max(n + 1, upto)], found, n, first, limit, tools)
                 spans.append((place(start), place(end), n))
                 previous = end
+            closing = self._closing_after_results(sentinel, marked, n, pieces, tools)
+            if closing is not None:
+                spans.append((place(closing[0]), place(closing[1]), n))
+                previous = closing[1]
         return real, spans
+
+    def _closing_after_results(self, sentinel: str, marked: list[dict], n: int, pieces: list[tuple[int, int, int]], tools: list[dict] | None) -> tuple[int, int] | None:
+        """The stop token a template writes for a tool-call message with no text of its own right
+        after the call's results, when the model's turn stays open over them (Gemma 4: `<turn|>`
+        after `<tool_response|>`, then a user message): what the model writes on reading the
+        results, so trained, as a piece of message n. None for every template that closes the
+        turn before the results, or that has the message's text there (a piece of its own).
+
+        Found where the generation prompt after the results is a prefix of the rendering and a
+        stop token starts right where it ends, before the next message."""
+        if not marked[n].get("tool_calls") or any(upto != n for _, _, upto in pieces) or self._stops is None:
+            return None
+        k = next((i for i in range(n + 1, len(marked)) if marked[i].get("role") != "tool"), len(marked))
+        if k == n + 1 or (k < len(marked) and marked[k].get("role") == "assistant"):
+            return None  # no results, or the same model turn goes on into the next assistant message
+        after = self._run([*marked[:n], _calls_only(marked[n]), *marked[n + 1 : k]], True, tools)
+        stop = self._stops.match(sentinel, len(after)) if sentinel.startswith(after) else None
+        return (len(after), stop.end()) if stop else None
 
     def _start(self, sentinel: str, before: list[dict], first: int, tools: list[dict] | None) -> int:
         """Where the model starts generating turn n: the end of the generation prompt after

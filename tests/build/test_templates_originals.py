@@ -537,3 +537,32 @@ def test_bundled_gemma4_trains_the_pieces_found_in_its_original_on_generated_con
             assert ours[0] == _hugging_face("gemma4_v5", tokenizer, messages, tools)
 
     check()
+
+
+@pytest.mark.parametrize("name", ["gemma4_v5", "bundled"])
+def test_gemma4_trains_the_turn_end_it_writes_after_the_results_of_a_call_without_text(tokenizer, name):
+    """A call with no text, its result, then a user message: Gemma 4 keeps the model's turn open
+    over the result and closes it with `<turn|>`, which the model writes on reading the result.
+    Through the original (sentinels) as through the bundled template it is trained, as a piece
+    of the calling message; the result stays masked."""
+    from masked_shards.build.templates import resolve_template
+
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}, "id": "c1"}
+    messages = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "Cold.", "tool_call_id": "c1", "name": "get_weather"},
+        {"role": "user", "content": "Thanks."},
+        {"role": "assistant", "content": "Welcome."},
+    ]
+    if name == "bundled":
+        renderer = Renderer(resolve_template("gemma4", None), bos_token="<bos>", eos_token="<eos>", special_tokens=special_tokens(tokenizer))
+    else:
+        renderer = _renderer(name, tokenizer)
+    rendered = renderer.render_messages(messages, [m["role"] == "assistant" for m in messages], tools=[WEATHER])
+    assert [(s.turn, s.text) for s in rendered.segments if s.trainable] == [
+        (1, '<|tool_call>call:get_weather{city:<|"|>Oslo<|"|>}<tool_call|><|tool_response>'),
+        (1, "<turn|>"),
+        (4, "Welcome.<turn|>"),
+    ]
+    assert rendered.text == _hugging_face("gemma4_v5", tokenizer, messages, [WEATHER])
