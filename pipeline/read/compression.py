@@ -179,13 +179,13 @@ class _Decompressed(io.RawIOBase):
         """Up to `size` bytes of content; b"" when more input is needed or the stream ended."""
         limit = min(size, _OUTPUT_BYTES)
         decoder = self._decoder
-        if self._codec in ("gzip", "deflate") and decoder.unconsumed_tail:
-            return self._call(decoder.unconsumed_tail, limit)
-        if self._codec in ("bzip2", "lzma") and not decoder.eof and not decoder.needs_input:
-            return self._call(b"", limit)
-        if decoder.eof:  # one member ended: another may follow
+        if decoder.eof:  # one member ended: another may follow (in unused_data; zlib may leave a stale unconsumed_tail beside it)
             self._input = decoder.unused_data + self._input
             self._decoder, self._started = _decompressor(self._codec), False
+        elif self._codec in ("gzip", "deflate") and decoder.unconsumed_tail:
+            return self._call(decoder.unconsumed_tail, limit)
+        elif self._codec in ("bzip2", "lzma") and not decoder.needs_input:
+            return self._call(b"", limit)
         if not self._input:
             self._input = self._raw.read(_ZSTD_INPUT_BYTES if self._codec == "zstd" else _INPUT_BYTES)
         if not self._input:

@@ -201,3 +201,17 @@ def test_records_read_whole_are_measured_against_max_record_bytes(tmp_path):
     items = _items(path, "json", max_record_bytes=1000)
     assert [(i.index, getattr(i, "reason", None)) for i in items] == [(0, None), (1, "record_too_large"), (2, "record_too_large")]
     assert "is 1201 bytes" in items[1].detail  # é is two bytes in UTF-8
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 9])
+def test_a_gzip_member_that_ends_inside_a_short_read_goes_on_to_the_next(tmp_path: Path, chunk_size):
+    """Hypothesis found it: a read shorter than a member's output leaves input in zlib's
+    unconsumed_tail; when the next read ends the member, that tail stays beside the next member
+    in unused_data, and taking the tail again decoded nothing, for ever."""
+    data = b"\xef\xbb\xbf}" + b"{a\xe9\n"
+    packed = tmp_path / "f.jsonl.gz"
+    packed.write_bytes(gzip.compress(data[:4]) + gzip.compress(data[4:]))
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(data)
+    assert count_lines(str(packed), _opener, chunk_size) == count_lines(str(plain), _opener) == 1
+    assert _items(packed, "jsonl", chunk_size=chunk_size) == _items(plain, "jsonl", chunk_size=1 << 16)
