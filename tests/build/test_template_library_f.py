@@ -86,6 +86,8 @@ from expected import normalized, supervised_runs
 from template_conversations import CLASSES
 from test_masking_property import text, tool_conversations
 from test_template_library_a import _family
+from test_template_library_e import test_auto_picks_the_family_from_its_template_without_marks as auto_picks_the_family
+from test_template_library_e import test_check_template_passes_with_the_family_tokenizer as check_template_passes
 from masked_shards.build.rows import RowBuilder, check_template
 from masked_shards.build.templates import resolve_template
 from masked_shards.bundled_templates import bundled, family_tokens, template_path
@@ -100,7 +102,6 @@ PHI4 = ["<|im_sep|>"]  # Qwen2 already has <|im_start|>, <|im_end|> and <|endoft
 GRANITE = ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>", "<|tool_call|>", "<|start_of_cite|>", "<|end_of_cite|>"]
 GRANITE4_PLAIN = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 PHI4_MINI = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|/tool|>", "<|tool_call|>", "<|/tool_call|>", "<|tool_response|>"]
-_GENERATION_MARKS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
 
 
 @pytest.fixture(scope="module")
@@ -689,18 +690,14 @@ def test_supervised_tokens_are_what_the_assistant_generates(tokenizers, builders
 
 @pytest.mark.parametrize("name", NAMES)
 def test_check_template_passes_with_the_family_tokenizer(tokenizers, name):
-    check_template(resolve_template(name, None), tokenizers[name], name)
+    check_template_passes(tokenizers, name)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_auto_picks_each_template_from_its_published_text(tokenizers, name):
-    """Our template without its generation marks is the published text: all auto can be checked
-    against for families whose original no installed package ships."""
-    tokenizer = tokenizers[name]
-    published = _GENERATION_MARKS.sub("", resolve_template(name, None).source)
-    assert "generation %}" not in published
-    chosen = resolve_template("auto", published, tokenizer.bos_token, tokenizer.eos_token)
-    assert chosen.name == name
+    """As in library E: our template without its generation marks is the published text, all auto
+    can be checked against for families whose original no installed package ships."""
+    auto_picks_the_family(tokenizers, name)
 
 
 def test_auto_picks_llama4_from_transformers_original(tokenizers):
