@@ -307,6 +307,9 @@ class Renderer:
         self._marked = template.has_generation_marks
         self._variables = {"bos_token": bos_token or "", "eos_token": eos_token or ""}
         self._special_tokens = tuple(sorted(special_tokens, key=len, reverse=True))
+        # One pattern for every special token (Llama 3 has 256 reserved ones): cut from a turn's span
+        # before its calls and reasoning are looked for (_check_rendered).
+        self._special_pattern = re.compile("|".join(map(re.escape, self._special_tokens))) if self._special_tokens else None
         known = set(special_tokens)
         stops = [t for t in (*STOP_TOKENS, eos_token) if t and (not known or t in known)]
         self._stops = re.compile("|".join(re.escape(t) for t in sorted(set(stops), key=len, reverse=True))) if stops else None
@@ -350,7 +353,7 @@ class Renderer:
         missing = sorted(set(assistant) - {n for _, _, n in spans})
         if missing:
             raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
-        unsure = _check_rendered(text, spans, messages, self._special_tokens)
+        unsure = _check_rendered(text, spans, messages, self._special_pattern)
         if unsure is not None and self._run(messages, False, tools) == self._run(_without_reasoning(messages, unsure), False, tools):
             raise _dropped_reasoning(unsure)
         return _finish(text, [(start, end, n, trainable[n]) for start, end, n in spans], protect)
@@ -679,7 +682,7 @@ def _shown(value: object, span: str) -> bool:
 SHORT_REASONING = 64
 
 
-def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list[dict], special_tokens: tuple[str, ...] = ()) -> int | None:
+def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list[dict], special: re.Pattern[str] | None = None) -> int | None:
     """Reject what would train a turn without something it carries. Past turns' reasoning may be
     left out (Qwen3, DeepSeek-R1 do by design); the final assistant turn's may not. The final
     assistant turn is the last one when no user message follows it (tool results may). A turn
@@ -702,8 +705,11 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
         span = GEN_OPEN.join(pieces[n])  # a character no text holds, so no string spans two pieces
         calls = [call.get("function", call) for call in messages[n].get("tool_calls") or [] if isinstance(call, dict)]
         names = [call.get("name") for call in calls]
-        for token in special_tokens:  # the template's own tokens hold no call or reasoning ("d" in "<|im_end|>")
-            span = span.replace(token, GEN_OPEN)
+        reasoning = next((messages[n][f] for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
+        if not calls and (n != final or reasoning is None):
+            continue  # nothing to look for: most turns, so the cut below stays off the common path
+        if special is not None:  # the template's own tokens hold no call or reasoning ("d" in "<|im_end|>")
+            span = special.sub(GEN_OPEN, span)
         rest = _calls_part(span, messages[n]) if calls else ""
         for call in calls:
             name, arguments = call.get("name"), call.get("arguments")
@@ -711,7 +717,6 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
             shown = isinstance(name, str) and bool(name) and rest.count(name) >= names.count(name)  # gpt-oss renders only the first of parallel calls
             if not shown or any(str(key) not in rest or not _shown(value, rest) for key, value in arguments.items()):
                 raise TemplateError(f"the chat template leaves out the tool call {name!r} of message {n}", "template_dropped_tool_calls")
-        reasoning = next((messages[n][f] for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
         if n == final and reasoning is not None:
             if reasoning_shown(span, 0, len(span), reasoning, messages[n].get("content")) < 0:
                 raise _dropped_reasoning(n)
