@@ -14,6 +14,9 @@ calls with their results in one turn, and a conversation ending on a call:
     call_only  tools; user, assistant (one call, no text; its id is 9 letters and digits, the only
                ids Mistral's formats accept, so they show they write calls)
     string_arguments  tools; user, assistant (one call, its arguments a JSON string), tool, assistant
+    parallel_string_arguments  tools; user, assistant (two calls, arguments as JSON strings), tool,
+               tool, assistant: how results follow each other in families that write arguments only
+               as given (DeepSeek-R1 runs them together, R1-0528 puts a newline between)
 
 PROMPT_PROBE, a user message with the generation prompt, breaks a tie: two families whose
 conversations render alike can differ in what the prompt opens for the model (Qwen3's plain
@@ -114,6 +117,16 @@ PROBES: dict[str, tuple[list[Message], list[dict[str, object]] | None]] = {
             {"role": "assistant", "content": "", "tool_calls": [tool_call("get_weather", '{"city": "Bergen"}', "call_1")]},
             tool_result('{"temp_c": 9}', "get_weather", "call_1"),
             {"role": "assistant", "content": "9 °C in Bergen."},
+        ],
+        TOOLS,
+    ),
+    "parallel_string_arguments": (
+        [
+            {"role": "user", "content": "Weather in Bergen and Lima?"},
+            {"role": "assistant", "content": "", "tool_calls": [tool_call("get_weather", '{"city": "Bergen"}', "call_1"), tool_call("get_weather", '{"city": "Lima"}', "call_2")]},
+            tool_result('{"temp_c": 9}', "get_weather", "call_1"),
+            tool_result('{"temp_c": 19}', "get_weather", "call_2"),
+            {"role": "assistant", "content": "9 °C in Bergen, 19 °C in Lima."},
         ],
         TOOLS,
     ),
