@@ -313,8 +313,9 @@ class Renderer:
         known = set(special_tokens)
         stops = [t for t in (*STOP_TOKENS, eos_token) if t and (not known or t in known)]
         self._stops = re.compile("|".join(re.escape(t) for t in sorted(set(stops), key=len, reverse=True))) if stops else None
-        self._parts = False
+        self._parts = self._strings = False
         self._parts = self._reads_parts_only()
+        self._strings = self._reads_string_arguments()
 
     def _reads_parts_only(self) -> bool:
         """Whether the template reads `content` only as a list of parts (Idefics3, SmolVLM: a
@@ -332,6 +333,24 @@ class Renderer:
             return {text in rendered for text in texts}
 
         return shows(messages) == {False} and shows([_as_parts(m) for m in messages]) == {True}
+
+    def _reads_string_arguments(self) -> bool:
+        """Whether the template writes a call's arguments only as a JSON string and fails on an
+        object (DeepSeek-R1 and -V3 join them to their text with `+`), found on the `tools` probe.
+        The reader holds arguments as objects (formats.py), as most templates want them; such a
+        template is then given each call's arguments as `json.dumps` writes them, the OpenAI form
+        `{"city": "Paris"}` its models are served in, instead of every call being refused."""
+        messages, tools = PROBES["tools"]
+        try:
+            self._run(messages, False, tools)
+            return False
+        except Exception:  # noqa: BLE001 - a template may fail in any way on a probe: then it is tried with strings
+            pass
+        try:
+            rendered = self._run([_string_arguments(m) for m in messages], False, tools)
+        except Exception:  # noqa: BLE001 - fails either way: records with calls are refused one by one
+            return False
+        return '"city": "Paris"' in rendered
 
     def render(self, example: Example, protect: tuple[str, ...] = ()) -> Rendered:
         """Render one example; raises TemplateError when the template refuses or cannot be read."""
@@ -372,6 +391,8 @@ class Renderer:
     def _run(self, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None) -> str:
         if self._parts:
             messages = [_as_parts(message) for message in messages]
+        if self._strings:
+            messages = [_string_arguments(message) for message in messages]
         try:
             return self._jinja.render(messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **self._variables)
         except TemplateError:
@@ -544,6 +565,23 @@ def _as_parts(message: dict) -> dict:
     """A message with its string content as one text part: "Hi" -> [{"type": "text", "text": "Hi"}]."""
     content = message.get("content")
     return {**message, "content": [{"type": "text", "text": content}]} if isinstance(content, str) else message
+
+
+def _string_arguments(message: dict) -> dict:
+    """A message with each tool call's object arguments as a JSON string: {"city": "Paris"} ->
+    '{"city": "Paris"}' (a call given as a bare {"name", "arguments"} too)."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return message
+    written = []
+    for call in calls:
+        if isinstance(call, dict):
+            holder = dict(call["function"]) if isinstance(call.get("function"), dict) else call
+            if isinstance(holder.get("arguments"), dict):
+                holder = {**holder, "arguments": json.dumps(holder["arguments"], ensure_ascii=False)}
+            call = {**call, "function": holder} if isinstance(call.get("function"), dict) else holder
+        written.append(call)
+    return {**message, "tool_calls": written}
 
 
 def _calls_only(message: dict) -> dict:
