@@ -7,6 +7,7 @@ calls with their results in one turn, and a conversation ending on a call:
 
     plain      user, assistant
     system     system, user, assistant, user, assistant
+    two_systems   system, system, user, assistant (DeepSeek-R1 joins them, its distills keep the last)
     empty_system  system (empty), user, assistant
     reasoning  user, assistant (reasoning_content), user, assistant (reasoning_content)
     tools      tools; user, assistant (one call), tool, assistant
@@ -69,6 +70,16 @@ PROBES: dict[str, tuple[list[Message], list[dict[str, object]] | None]] = {
             {"role": "assistant", "content": "Hello."},
             {"role": "user", "content": "Name a colour."},
             {"role": "assistant", "content": "Blue."},
+        ],
+        None,
+    ),
+    # Templates differ on a second system message: DeepSeek-R1 joins them, its distills keep the last.
+    "two_systems": (
+        [
+            {"role": "system", "content": "You are terse."},
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Bonjour."},
         ],
         None,
     ),

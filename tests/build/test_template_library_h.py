@@ -439,3 +439,15 @@ def test_auto_picks_deepseek_v3_for_r1_in_either_revision(tokenizers):
     assert first != current
     for original in (current, first):
         assert resolve_template("auto", original, tokenizer.bos_token, tokenizer.eos_token).name == R1
+
+
+def test_auto_tells_a_template_that_joins_system_messages_from_the_distills(tokenizers):
+    """The distills' template keeps the last system message; one that joins them all (as
+    DeepSeek-V3's own of December 2024 does, no installed copy) renders every other probe alike,
+    so only the `two_systems` probe keeps `auto` from training it as `deepseek-r1-distill`."""
+    tokenizer = tokenizers[R1]
+    distill = (ORIGINALS / "deepseek_r1_distill.jinja").read_text(encoding="utf-8")
+    joined = distill.replace("{% set ns.system_prompt = message['content'] %}", "{% set ns.system_prompt = ns.system_prompt + message['content'] %}")
+    assert joined != distill
+    assert resolve_template("auto", distill, tokenizer.bos_token, tokenizer.eos_token).name == "deepseek-r1-distill"
+    assert resolve_template("auto", joined, tokenizer.bos_token, tokenizer.eos_token).name == "tokenizer"

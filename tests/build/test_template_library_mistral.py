@@ -196,7 +196,15 @@ MULTI_TURN = [
 ]
 CONVERSATIONS: dict[str, dict[str, tuple[list[dict], list[dict] | None]]] = {
     "plain": {**CLASSES["plain"], "spaces": ([{"role": "user", "content": " What?  "}, {"role": "assistant", "content": "  Yes.  "}], None)},
-    "system": {**CLASSES["system"], "long": ([{"role": "system", "content": "Line one.\n\nLine two."}, *MULTI_TURN], None)},
+    "system": {
+        **CLASSES["system"],
+        "long": ([{"role": "system", "content": "Line one.\n\nLine two."}, *MULTI_TURN], None),
+        # Several system messages before an answer: joined into the last user turn (v3), a block each where it stands (v7, v11).
+        "two": ([{"role": "system", "content": "Be terse."}, {"role": "system", "content": "Answer in French."}, *MULTI_TURN[:2]], None),
+        "after_user": ([{"role": "system", "content": "Be terse."}, MULTI_TURN[0], {"role": "system", "content": "Answer in French."}, MULTI_TURN[1]], None),
+        "empty_then_one": ([{"role": "system", "content": ""}, {"role": "system", "content": "Answer in French."}, *MULTI_TURN], None),
+        "before_a_later_answer": ([*MULTI_TURN[:3], {"role": "system", "content": "Answer in French."}, MULTI_TURN[3]], None),
+    },
     "multi-turn": {
         "three_rounds": (MULTI_TURN, None),
         "tools_then_chat": ([{"role": "system", "content": "Be brief."}, ASK_ROME, {"role": "assistant", "content": "", "tool_calls": [ROME]}, _result("sunny"), {"role": "assistant", "content": "Sunny."}, *MULTI_TURN], [WEATHER[0]]),
@@ -323,7 +331,7 @@ UNSUPPORTED = {
     "assistant first": ([{"role": "assistant", "content": "1"}, {"role": "user", "content": "A"}, {"role": "assistant", "content": "2"}], "must start with a user message"),
     "two users": ([{"role": "user", "content": "A"}, {"role": "user", "content": "B"}, {"role": "assistant", "content": "1"}], "roles must alternate"),
     "two assistants": ([{"role": "user", "content": "A"}, {"role": "assistant", "content": "1"}, {"role": "assistant", "content": "2"}], "roles must alternate"),
-    "late system": ([*SYSTEM_USER, {"role": "assistant", "content": "1"}, {"role": "system", "content": "T"}, {"role": "user", "content": "B"}, {"role": "assistant", "content": "2"}], "only as the first message"),
+    "late system": ([*SYSTEM_USER, {"role": "assistant", "content": "1"}, {"role": "system", "content": "T"}, {"role": "user", "content": "B"}, {"role": "assistant", "content": "2"}], "cannot follow an assistant or tool message"),
     "short call id": ([ASK_ROME, {"role": "assistant", "content": "", "tool_calls": [{**ROME, "id": "call_1"}]}], "9 letters or digits"),
     "result without id": ([ASK_ROME, {"role": "assistant", "content": "", "tool_calls": [ROME]}, {"role": "tool", "content": "x"}, {"role": "assistant", "content": "ok"}], "tool_call_id"),
     "result without call": ([ASK_ROME, {"role": "assistant", "content": "Hm."}, _result("x"), {"role": "assistant", "content": "ok"}], "roles must alternate"),
