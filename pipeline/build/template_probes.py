@@ -8,6 +8,7 @@ calls with their results in one turn, and a conversation ending on a call:
     plain      user, assistant
     system     system, user, assistant, user, assistant
     two_systems   system, system, user, assistant (DeepSeek-R1 joins them, its distills keep the last)
+    inline_reasoning  user, assistant ("<think>...</think>" in its text: R1-0528 cuts it, V3-0324 does not)
     empty_system  system (empty), user, assistant
     reasoning  user, assistant (reasoning_content), user, assistant (reasoning_content)
     tools      tools; user, assistant (one call), tool, assistant
@@ -83,6 +84,8 @@ PROBES: dict[str, tuple[list[Message], list[dict[str, object]] | None]] = {
         ],
         None,
     ),
+    # Reasoning written inline: DeepSeek-R1-0528 cuts an answer at its last </think>, V3-0324 keeps it whole.
+    "inline_reasoning": ([{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "<think>2 and 2.</think>4"}], None),
     "empty_system": ([{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], None),
     "reasoning": (
         [

@@ -451,3 +451,15 @@ def test_auto_tells_a_template_that_joins_system_messages_from_the_distills(toke
     assert joined != distill
     assert resolve_template("auto", distill, tokenizer.bos_token, tokenizer.eos_token).name == "deepseek-r1-distill"
     assert resolve_template("auto", joined, tokenizer.bos_token, tokenizer.eos_token).name == "tokenizer"
+
+
+def test_auto_does_not_cut_inline_reasoning_for_a_template_that_keeps_it(tokenizers):
+    """DeepSeek-V3-0324's template is R1-0528's without the cut at </think> (no installed copy):
+    built here from ours, marks stripped, it renders every probe but `inline_reasoning` alike, and
+    gets its own template, which keeps "<think>...</think>" in an answer as written."""
+    tokenizer = tokenizers[R1_0528]
+    own = re.sub(r"\{%-?\s*(end)?generation\s*-?%\}", "", resolve_template(R1_0528, None).source)
+    cut = "{%- if '</think>' in text -%}{%- set text = text.split('</think>')[-1] -%}{%- endif -%}"
+    assert cut in own
+    assert resolve_template("auto", own, tokenizer.bos_token, tokenizer.eos_token).name == R1_0528
+    assert resolve_template("auto", own.replace(cut, ""), tokenizer.bos_token, tokenizer.eos_token).name == "tokenizer"
