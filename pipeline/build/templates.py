@@ -248,13 +248,15 @@ def _render_prompt(template: jinja2.Template, variables: dict[str, object]) -> s
 
 
 def renders_tools_and_reasoning(source: str, variables: dict[str, str]) -> tuple[bool, bool]:
-    """Whether a template writes a tool call (the `call_only` probe's arguments appear) and the
+    """Whether a template writes a tool call (the `call_only` probe's arguments appear, or, for a
+    template that writes arguments only as a JSON string, the `string_arguments` probe's) and the
     reasoning of the final assistant turn (the `reasoning` probe's last thought appears)."""
     compiled = _compile(source)
     call = _render_probe(compiled, "call_only", variables) or ""
+    as_string = _render_probe(compiled, "string_arguments", variables) or ""
     reasoning = _render_probe(compiled, "reasoning", variables) or ""
     last_thought = PROBES["reasoning"][0][-1]["reasoning_content"]
-    return "America/Lima" in call, str(last_thought) in reasoning
+    return "America/Lima" in call or '"city": "Bergen"' in as_string, str(last_thought) in reasoning
 
 
 class _GenerationMarks(Extension):

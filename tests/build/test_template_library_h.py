@@ -86,7 +86,7 @@ from test_template_library_e import test_auto_picks_the_family_from_its_template
 from test_template_library_e import test_check_template_passes_with_the_family_tokenizer as check_template_passes
 from test_template_library_g import _agrees_with_hugging_face, _spans
 from masked_shards.build.rows import RowBuilder
-from masked_shards.build.templates import resolve_template
+from masked_shards.build.templates import renders_tools_and_reasoning, resolve_template
 from masked_shards.bundled_templates import bundled, template_path
 from masked_shards.config import PipelineConfig
 from masked_shards.records import TOOL_CALL, TURN_ROLES
@@ -463,3 +463,10 @@ def test_auto_does_not_cut_inline_reasoning_for_a_template_that_keeps_it(tokeniz
     assert cut in own
     assert resolve_template("auto", own, tokenizer.bos_token, tokenizer.eos_token).name == R1_0528
     assert resolve_template("auto", own.replace(cut, ""), tokenizer.bos_token, tokenizer.eos_token).name == "tokenizer"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_listed_as_writing_tools_and_no_reasoning(name):
+    """`masked-shards templates` says these write tool calls, though only with arguments as a JSON string."""
+    variables = {"bos_token": BOS, "eos_token": EOS}
+    assert renders_tools_and_reasoning(resolve_template(name, None).source, variables) == (True, False)
