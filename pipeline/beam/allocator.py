@@ -4,11 +4,17 @@ pyarrow's default pool (mimalloc) hands freed pages back to the kernel and fault
 the next allocation. A job allocates the same large buffers over and over (each batch's columns,
 each sorted run: write/runs.py), so it paid for those faults every time: at 55,000 Qwen2 examples,
 1.2 to 1.4 s of kernel time in a 14 s run, 0.4 s of it in one sort of one run (measured with
-`getrusage` around it: 1,800 faults). The C library's allocator keeps the pages for reuse; with it
-the kernel time fell to 0.55 s and the peak RSS from 580 to 480 MB. The rows are the same bytes.
+`getrusage` around it: 1,800 faults). Arrow's jemalloc pool keeps pages for reuse: kernel time
+0.6 s, the same rows. Measured peak RSS (benchmarks/results/2026-12-05-*-memory.*, Qwen2):
 
+    pool        unpacked 100k -> 1M       packed (bfd) 100k -> 1M
+    mimalloc    -                         865 -> 967 MB (+12%)
+    C library   510 -> 540 MB (+6%)       762 -> 971 MB (+27%: fragments over a long packed run)
+    jemalloc    528 -> 538 MB (+2%)       721 -> 813 MB (+13%)
+
+so jemalloc, or the C library's allocator where a pyarrow build lacks jemalloc (as on Windows).
 A user's own `ARROW_DEFAULT_MEMORY_POOL` wins. Worker processes that Beam starts during the job
-inherit the setting through the environment; both are restored after the job.
+inherit the choice through the environment; both are restored after the job.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ _VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 @contextmanager
-def system_allocator() -> Iterator[None]:
-    """Arrow allocates from the C library's allocator for the job, unless the user chose one."""
+def job_allocator() -> Iterator[None]:
+    """Arrow allocates from jemalloc (else the C library's allocator) for the job, unless the user chose a pool."""
     if _VARIABLE in os.environ:
         yield
         return
     previous = pa.default_memory_pool()
-    os.environ[_VARIABLE] = "system"
-    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pool = pa.system_memory_pool()
+    os.environ[_VARIABLE] = pool.backend_name
+    pa.set_memory_pool(pool)
     try:
         yield
     finally:

@@ -30,7 +30,7 @@ from apache_beam.runners.portability.fn_api_runner import worker_handlers
 import masked_shards
 from masked_shards.beam.preflight import preflight, translation_template
 from masked_shards.beam.transforms import DROPPED, CountByFile, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
-from masked_shards.beam.allocator import system_allocator
+from masked_shards.beam.allocator import job_allocator
 from masked_shards.beam.collector import data_flows, job_scope
 from masked_shards.beam.outputs import MANIFEST, check_output, hold_output, promote, recover, staging
 from masked_shards.config import ConfigError, PipelineConfig
@@ -417,7 +417,7 @@ def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[
     rows is complete under the staging prefix and before it replaces the previous run: the
     smoke-test stage, whose result goes into the report and manifest the swap then puts in place
     (run after the swap, it rewrote them in place, where a kill could leave them half written)."""
-    with job_scope(), system_allocator(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
+    with job_scope(), job_allocator(), tempfile.TemporaryDirectory(prefix="masked-shards-progress-") as scratch:
         beam_args = for_remote_workers(config, with_default_runner(beam_args or []))
         job = plan(config, files)
         data_flows()
