@@ -374,10 +374,21 @@ class Renderer:
         missing = sorted(set(assistant) - {n for _, _, n in spans})
         if missing:
             raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
-        unsure = _check_rendered(text, spans, messages, self._special_pattern)
+        unsure = _check_rendered(text, spans, messages, self._special_pattern, self._hidden_reasoning(messages, tools))
         if unsure is not None and self._run(messages, False, tools) == self._run(_without_reasoning(messages, unsure), False, tools):
             raise _dropped_reasoning(unsure)
         return _finish(text, [(start, end, n, trainable[n]) for start, end, n in spans], protect)
+
+    def _hidden_reasoning(self, messages: list[dict], tools: list[dict] | None) -> set[int]:
+        """The calling messages whose short reasoning the template does not render (the rendering
+        is the same without it). Such reasoning may still occur in the calls' own text (reasoning
+        "a", a call `functions.a:0`), where cutting it out would hide a call; longer reasoning does
+        not occur by chance, so only short reasoning costs a render (SHORT_REASONING)."""
+        short = [n for n, m in enumerate(messages) if m.get("tool_calls") and 0 < len(_reasoning_of(m)) < SHORT_REASONING]
+        if not short:
+            return set()
+        full = self._run(messages, False, tools)
+        return {n for n in short if self._run(_without_reasoning(messages, n), False, tools) == full}
 
     def generation_prompt(self, example: Example) -> str:
         """The text a model is given to write the next assistant turn after `example`'s messages
@@ -722,12 +733,14 @@ def _shown(value: object, span: str) -> bool:
 SHORT_REASONING = 64
 
 
-def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list[dict], special: re.Pattern[str] | None = None) -> int | None:
+def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list[dict], special: re.Pattern[str] | None = None, hidden: set[int] = frozenset()) -> int | None:
     """Reject what would train a turn without something it carries. Past turns' reasoning may be
     left out (Qwen3, DeepSeek-R1 do by design); the final assistant turn's may not. The final
     assistant turn is the last one when no user message follows it (tool results may). A turn
     written in pieces (`spans` holds (start, end, message) of each) is judged on them all.
 
+    A calling message's text must be in its span too (Llama 3.1, gpt-oss, Hermes and R1's later
+    calls write only the calls: the text would vanish from training, so the record is refused).
     A tool call is rendered when its name (as often as calls bear it), each key of its arguments
     and each string value are in the turn's span, looked for in what is left of it once the
     template's special tokens and the turn's own text and reasoning are cut out (a call named "d"
@@ -735,7 +748,8 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
     `reasoning_shown` says, in the span without special tokens (reasoning "<" is not shown by
     "<|im_end|>"). Short reasoning found so may still be text the template writes anyway ("<" in
     a plain "<think>"): the final message's number is returned then, for the caller to render
-    once without it and compare (SHORT_REASONING); None otherwise."""
+    once without it and compare (SHORT_REASONING); None otherwise. `hidden`: the calling messages
+    whose reasoning is known not to be rendered (Renderer._hidden_reasoning), so not cut out."""
     pieces: dict[int, list[str]] = {}
     for start, end, n in spans:
         pieces.setdefault(n, []).append(text[start:end])
@@ -745,12 +759,15 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
         span = GEN_OPEN.join(pieces[n])  # a character no text holds, so no string spans two pieces
         calls = [call.get("function", call) for call in messages[n].get("tool_calls") or [] if isinstance(call, dict)]
         names = [call.get("name") for call in calls]
-        reasoning = next((messages[n][f] for f in REASONING_KEYS if isinstance(messages[n].get(f), str) and messages[n][f].strip()), None)
+        reasoning = _reasoning_of(messages[n]) or None
         if not calls and (n != final or reasoning is None):
             continue  # nothing to look for: most turns, so the cut below stays off the common path
+        written = _text_beside_calls(messages[n]) if calls else ""
+        if written and written not in span:
+            raise TemplateError(f"the chat template leaves out the text of message {n}, written beside its tool calls", "template_dropped_text")
         if special is not None:  # the template's own tokens hold no call or reasoning ("d" in "<|im_end|>")
             span = special.sub(GEN_OPEN, span)
-        rest = _calls_part(span, messages[n]) if calls else ""
+        rest = _calls_part(span, messages[n], n not in hidden) if calls else ""
         for call in calls:
             name, arguments = call.get("name"), call.get("arguments")
             arguments = arguments if isinstance(arguments, dict) else {}
@@ -765,6 +782,13 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
     return None
 
 
+def _text_beside_calls(message: dict) -> str:
+    """The text a calling message writes beside its calls, stripped, as templates that cut
+    reasoning from it (after the last </think>) leave it; "" for none."""
+    content = message.get("content")
+    return content.split("</think>")[-1].strip() if isinstance(content, str) else ""
+
+
 def _dropped_reasoning(n: int) -> TemplateError:
     return TemplateError(f"the chat template does not render the reasoning of the final assistant message {n}", "template_dropped_reasoning")
 
@@ -773,13 +797,20 @@ def _without_reasoning(messages: list[dict], n: int) -> list[dict]:
     return [{k: v for k, v in m.items() if k not in REASONING_KEYS} if i == n else m for i, m in enumerate(messages)]
 
 
-def _calls_part(span: str, message: dict) -> str:
+def _calls_part(span: str, message: dict, reasoning_shown_here: bool = True) -> str:
     """A turn's span without the turn's own text and reasoning (each cut once, stripped as
-    templates strip them): what is left is where its calls can be."""
-    for own in dict.fromkeys(message.get(key) for key in ("content", *REASONING_KEYS)):  # reasoning is under two keys
+    templates strip them; the reasoning only where it may be rendered): what is left is where its
+    calls can be."""
+    keys = ("content", *REASONING_KEYS) if reasoning_shown_here else ("content",)
+    for own in dict.fromkeys(message.get(key) for key in keys):  # reasoning is under two keys
         if isinstance(own, str) and own.strip():
             span = span.replace(own.strip(), GEN_OPEN, 1)
     return span
+
+
+def _reasoning_of(message: dict) -> str:
+    """A message's reasoning, stripped, under either name templates read; "" for none."""
+    return next((message[key].strip() for key in REASONING_KEYS if isinstance(message.get(key), str) and message[key].strip()), "")
 
 
 def reasoning_shown(text: str, start: int, end: int, reasoning: str, content: object) -> int:

@@ -71,7 +71,7 @@ from test_template_library_a import _family
 from test_template_library_c import COHERE, QWEN_PLAIN
 from masked_shards.build.rows import RowBuilder, check_template
 from masked_shards.build.template_probes import TOOLS
-from masked_shards.build.templates import ChatTemplate, Renderer, resolve_template
+from masked_shards.build.templates import ChatTemplate, Renderer, TemplateError, resolve_template
 from masked_shards.build.tokenization import special_tokens
 from masked_shards.bundled_templates import bundled, template_path
 from masked_shards.config import PipelineConfig
@@ -506,7 +506,23 @@ def test_renders_the_published_format_and_trains_what_the_model_generates(tokeni
     tokenizer = tokenizers[name]
     text, runs = EXPECTED[(name, cls, case)]
     assert _hf(tokenizer, name, messages, tools, tokenize=False) == text
+    if (name, cls, case) in DROPS_TEXT:  # the text beside the calls is not in `text`: refused, not trained without it
+        with pytest.raises(TemplateError, match="leaves out the text of message"):
+            _spans(tokenizer, name, messages, tools)
+        return
     assert _spans(tokenizer, name, messages, tools) == runs
+
+
+# Hermes and Command R7B write a calling message as its calls alone (the renderings above have no
+# "Let me check." or "Checking both."): such a record is refused, `template_dropped_text`.
+DROPS_TEXT = {(name, cls, case) for name in ("hermes", "command-r7b") for cls, case in (("tools", "text_and_call"), ("parallel", "with_text"))}
+
+
+@pytest.mark.parametrize("name,cls,case", sorted(DROPS_TEXT))
+def test_a_record_whose_text_beside_calls_the_format_drops_is_rejected(builders, name, cls, case):
+    messages, tools = CLASSES[cls][case]
+    result = build_one(builders[name], _example({"messages": messages, "tools": tools}))
+    assert isinstance(result, Rejected) and result.reason == "template_dropped_text", result
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -594,7 +610,7 @@ def _example(record: dict) -> Example:
 # of a family that never renders it) and QwQ's string arguments, which the pipeline decodes to an
 # object before rendering (formats.py), so QwQ and Command R7B write them as an object there.
 TRAINED = sorted(
-    key for key in EXPECTED if not (key[1] == "reasoning" and key[0] != "qwen3-2507-thinking") and key not in {("qwq", "tools", "string_arguments"), ("command-r7b", "tools", "string_arguments")}
+    key for key in EXPECTED if not (key[1] == "reasoning" and key[0] != "qwen3-2507-thinking") and key not in {("qwq", "tools", "string_arguments"), ("command-r7b", "tools", "string_arguments"), *DROPS_TEXT}
 )
 
 
@@ -689,6 +705,9 @@ def test_supervised_tokens_decode_to_what_the_assistant_generates(tokenizers, bu
     def check(record: dict) -> None:
         example = _example(_described(record) if name == "hermes" else record)
         row = build_one(builder, example)
+        if name in ("hermes", "command-r7b") and any(t.tool_calls and t.content.split("</think>")[-1].strip() for t in example.turns):
+            assert isinstance(row, Rejected) and row.reason == "template_dropped_text", row
+            return
         assert isinstance(row, Row), row
         runs = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
         assert runs == [normalized(tokenizer, text) for text in GENERATED[name](example.turns)]

@@ -575,3 +575,25 @@ def test_check_template_passes_with_the_family_tokenizer(tokenizers, name):
 def test_auto_picks_the_family_from_its_template_without_marks(tokenizers, name):
     """As in library E: our template with its generation marks stripped (no original is installed)."""
     auto_picks_the_family(tokenizers, name)
+
+
+def test_short_reasoning_the_template_leaves_out_hides_no_call(tokenizers, builders):
+    """Hypothesis found it: reasoning "a" on a calling message that Kimi K2 Thinking does not render
+    (an answer follows), and a call named "a". Cutting the reasoning out of the span before the
+    calls are looked for cut the "a" of `functions.a:0` and rejected the record; reasoning the
+    template leaves out is now not cut."""
+    record = {
+        "tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "a", "arguments": "{}"}}], "reasoning_content": "a"},
+            {"role": "tool", "content": "r"},
+            {"role": "assistant", "content": "é"},
+        ],
+    }
+    example = _example(_named_apart(record))
+    row = build_one(builders["kimi-k2-thinking"], example)
+    assert isinstance(row, Row), row
+    tokenizer = tokenizers["kimi-k2-thinking"]
+    runs = [tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False) for run in supervised_runs(row.input_ids, row.labels)]
+    assert runs == [normalized(tokenizer, text) for text in GENERATED["kimi-k2-thinking"](example.turns)]

@@ -483,6 +483,10 @@ def test_generated_agentic_conversations_render_exactly_with_exact_spans(tokeniz
             if nothing:  # all its text is reasoning in content ("...</think>"), left out of past turns
                 assert f"[{nothing.group(1)}]" not in full, err
                 return
+            dropped = re.search(r"leaves out the text of message (\d+)", str(err))
+            if dropped:  # Llama 3.1 writes a calling message as its call alone: its text is nowhere
+                assert full is not None and f"[{dropped.group(1)}]" not in full, err
+                return
             assert full is None or err.reason in ("template_dropped_tool_calls", "template_dropped_reasoning"), err
             return
         assert rendered.text == full
