@@ -374,10 +374,30 @@ class Renderer:
         missing = sorted(set(assistant) - {n for _, _, n in spans})
         if missing:
             raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
+        self._check_text_beside_calls(messages, tools, text, spans)  # first: a dropped text must not pass for a call's
         unsure = _check_rendered(text, spans, messages, self._special_pattern, self._hidden_reasoning(messages, tools))
         if unsure is not None and self._run(messages, False, tools) == self._run(_without_reasoning(messages, unsure), False, tools):
             raise _dropped_reasoning(unsure)
         return _finish(text, [(start, end, n, trainable[n]) for start, end, n in spans], protect)
+
+    def _check_text_beside_calls(self, messages: list[dict], tools: list[dict] | None, text: str, spans: list[tuple[int, int, int]]) -> None:
+        """Refuse a calling message whose text the template leaves out (Llama 3.1/3.2, gpt-oss,
+        Hermes and Command R7B write a calling message as its calls alone, DeepSeek-R1 writes only
+        the first calling message's text): it would vanish from training. Long text found in the
+        message's span is rendered; otherwise (short text may sit in a call's arguments or the
+        markup, and a template may move it: Nemotron writes "<think></think>" before it) the
+        rendering without it decides: the same rendering means it is left out."""
+        full = None
+        for n, message in enumerate(messages):
+            written = _text_beside_calls(message) if message.get("tool_calls") else ""
+            if not written:
+                continue
+            span = GEN_OPEN.join(text[start:end] for start, end, owner in spans if owner == n)
+            if len(written) >= SHORT_REASONING and written in span:
+                continue
+            full = self._run(messages, False, tools) if full is None else full
+            if self._run([{**m, "content": ""} if k == n else m for k, m in enumerate(messages)], False, tools) == full:
+                raise TemplateError(f"the chat template leaves out the text of message {n}, written beside its tool calls", "template_dropped_text")
 
     def _hidden_reasoning(self, messages: list[dict], tools: list[dict] | None) -> set[int]:
         """The calling messages whose short reasoning the template does not render (the rendering
@@ -739,8 +759,6 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
     assistant turn is the last one when no user message follows it (tool results may). A turn
     written in pieces (`spans` holds (start, end, message) of each) is judged on them all.
 
-    A calling message's text must be in its span too (Llama 3.1, gpt-oss, Hermes and R1's later
-    calls write only the calls: the text would vanish from training, so the record is refused).
     A tool call is rendered when its name (as often as calls bear it), each key of its arguments
     and each string value are in the turn's span, looked for in what is left of it once the
     template's special tokens and the turn's own text and reasoning are cut out (a call named "d"
@@ -762,9 +780,6 @@ def _check_rendered(text: str, spans: list[tuple[int, int, int]], messages: list
         reasoning = _reasoning_of(messages[n]) or None
         if not calls and (n != final or reasoning is None):
             continue  # nothing to look for: most turns, so the cut below stays off the common path
-        written = _text_beside_calls(messages[n]) if calls else ""
-        if written and written not in span:
-            raise TemplateError(f"the chat template leaves out the text of message {n}, written beside its tool calls", "template_dropped_text")
         if special is not None:  # the template's own tokens hold no call or reasoning ("d" in "<|im_end|>")
             span = special.sub(GEN_OPEN, span)
         rest = _calls_part(span, messages[n], n not in hidden) if calls else ""

@@ -735,3 +735,13 @@ def test_auto_picks_the_family_from_its_template_without_marks(tokenizers, name)
     own = re.sub(r"\{%-?\s*(end)?generation\s*-?%\}", "", resolve_template(name, None).source)
     assert not ChatTemplate(name, own).has_generation_marks
     assert resolve_template("auto", own, tokenizer.bos_token, tokenizer.eos_token).name == name
+
+
+@pytest.mark.parametrize("name", ("hermes", "command-r7b"))
+def test_text_beside_calls_found_only_inside_an_argument_is_still_dropped(builders, name):
+    """Hypothesis found it: the text " 你好" beside a call whose arguments hold "你好" is in the span,
+    inside the call; the rendering without the text decides, and it is the same: refused."""
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "你好"}}}
+    record = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": " 你好", "tool_calls": [call]}, {"role": "tool", "content": "r"}, {"role": "assistant", "content": "ok"}], "tools": CLASSES["tools"]["single"][1]}
+    result = build_one(builders[name], _example(record))
+    assert isinstance(result, Rejected) and result.reason == "template_dropped_text", result

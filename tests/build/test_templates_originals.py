@@ -570,3 +570,15 @@ def test_gemma4_trains_the_turn_end_it_writes_after_the_results_of_a_call_withou
         (4, "Welcome.<turn|>"),
     ]
     assert rendered.text == _hugging_face("gemma4_v5", tokenizer, messages, [WEATHER])
+
+
+def test_text_a_template_moves_beside_its_calls_is_not_taken_for_dropped(tokenizer):
+    """Hypothesis found it: Nemotron 3 writes a calling message's "[1] <think>" as
+    "<think></think>[1]", so the text as given is not in the span; it is rendered all the same
+    (the rendering without it differs), and the record renders as Hugging Face's."""
+    call = {"id": "call_1_0", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "[1.0]"}}}
+    messages = [{"role": "user", "content": "[0] "}, {"role": "assistant", "content": "[1] <think>", "tool_calls": [call]}, {"role": "tool", "tool_call_id": "call_1_0", "name": "get_weather", "content": "[2] "}, {"role": "assistant", "content": "[3] "}, {"role": "user", "content": "[4] "}, {"role": "assistant", "content": "[5] "}]
+    full = _hugging_face("nemotron_3_nano", tokenizer, messages, [WEATHER])
+    assert full is not None and "<think></think>[1]" in full
+    rendered = _renderer("nemotron_3_nano", tokenizer).render_messages(copy.deepcopy(messages), [m["role"] == "assistant" for m in messages], tools=[WEATHER])
+    assert rendered.text == full
