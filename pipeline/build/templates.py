@@ -67,12 +67,13 @@ it with its own control tokens, and is reported back as a `plain_spans` range of
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -374,20 +375,20 @@ class Renderer:
         missing = sorted(set(assistant) - {n for _, _, n in spans})
         if missing:
             raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
-        self._check_text_beside_calls(messages, tools, text, spans)  # first: a dropped text must not pass for a call's
-        unsure = _check_rendered(text, spans, messages, self._special_pattern, self._hidden_reasoning(messages, tools))
-        if unsure is not None and self._run(messages, False, tools) == self._run(_without_reasoning(messages, unsure), False, tools):
+        full = functools.cache(lambda: self._run(messages, False, tools))  # the rendering variants are compared with, made once if needed
+        self._check_text_beside_calls(messages, tools, text, spans, full)  # first: a dropped text must not pass for a call's
+        unsure = _check_rendered(text, spans, messages, self._special_pattern, self._hidden_reasoning(messages, tools, full))
+        if unsure is not None and full() == self._run(_without_reasoning(messages, unsure), False, tools):
             raise _dropped_reasoning(unsure)
         return _finish(text, [(start, end, n, trainable[n]) for start, end, n in spans], protect)
 
-    def _check_text_beside_calls(self, messages: list[dict], tools: list[dict] | None, text: str, spans: list[tuple[int, int, int]]) -> None:
+    def _check_text_beside_calls(self, messages: list[dict], tools: list[dict] | None, text: str, spans: list[tuple[int, int, int]], full: Callable[[], str]) -> None:
         """Refuse a calling message whose text the template leaves out (Llama 3.1/3.2, gpt-oss,
         Hermes and Command R7B write a calling message as its calls alone, DeepSeek-R1 writes only
         the first calling message's text): it would vanish from training. Long text found in the
         message's span is rendered; otherwise (short text may sit in a call's arguments or the
         markup, and a template may move it: Nemotron writes "<think></think>" before it) the
         rendering without it decides: the same rendering means it is left out."""
-        full = None
         for n, message in enumerate(messages):
             written = _text_beside_calls(message) if message.get("tool_calls") else ""
             if not written:
@@ -395,20 +396,16 @@ class Renderer:
             span = GEN_OPEN.join(text[start:end] for start, end, owner in spans if owner == n)
             if len(written) >= SHORT_REASONING and written in span:
                 continue
-            full = self._run(messages, False, tools) if full is None else full
-            if self._run([{**m, "content": ""} if k == n else m for k, m in enumerate(messages)], False, tools) == full:
+            if self._run([{**m, "content": ""} if k == n else m for k, m in enumerate(messages)], False, tools) == full():
                 raise TemplateError(f"the chat template leaves out the text of message {n}, written beside its tool calls", "template_dropped_text")
 
-    def _hidden_reasoning(self, messages: list[dict], tools: list[dict] | None) -> set[int]:
+    def _hidden_reasoning(self, messages: list[dict], tools: list[dict] | None, full: Callable[[], str]) -> set[int]:
         """The calling messages whose short reasoning the template does not render (the rendering
         is the same without it). Such reasoning may still occur in the calls' own text (reasoning
         "a", a call `functions.a:0`), where cutting it out would hide a call; longer reasoning does
         not occur by chance, so only short reasoning costs a render (SHORT_REASONING)."""
         short = [n for n, m in enumerate(messages) if m.get("tool_calls") and 0 < len(_reasoning_of(m)) < SHORT_REASONING]
-        if not short:
-            return set()
-        full = self._run(messages, False, tools)
-        return {n for n in short if self._run(_without_reasoning(messages, n), False, tools) == full}
+        return {n for n in short if self._run(_without_reasoning(messages, n), False, tools) == full()}
 
     def generation_prompt(self, example: Example) -> str:
         """The text a model is given to write the next assistant turn after `example`'s messages
