@@ -19,14 +19,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
 from data import SHARED, dataset_file, tokenizer_dir
+from measure import run_measured
 
 TOOL_CORPUS = "glaive_toolcall_en_demo.json"
 # Measured once on the two sources through qwen2.5 with Qwen2's vocabulary: tokens per record.
@@ -63,11 +62,9 @@ def run_once(data: Path, tokenizer: Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="masked-shards-bench-") as scratch:
         output = Path(scratch) / "out"
         command = [sys.executable, "run_pipeline.py", "--input", str(data), "--output", str(output), "--tokenizer", str(tokenizer), "--template", "qwen2.5", "--max-length", "8192", "--smoke-test", "off", "--quiet"]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        seconds = time.perf_counter() - start
+        measured = run_measured(command, {**os.environ, "HF_HUB_OFFLINE": "1"})
         report = json.loads((output / "coverage_report.json").read_text(encoding="utf-8"))
-    return {"seconds": seconds, "tokens": report["tokens_total"], "rows": report["rows_written"]}
+    return {"seconds": measured.wall_seconds, "tokens": report["tokens_total"], "rows": report["rows_written"]}
 
 
 def main() -> None:
