@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
+from tokenizers.pre_tokenizers import ByteLevel
 
 from masked_shards.read.hub import hub_out_of_reach, looks_like_path, quiet
 from masked_shards.build.masking import crossed_boundaries
@@ -319,6 +320,58 @@ def _no_prefix(state: dict) -> bool:
     return changed
 
 
+def _byte_lengths(backend: Tokenizer) -> np.ndarray | None:
+    """Each token id's length in bytes, when a token's offsets in an ASCII string follow from the
+    lengths of the tokens before it; None otherwise. That needs three things:
+
+    * a byte-level BPE vocabulary: every model token spelled in ByteLevel's 256-character
+      alphabet, one character per byte, with no word prefix or suffix; an added token is its text;
+    * nothing added to the text: ByteLevel without a prefix space, no other pre-tokenizer that
+      writes characters, and a normalizer that leaves ASCII as it is (Unicode normal forms);
+    * nothing removed, which `Encoder.encode_batch` checks string by string: the tokens' lengths
+      add up to the string's. With nothing added, a shortfall is the only way to go wrong.
+    """
+    model = backend.model
+    if type(model).__name__ != "BPE" or model.continuing_subword_prefix or model.end_of_word_suffix or model.byte_fallback:
+        return None
+    normalizers, pre_tokenizers = [], []  # every component, with those inside a Sequence
+    _walk(_component_state(backend.normalizer), lambda node: "type" in node and normalizers.append(node))
+    _walk(_component_state(backend.pre_tokenizer), lambda node: "type" in node and pre_tokenizers.append(node))
+    if any(n["type"] not in _ASCII_NORMALIZERS for n in normalizers):
+        return None
+    kinds = [p["type"] for p in pre_tokenizers]
+    if "ByteLevel" not in kinds or set(kinds) - _WRITING_NOTHING or any(p.get("add_prefix_space") for p in pre_tokenizers if p["type"] == "ByteLevel"):
+        return None
+    vocabulary = backend.get_vocab(with_added_tokens=False)
+    if not set("".join(vocabulary)) <= set(ByteLevel.alphabet()):
+        return None
+    added = backend.get_added_tokens_decoder()
+    lengths = np.zeros(max([*vocabulary.values(), *added]) + 1, dtype=np.int64)
+    lengths[np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))] = np.fromiter(map(len, vocabulary), dtype=np.int64, count=len(vocabulary))
+    for token_id, token in added.items():
+        lengths[token_id] = len(token.content.encode("utf-8"))
+    return lengths
+
+
+# Normalizers that leave ASCII as it is, and pre-tokenizers that write no character of their own.
+_ASCII_NORMALIZERS = frozenset({"Sequence", "NFC", "NFD", "NFKC", "NFKD"})
+_WRITING_NOTHING = frozenset({"Sequence", "Split", "Digits", "Punctuation", "ByteLevel"})
+
+
+def _in_order(count: int, parts: list[tuple[np.ndarray, EncodedBatch, np.ndarray]]) -> EncodedBatch:
+    """One batch of `count` strings from several: in each part, string `rows[i]` of its batch is
+    string `positions[i]` of the result."""
+    lengths, sources = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+    base = 0
+    for positions, batch, rows in parts:
+        lengths[positions] = np.diff(batch.bounds)[rows]
+        sources[positions] = batch.bounds[:-1][rows] + base
+        base += int(batch.bounds[-1])
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    index = np.arange(int(bounds[-1])) + np.repeat(sources - bounds[:-1], lengths)
+    return EncodedBatch(np.concatenate([b.ids for _, b, _ in parts])[index], np.concatenate([b.offsets for _, b, _ in parts])[index], bounds)
+
+
 class Encoder:
     """Encodes rendered strings; one per worker (the Rust tokenizer is loaded once)."""
 
@@ -330,6 +383,7 @@ class Encoder:
         self._backend.encode_special_tokens = False
         self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
         self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
+        self._byte_lengths = _byte_lengths(self._backend)
         self._later_backend: Tokenizer | None = None
         self._plain_backend: Tokenizer | None = None
 
@@ -349,7 +403,37 @@ class Encoder:
         return self._plain_backend
 
     def encode_batch(self, texts: list[str]) -> EncodedBatch:
-        """Every string encoded whole, in one call to the Rust tokenizer."""
+        """Every string encoded whole. With a byte-level vocabulary (`_byte_lengths`), ASCII strings
+        are encoded without offsets, which costs the Rust encoder a quarter less time and this
+        thread no offset lists to read; each token's offsets follow from the byte lengths of
+        the tokens before it, as a token's bytes are exactly the characters it stands for:
+
+            "Hi there"  ids ["Hi", " there"]  lengths [2, 6]  ->  offsets [(0, 2), (2, 8)]
+
+        That holds only where nothing was left out or added, so a string whose tokens' lengths do
+        not add up to its own (an added token that swallowed whitespace) is encoded again with
+        offsets, as is every string with other characters (a byte-level token can end inside
+        one, and offsets are counted in characters)."""
+        if self._byte_lengths is None:
+            return self._encode_with_offsets(texts)
+        ascii_at = np.array([n for n, text in enumerate(texts) if text.isascii()], dtype=np.int64)
+        encodings = self._backend.encode_batch_fast([texts[n] for n in ascii_at.tolist()], add_special_tokens=False)
+        counts = np.array([len(e) for e in encodings], dtype=np.int64)
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(counts.sum()))
+        lengths = self._byte_lengths[ids]
+        ends = np.concatenate([[0], np.cumsum(lengths)])
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        adds_up = ends[bounds[1:]] - ends[bounds[:-1]] == np.array([len(texts[n]) for n in ascii_at.tolist()], dtype=np.int64)
+        ends = ends[1:] - np.repeat(ends[bounds[:-1]], counts)
+        derived = EncodedBatch(ids, np.stack([ends - lengths, ends], axis=1).astype(np.int32), bounds)
+        if adds_up.all() and len(ascii_at) == len(texts):
+            return derived
+        rest = np.setdiff1d(np.arange(len(texts)), ascii_at[adds_up])
+        encoded = self._encode_with_offsets([texts[n] for n in rest.tolist()])
+        return _in_order(len(texts), [(ascii_at[adds_up], derived, np.flatnonzero(adds_up)), (rest, encoded, np.arange(len(rest)))])
+
+    def _encode_with_offsets(self, texts: list[str]) -> EncodedBatch:
+        """Every string encoded whole, in one call to the Rust tokenizer, with its offsets."""
         encodings = self._backend.encode_batch(texts, add_special_tokens=False)
         bounds = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encodings], out=bounds[1:])
@@ -378,7 +462,7 @@ class Encoder:
         tokenized as ordinary text. The common case is the single encode of the whole string
         (`whole`, when the caller already batched it), kept as it is."""
         if not plain_spans:
-            whole = whole or self.encode_batch([text])[0]
+            whole = whole or self._encode_with_offsets([text])[0]
             crossed = crossed_boundaries(whole.offsets, edges)
             if not len(crossed):
                 return whole

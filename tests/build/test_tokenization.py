@@ -8,7 +8,7 @@ import copy
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import AddedToken
+from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
 
 from conftest import Row, build_one
 from expected import supervised_runs
@@ -17,7 +17,7 @@ from masked_shards.read.hub import looks_like_path
 from masked_shards.records import RESERVED_CHARS, Example, Turn
 from masked_shards.build.rows import RowBuilder
 from masked_shards.build.templates import resolve_template
-from masked_shards.build.tokenization import FolderTokenizer, TokenizerError, full_tokenizer, load_tokenizer, special_tokens
+from masked_shards.build.tokenization import Encoder, FolderTokenizer, TokenizerError, full_tokenizer, load_tokenizer, special_tokens
 
 # Unicode White_Space: what the `\s` of the tokenizers library's strip regex matches (Python's
 # str.strip also strips U+001C..U+001F, which tokenizers keeps).
@@ -175,3 +175,77 @@ def test_a_folder_that_needs_transformers_is_loaded_by_it(demo_tokenizer, tmp_pa
     settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     (folder / "tokenizer_config.json").write_text(json.dumps({**settings, **change}), encoding="utf-8")
     assert not isinstance(load_tokenizer(str(folder)), FolderTokenizer)
+
+
+# Offsets derived from byte lengths (Encoder.encode_batch): the same ids and offsets as the Rust
+# tokenizer's own, on ASCII strings, strings with other characters, and strings where an added
+# token swallows whitespace (those are encoded again with offsets).
+_ascii_pieces = st.one_of(
+    st.sampled_from([" ", "  ", "\n", "\n\n", "\t", "\r\n", "Hello", " world", "'s", "123", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_start|>assistant\n", "<|end|>", "<|user|>"]),
+    st.characters(max_codepoint=127),
+)
+_mixed_pieces = st.one_of(_ascii_pieces, st.sampled_from(["é", "你好", "🙂", "\u3000", "\xa0"]), st.characters(exclude_categories=("Cs",)))
+_batches = st.lists(st.one_of(st.lists(_ascii_pieces, max_size=30).map("".join), st.lists(_mixed_pieces, max_size=12).map("".join)), min_size=1, max_size=8)
+
+
+def _untrimmed(tokenizer) -> Tokenizer:
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.post_processor = None  # no trimming of offsets: the Encoder untrims them too
+    return backend
+
+
+def _rust_encoding(backend: Tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    encodings = backend.encode_batch(texts, add_special_tokens=False)
+    return [e.ids for e in encodings], [e.offsets for e in encodings]
+
+
+def _encoded(encoder: Encoder, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    batch = encoder.encode_batch(texts)
+    rows = [batch[k] for k in range(len(texts))]
+    return [r.ids.tolist() for r in rows], [[tuple(o) for o in r.offsets.tolist()] for r in rows]
+
+
+def test_byte_level_vocabularies_take_offsets_from_byte_lengths(tokenizer):
+    """Both test vocabularies are byte-level BPE, so they take the derived path; over generated
+    batches its ids and offsets are the Rust tokenizer's own."""
+    encoder, reference = Encoder(tokenizer), _untrimmed(tokenizer)
+    assert encoder._byte_lengths is not None
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_batches)
+    def check(texts: list[str]) -> None:
+        assert _encoded(encoder, texts) == _rust_encoding(reference, texts)
+
+    check()
+
+
+def test_strings_where_a_token_swallows_whitespace_are_encoded_again(phi3_tokenizer):
+    """`<|end|>` swallows the whitespace after it, so its string's lengths fall short and it is
+    encoded with offsets (narrowed to the token's own text); the other strings keep their place."""
+    encoder = Encoder(phi3_tokenizer)
+    texts = ["a<|end|>\n<|user|>b", "plain text", "x<|end|>y", "é<|end|>\n"]
+    ids, offsets = _encoded(encoder, texts)
+    rust_ids, rust_offsets = _rust_encoding(_untrimmed(phi3_tokenizer), texts)
+    assert ids == rust_ids
+    assert offsets[1:3] == rust_offsets[1:3]  # nothing swallowed
+    assert offsets[0] == [(0, 1), (1, 8), (9, 17), (17, 18)] and rust_offsets[0][1] == (1, 9)
+    assert offsets[3][-1] == (1, 8) and rust_offsets[3][-1] == (1, 9)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: setattr(b, "pre_tokenizer", pre_tokenizers.ByteLevel(add_prefix_space=True)),
+        lambda b: setattr(b, "pre_tokenizer", pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.ByteLevel(add_prefix_space=False)])),
+        lambda b: setattr(b, "normalizer", normalizers.Lowercase()),
+        lambda b: setattr(b, "normalizer", normalizers.Sequence([normalizers.NFC(), normalizers.Prepend("_")])),
+    ],
+    ids=["prefix-space", "metaspace", "lowercase", "prepend"],
+)
+def test_a_tokenizer_that_may_write_characters_keeps_the_tokenizers_offsets(demo_tokenizer, change):
+    tokenizer = copy.deepcopy(demo_tokenizer)
+    change(tokenizer.backend_tokenizer)
+    encoder = Encoder(tokenizer)
+    assert encoder._byte_lengths is None
+    texts = ["Hello world", "<|im_start|>user\nHi<|im_end|>"]
+    assert _encoded(encoder, texts) == _rust_encoding(_untrimmed(tokenizer), texts)
