@@ -453,7 +453,7 @@ class SpillRunsFn(beam.DoFn):
         if not pending:
             return
         for split, table in keyed_runs(pending, self._seed).items():
-            path = FileSystems.join(self._output, RUNS, f"{split}-{uuid.uuid4().hex}.parquet")
+            path = FileSystems.join(self._output, RUNS, f"{split}-{uuid.uuid4().hex}.arrow")
             with create_file(path) as handle:
                 write_run(table, handle)
             yield {"path": path, "split": split, "rows": table.num_rows}

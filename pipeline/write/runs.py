@@ -4,8 +4,8 @@ A shard's rows come from every worker, and its bytes must not depend on which wo
 row. Gathering each shard's rows in one place (a GroupByKey) holds every row in memory on a local
 runner. Instead, like an external sort:
 
-1. Each worker spills the row batches it makes, every few tens of MB, as a *run*: one Parquet file
-   per split, its rows sorted by `key = hash(seed, example_id)` (ties by id), carrying that key.
+1. Each worker spills the row batches it makes, every few tens of MB, as a *run*: one Arrow IPC
+   file per split, its rows sorted by `key = hash(seed, example_id)` (ties by id), carrying that key.
 2. Once every run is written, each split's shard count is known, and shard i of B covers the
    key range [i * 2^64 / B, (i + 1) * 2^64 / B): a contiguous slice of every run.
 3. Each shard is written by merging its slices of all runs, one row group at a time, cut at every
@@ -14,8 +14,8 @@ runner. Instead, like an external sort:
     run A  keys: 03 17 42 80 91 ...      shard 0 of 2: keys [00, 80) -> A[03 17 42] + B[11 64]
     run B  keys: 11 64 85 ...            shard 1 of 2: keys [80, ff] -> A[80 91]    + B[85]
 
-Only the key column of each run is read whole (8 bytes a row); rows are read one row group of a
-run at a time. The output is a function of the set of rows alone: byte-identical however the rows
+Only the key column of each run is read whole (8 bytes a row); rows are read one record batch of
+a run at a time. The output is a function of the set of rows alone: byte-identical however the rows
 were spread over workers and runs.
 """
 
@@ -28,7 +28,6 @@ from typing import IO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from masked_shards.write.arrow import ShardWriter
 from masked_shards.write.shards import ROW_GROUP_ROWS, SCHEMA, stable_hash
@@ -63,23 +62,29 @@ def keyed_runs(batches: list[pa.RecordBatch], seed: int) -> dict[str, pa.Table]:
 
 
 def write_run(table: pa.Table, sink: IO[bytes]) -> None:
-    """A run file: fast compression, small row groups so a shard reads little beyond its slice.
+    """A run file: an Arrow IPC file, LZ4-compressed, in record batches small enough that a shard
+    reads little beyond its slice. Runs are read back only by this job, so they are written in
+    Arrow's own layout (a copy and fast compression), not encoded as Parquet: that took 0.24
+    CPU-s to write and 0.53 CPU-s to read back for 55k chats, the IPC file 0.07 and 0.07.
 
-    A merge holds one row group of every run at once, and the number of runs grows with the
-    input, so a group is kept near 1 MB of rows (at most 1,024 rows): 1,024 packed rows of 2,048
+    A merge holds one batch of every run at once, and the number of runs grows with the input,
+    so a batch is kept near 1 MB of rows (at most 1,024 rows): 1,024 packed rows of 2,048
     tokens would be 27 MB a run, which made a packed run's memory grow with its input."""
     rows = max(1, min(_RUN_GROUP_ROWS, _RUN_GROUP_BYTES * table.num_rows // max(table.nbytes, 1)))
-    pq.write_table(table, sink, compression="lz4", row_group_size=rows, write_statistics=False)
+    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table, max_chunksize=rows)
 
 
 class RunReader:
-    """One run, opened for merging: its keys in memory, its rows read a row group at a time."""
+    """One run, opened for merging: its keys in memory (read alone: an IPC file reader fetches
+    only the buffers of the fields it is asked for), its rows read a batch at a time."""
 
     def __init__(self, source: IO[bytes]) -> None:
-        self._file = pq.ParquetFile(source)
-        self.keys = self._file.read(columns=[KEY]).column(KEY).to_numpy()
-        sizes = [self._file.metadata.row_group(i).num_rows for i in range(self._file.num_row_groups)]
-        self._starts = np.cumsum([0, *sizes])
+        self._file = pa.ipc.open_file(source)
+        keys_only = pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(included_fields=[self._file.schema.get_field_index(KEY)]))
+        keys = [keys_only.get_batch(i).column(0).to_numpy() for i in range(keys_only.num_record_batches)]
+        self.keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
+        self._starts = np.cumsum([0, *map(len, keys)])
         self._cached: tuple[int, pa.Table] | None = None
 
     def slice(self, low: int, high: int | None) -> pa.Table | None:
@@ -95,7 +100,7 @@ class RunReader:
 
     def _group(self, index: int) -> pa.Table:
         if self._cached is None or self._cached[0] != index:
-            self._cached = (index, self._file.read_row_group(index))
+            self._cached = (index, pa.Table.from_batches([self._file.get_batch(index)]))
         return self._cached[1]
 
 

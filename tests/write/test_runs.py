@@ -99,14 +99,14 @@ def test_empty_key_ranges_get_no_shard_and_the_rest_are_numbered_in_order():
     assert [(s.index, s.count) for s in shards] == [(n, len(buckets)) for n in range(len(buckets))]
 
 
-def test_a_run_of_wide_rows_keeps_each_row_group_near_a_megabyte():
-    """A merge holds one row group of every run at once, and runs multiply with the input: a
-    group of 1,024 packed rows of 2,048 tokens (27 MB) per run made packed jobs' memory grow."""
+def test_a_run_of_wide_rows_keeps_each_record_batch_near_a_megabyte():
+    """A merge holds one record batch of every run at once, and runs multiply with the input: a
+    batch of 1,024 packed rows of 2,048 tokens (27 MB) per run made packed jobs' memory grow."""
     wide = pa.table({"input_ids": pa.array([np.arange(2048, dtype=np.int32)] * 300, pa.list_(pa.int32())), "example_id": [f"e{n}" for n in range(300)]})
     narrow = pa.table({"input_ids": pa.array([np.arange(8, dtype=np.int32)] * 3000, pa.list_(pa.int32())), "example_id": [f"e{n}" for n in range(3000)]})
     for table, most_rows in ((wide, (1 << 20) // (2048 * 4)), (narrow, 1024)):
         sink = io.BytesIO()
         write_run(table, sink)
-        groups = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata
-        sizes = [groups.row_group(n).num_rows for n in range(groups.num_row_groups)]
+        run = pa.ipc.open_file(io.BytesIO(sink.getvalue()))
+        sizes = [run.get_batch(n).num_rows for n in range(run.num_record_batches)]
         assert sum(sizes) == table.num_rows and max(sizes) <= most_rows + 1 and max(sizes) >= most_rows // 2
