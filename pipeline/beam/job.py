@@ -297,11 +297,11 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
     """Wire the whole job onto `pipe`; returns the PCollection holding the final report."""
     config = plan.config
     read = pipe | "ReadExamples" >> ReadExamples(plan.files, plan.parse_options, config.fail_fast)
-    examples, sampled_out = read["examples"], []
+    batches, sampled_out = read["batches"], []
     if config.mix:
-        mixed = examples | "MixSources" >> MixSources(dict(config.mix), config.seed)
-        examples, sampled_out = mixed["examples"], [mixed["sampled_out"]]
-    tokenized = examples | "TokenizeExamples" >> TokenizeExamples(config, plan.template)
+        mixed = batches | "MixSources" >> MixSources(dict(config.mix), config.seed)
+        batches, sampled_out = mixed["batches"], [mixed["sampled_out"]]
+    tokenized = batches | "TokenizeExamples" >> TokenizeExamples(config, plan.template)
     rejected = (read["rejected"], tokenized["rejected"]) | "AllRejected" >> beam.Flatten()
     rows, reshaped = tokenized["rows"], []
     if config.packing != "none":

@@ -1,7 +1,7 @@
 """Thin Beam composites over the Beam-free core; bad records leave on tagged outputs.
 
-    ReadExamples      files -> ranges -> Example   (+ rejected, + count of records read, + blank lines)
-    TokenizeExamples  Example batches -> RowBatch  (Arrow columns; + rejected, + dropped)
+    ReadExamples      files -> ranges -> Example batches   (+ rejected, + count of records read, + blank lines)
+    TokenizeExamples  Example batches -> RowBatch          (Arrow columns; + rejected, + dropped)
     PackRows          RowBatch -> windows of examples by a seeded hash -> PackedBatch   (--packing)
     StrideRows        RowBatch -> StridedBatch, each long row as overlapping windows   (--stride)
     WriteShards       RowBatch -> sorted runs -> shard info (deterministic Parquet or Arrow files, runs.py)
@@ -17,6 +17,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -49,7 +50,7 @@ from masked_shards.build.templates import ChatTemplate
 from masked_shards.build.tokenization import TokenizerError, load_tokenizer
 from masked_shards.read.translation import to_pair
 
-REJECTED, DROPPED = "rejected", "dropped"
+REJECTED, DROPPED, BLANK_LINES, READ = "rejected", "dropped", "blank_lines", "read"
 
 
 def tokenizer_for(name: str):  # -> transformers.PreTrainedTokenizerBase
@@ -158,27 +159,44 @@ def _parse(record: RawRecord, options: ParseOptions) -> object:
         return Rejected.internal_error(record.name, record.index, err, record.value, during="parsing the record")
 
 
-class ToExampleFn(beam.DoFn):
-    """Raw record -> Example on the main output, or Rejected on `rejected`."""
+class ReadExamplesFn(beam.DoFn):
+    """A range -> its examples in lists of --batch-size (the tokenizer's batches), and on tagged
+    outputs its bad records (`rejected`), its blank lines and how many records it read (`read`).
+
+    One step takes a range from bytes to batches because every step a record passes on its own
+    costs Beam's bookkeeping: reading, setting blank lines apart, parsing, counting and batching
+    as five steps cost 55k chats about a second of this thread. A range's last batch may be short."""
 
     def __init__(self, options: ParseOptions, fail_fast: bool) -> None:
         self._options, self._fail_fast = options, fail_fast
         self._rejected = Metrics.counter("masked_shards", "records_rejected")
 
-    def process(self, item: RawRecord | Rejected) -> Iterator[object]:
-        result = item if isinstance(item, Rejected) else _parse(item, self._options)
-        if isinstance(result, Rejected):
-            if self._fail_fast:
-                _fail_fast(result)
-            self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, result)
-        else:
-            yield result
+    def process(self, r: InputRange, counts: dict[tuple[str, int], int]) -> Iterator[object]:
+        batch, read, size = [], 0, self._options.config.batch_size
+        for item in _read_range(r, counts, self._options.config.max_record_bytes):
+            if isinstance(item, BlankLines):
+                yield beam.pvalue.TaggedOutput(BLANK_LINES, item)
+                continue
+            read += 1
+            result = item if isinstance(item, Rejected) else _parse(item, self._options)
+            if isinstance(result, Rejected):
+                if self._fail_fast:
+                    _fail_fast(result)
+                self._rejected.inc()
+                yield beam.pvalue.TaggedOutput(REJECTED, result)
+                continue
+            batch.append(result)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        yield beam.pvalue.TaggedOutput(READ, read)
 
 
 class ReadExamples(beam.PTransform):
-    """Read input units into Examples; returns {examples, rejected, read, blank_lines}. Blank lines
-    are counted apart: they are no records, so not in `read` (sources.py)."""
+    """Read input units into batches of Examples; returns {batches, rejected, read, blank_lines}.
+    Blank lines are counted apart: they are no records, so not in `read` (sources.py)."""
 
     def __init__(self, units: list[InputFile], options: ParseOptions = ParseOptions(), fail_fast: bool = False) -> None:
         super().__init__()
@@ -187,15 +205,9 @@ class ReadExamples(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         ranges = pbegin | "ListFiles" >> beam.Create(self._units) | "SplitFiles" >> beam.FlatMap(_ranges, self._options.config.limit) | "SpreadRanges" >> beam.Reshuffle()
         counted = ranges | "CountLines" >> beam.Map(_count)
-        counts = beam.pvalue.AsDict(counted)
-        raw, blank_lines = (
-            ranges
-            | "ReadRanges" >> beam.FlatMap(_read_range, counts=counts, max_record_bytes=self._options.config.max_record_bytes)
-            | "SetBlankLinesApart" >> beam.Partition(lambda item, _: int(isinstance(item, BlankLines)), 2)
-        )
-        parsed = raw | "ParseRecords" >> beam.ParDo(ToExampleFn(self._options, self._fail_fast)).with_outputs(REJECTED, main="examples")
-        read = raw | "CountRead" >> beam.combiners.Count.Globally()
-        return {"examples": parsed.examples, "rejected": parsed[REJECTED], "read": read, "blank_lines": blank_lines, "ranges": ranges, "counted": counted}
+        read = ranges | "ReadRanges" >> beam.ParDo(ReadExamplesFn(self._options, self._fail_fast), counts=beam.pvalue.AsDict(counted)).with_outputs(REJECTED, BLANK_LINES, READ, main="batches")
+        total = read[READ] | "CountRead" >> beam.CombineGlobally(sum)
+        return {"batches": read.batches, "rejected": read[REJECTED], "read": total, "blank_lines": read[BLANK_LINES], "ranges": ranges, "counted": counted}
 
 
 class TallyFn(beam.DoFn):
@@ -232,30 +244,35 @@ def record_tally(_: object) -> dict[str, int]:
 
 
 class MixSources(beam.PTransform):
-    """Down-sample named sources to `--mix` weights; returns {examples, sampled_out}."""
+    """Down-sample named sources to `--mix` weights; batches of examples -> {batches (what is
+    kept of each), sampled_out}."""
 
     def __init__(self, weights: dict[str, float], seed: int) -> None:
         super().__init__()
         self._weights, self._seed = weights, seed
 
-    def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
         weights, seed = self._weights, self._seed
         rates = (
-            examples
-            | "Sources" >> beam.Map(lambda e: e.source)
-            | "CountSources" >> beam.combiners.Count.PerElement()
+            batches
+            | "Sources" >> beam.FlatMap(lambda batch: Counter(e.source for e in batch).items())
+            | "CountSources" >> beam.CombinePerKey(sum)
             | "AllCounts" >> beam.combiners.ToDict()
             | "Rates" >> beam.Map(keep_rates, weights)
         )
 
-        def choose(example: Example, rates: dict[str, float]) -> Iterator[object]:
-            if is_kept(example.example_id, rates[example.source], seed):
-                yield example
-            else:
-                yield beam.pvalue.TaggedOutput("sampled_out", SampledOut(example.source))
+        def choose(batch: list[Example], rates: dict[str, float]) -> Iterator[object]:
+            kept = []
+            for example in batch:
+                if is_kept(example.example_id, rates[example.source], seed):
+                    kept.append(example)
+                else:
+                    yield beam.pvalue.TaggedOutput("sampled_out", SampledOut(example.source))
+            if kept:
+                yield kept
 
-        chosen = examples | "Sample" >> beam.FlatMap(choose, rates=beam.pvalue.AsSingleton(rates)).with_outputs("sampled_out", main="examples")
-        return {"examples": chosen.examples, "sampled_out": chosen.sampled_out}
+        chosen = batches | "Sample" >> beam.FlatMap(choose, rates=beam.pvalue.AsSingleton(rates)).with_outputs("sampled_out", main="batches")
+        return {"batches": chosen.batches, "sampled_out": chosen.sampled_out}
 
 
 class TokenizeFn(beam.DoFn):
@@ -332,20 +349,16 @@ class TokenizeFn(beam.DoFn):
 
 
 class TokenizeExamples(beam.PTransform):
-    """Examples -> RowBatches; returns {rows, rejected, dropped}."""
+    """Batches of examples -> RowBatches; returns {rows, rejected, dropped}."""
 
     def __init__(self, config: PipelineConfig, template: ChatTemplate) -> None:
         super().__init__()
         self._config, self._template = config, template
 
-    def expand(self, examples: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
         # Rows that packing or striding remakes are padded once made, not as examples.
         config = replace(self._config, pad_to=None) if self._config.reshapes_rows else self._config
-        tokenized = (
-            examples
-            | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
-            | "Tokenize" >> beam.ParDo(TokenizeFn(config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
-        )
+        tokenized = batches | "Tokenize" >> beam.ParDo(TokenizeFn(config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
         return {"rows": tokenized.rows, "rejected": tokenized[REJECTED], "dropped": tokenized[DROPPED]}
 
 

@@ -36,7 +36,7 @@ def test_read_examples_routes_good_and_bad_records(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     with _pipeline() as p:
         read = p | ReadExamples([InputFile("in.jsonl", "in.jsonl", str(path), "jsonl")])
-        assert_that(read["examples"] | beam.Map(lambda e: e.example_id), equal_to(["in.jsonl:0", "in.jsonl:2", "in.jsonl:4"]), label="examples")
+        assert_that(read["batches"] | beam.FlatMap(lambda b: [e.example_id for e in b]), equal_to(["in.jsonl:0", "in.jsonl:2", "in.jsonl:4"]), label="examples")
         assert_that(read["rejected"] | beam.Map(lambda r: (r.index, r.reason)), equal_to([(1, "invalid_json"), (3, "missing_field")]), label="rejected")
         assert_that(read["read"], equal_to([5]), label="read")
 
@@ -55,7 +55,7 @@ def test_read_examples_reads_compressed_files_on_any_filesystem_as_the_plain_fil
     plain = [(n, 1 + 2 * (n % 5 == 1) + (n % 5 == 3)) for n in range(2000)]  # 1: example, 3: invalid_json, 2: missing_field
     with _pipeline() as p:
         read = p | ReadExamples(units)
-        examples = read["examples"] | "Examples" >> beam.Map(lambda e: (e.source, int(e.example_id.rpartition(":")[2]), 1))
+        examples = read["batches"] | "Examples" >> beam.FlatMap(lambda b: [(e.source, int(e.example_id.rpartition(":")[2]), 1) for e in b])
         rejected = read["rejected"] | "Rejected" >> beam.Map(lambda r: (r.source, r.index, {"invalid_json": 3, "missing_field": 2}.get(r.reason, r.reason)))
         whole = [(name, n, kind) for name in ("a.jsonl.gz", "b.jsonl", "c.json.xz") for n, kind in plain]
         assert_that((examples, rejected) | beam.Flatten() | beam.Filter(lambda item: item[0] != "d.jsonl.gz"), equal_to(whole), label="whole")
@@ -75,7 +75,7 @@ def test_tokenize_examples_labels_only_answers(tmp_path):
 
     with _pipeline() as p:
         read = p | ReadExamples([InputFile("in.jsonl", "in.jsonl", str(path), "jsonl")])
-        rows = read["examples"] | TokenizeExamples(config, resolve_template("chatml", None))
+        rows = read["batches"] | TokenizeExamples(config, resolve_template("chatml", None))
         expected = [("in.jsonl:0", "1<|im_end|>"), ("in.jsonl:2", "2<|im_end|>"), ("in.jsonl:4", "4<|im_end|>")]
         assert_that(rows["rows"] | beam.FlatMap(answer_texts), equal_to(expected), label="rows")
         assert_that(rows["rejected"], equal_to([]), label="rejected")
