@@ -165,7 +165,7 @@ class ReadExamplesFn(beam.DoFn):
 
     One step takes a range from bytes to batches because every step a record passes on its own
     costs Beam's bookkeeping: reading, setting blank lines apart, parsing, counting and batching
-    as five steps cost 55k chats about a second of this thread. A range's last batch may be short."""
+    as five steps cost a run of 55k chats 0.6 CPU-s more. A range's last batch may be short."""
 
     def __init__(self, options: ParseOptions, fail_fast: bool) -> None:
         self._options, self._fail_fast = options, fail_fast

@@ -174,8 +174,8 @@ class RowBuilder:
         `attention_mask`, each column to the padded length of its own content."""
         ids, labels = [f.input_ids for f in fitted], [f.labels for f in fitted]
         lengths = np.array([len(i) for i in ids], dtype=np.int64)
-        padded = np.array([self.config.pad_length(n) for n in lengths.tolist()], dtype=np.int64)
-        label_padded = np.array([self.config.pad_length(len(i)) for i in labels], dtype=np.int64)
+        label_lengths = np.array([len(i) for i in labels], dtype=np.int64)
+        padded, label_padded = (lengths, label_lengths) if self.config.pad_to is None else (self._padded(lengths), self._padded(label_lengths))
         position = np.arange(int(padded.sum())) - np.repeat(np.cumsum(padded) - padded, padded)
         attention = (position < np.repeat(lengths, padded)).astype(np.int8)
         columns = [
@@ -191,6 +191,10 @@ class RowBuilder:
             *_message_columns(self._count_messages(fitted)),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=BATCH_SCHEMA)
+
+
+    def _padded(self, lengths: np.ndarray) -> np.ndarray:
+        return np.array([self.config.pad_length(n) for n in lengths.tolist()], dtype=np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,8 +279,9 @@ class DecoderEncoding:
             yield f"turn {n}", turn.content
             if turn.reasoning:
                 yield f"turn {n}", turn.reasoning
-            for text in strings_in((turn.tool_calls, turn.extra)):
-                yield f"turn {n}", text
+            if turn.tool_calls or turn.extra:
+                for text in strings_in((turn.tool_calls, turn.extra)):
+                    yield f"turn {n}", text
         for text in strings_in(example.tools):
             yield "tools", text
 

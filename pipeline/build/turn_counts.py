@@ -97,15 +97,26 @@ class MessageCounts:
 
 class EndOfTurn:
     """Finds the special token a span ends with, longest first, by one set lookup per distinct
-    token length (a Llama 3 tokenizer has 256 special tokens but few lengths); build once."""
+    token length (a Llama 3 tokenizer has 256 special tokens but few lengths); build once.
+
+    Spans of one job nearly all end with the same token, so the length found last is tried
+    first: a token that ends no longer special token (`_maximal`) is then the longest match."""
 
     def __init__(self, special_tokens: Sequence[str]) -> None:
         self._tokens = frozenset(special_tokens)
         self._lengths = sorted({len(t) for t in self._tokens}, reverse=True)
+        suffixes = {t[k:] for t in self._tokens for k in range(1, len(t))}
+        self._maximal = self._tokens - suffixes
+        self._last = 0
 
     def length(self, text: str, start: int, end: int) -> int:
         """The length of the special token `text[start:end]` ends with, 0 for none."""
-        return next((n for n in self._lengths if n <= end - start and text[end - n : end] in self._tokens), 0)
+        last = self._last
+        if last and last <= end - start and text[end - last : end] in self._maximal:
+            return last
+        found = next((n for n in self._lengths if n <= end - start and text[end - n : end] in self._tokens), 0)
+        self._last = found or last
+        return found
 
 
 def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> MessageSpans:

@@ -66,6 +66,8 @@ def stable_hash(*parts: object) -> int:
 
 
 def split_for(example_id: str, validation_fraction: float) -> str:
+    if not validation_fraction:  # no hash is below 0: spares the default run a hash per row
+        return "train"
     return "validation" if stable_hash("split", example_id) < validation_fraction * 2**64 else "train"
 
 

@@ -15,6 +15,7 @@ from conftest import Row, row_batch, rows_of, write_jsonl
 from memory_fs import MemoryFileSystem
 from masked_shards.beam.preflight import expand_inputs
 from masked_shards.beam.transforms import ReadExamples, TokenizeExamples, WriteShards
+from masked_shards.read.formats import ParseOptions
 from masked_shards.config import DEMO_TOKENIZER, PipelineConfig
 from masked_shards.read.sources import InputFile
 from masked_shards.build.templates import resolve_template
@@ -39,6 +40,20 @@ def test_read_examples_routes_good_and_bad_records(tmp_path):
         assert_that(read["batches"] | beam.FlatMap(lambda b: [e.example_id for e in b]), equal_to(["in.jsonl:0", "in.jsonl:2", "in.jsonl:4"]), label="examples")
         assert_that(read["rejected"] | beam.Map(lambda r: (r.index, r.reason)), equal_to([(1, "invalid_json"), (3, "missing_field")]), label="rejected")
         assert_that(read["read"], equal_to([5]), label="read")
+
+
+def test_read_examples_gives_batches_of_at_most_batch_size_in_each_range(tmp_path):
+    """Eight good records among ten, batches of three: one range, so batches of 3, 3 and 2, in
+    the file's order; the bad ones are counted as read and rejected, not batched."""
+    records = [RECORDS[0], RECORDS[1], RECORDS[2], RECORDS[0], RECORDS[3], RECORDS[4], RECORDS[0], RECORDS[2], RECORDS[0], RECORDS[4]]
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    options = ParseOptions(PipelineConfig(batch_size=3))
+    with _pipeline() as p:
+        read = p | ReadExamples([InputFile("in.jsonl", "in.jsonl", str(path), "jsonl")], options)
+        ids = read["batches"] | beam.Map(lambda b: tuple(int(e.example_id.rpartition(":")[2]) for e in b))
+        assert_that(ids, equal_to([(0, 2, 3), (5, 6, 7), (8, 9)]), label="batches")
+        assert_that(read["read"], equal_to([10]), label="read")
+        assert_that(read["rejected"] | beam.Map(lambda r: r.index), equal_to([1, 4]), label="rejected")
 
 
 def test_read_examples_reads_compressed_files_on_any_filesystem_as_the_plain_file(tmp_path):
