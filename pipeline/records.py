@@ -214,7 +214,7 @@ def unusable_text(text: str) -> tuple[str, str] | None:
     * `invalid_unicode`: a lone UTF-16 surrogate (JSON allows the escape "\\ud800"), which is not
       a character and cannot be encoded as UTF-8 or tokenized.
     """
-    if not _UNUSABLE.search(text):
+    if text.isascii() or not _UNUSABLE.search(text):  # isascii reads a flag: no scan for most texts
         return None
     if RESERVED_CHARS.intersection(text):
         return "reserved_character", "contains a Unicode noncharacter (U+FDD0..U+FDEF)"
