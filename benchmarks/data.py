@@ -18,9 +18,9 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -73,14 +73,17 @@ def replicated(examples: int, base: list[tuple[str, list[Message]]]) -> Iterator
 
 
 def dataset_file(examples: int, cache: Path) -> Path:
-    """Path of the JSONL file of `examples` records, written on first use (atomically: a crash leaves no half file)."""
-    path = cache / "data" / f"chat_{examples}.jsonl"
+    """Path of the JSONL file of `examples` records, written on first use."""
+    return written_once(cache / "data" / f"chat_{examples}.jsonl", lambda out: out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in replicated(examples, base_conversations())))
+
+
+def written_once(path: Path, write: Callable[[TextIO], object]) -> Path:
+    """`path`, written by `write` if it is not there yet, atomically: a crash leaves no half file."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(f".{os.getpid()}.tmp")
         with staging.open("w", encoding="utf-8") as out:
-            for record in replicated(examples, base_conversations()):
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            write(out)
         os.replace(staging, path)
     return path
 

@@ -24,7 +24,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from data import SHARED, dataset_file, tokenizer_dir
+from data import SHARED, dataset_file, tokenizer_dir, written_once
 from measure import run_measured
 
 TOOL_CORPUS = "glaive_toolcall_en_demo.json"
@@ -35,26 +35,24 @@ TOOL_TOKENS_PER_RECORD = 574.0
 
 def tool_file(records: int, cache: Path) -> Path:
     """`records` glaive records, repeated and marked, as one JSON array (the corpus's own layout)."""
-    path = cache / "data" / f"tools_{records}.json"
-    if path.is_file():
-        return path
     source = SHARED / TOOL_CORPUS
-    if not source.is_file():
+    path = cache / "data" / f"tools_{records}.json"
+    if not path.is_file() and not source.is_file():
         raise SystemExit(f"this benchmark needs {source} (clone beside ../shared/data).")
-    base = json.loads(source.read_text(encoding="utf-8"))
-    out = []
-    for i in range(records):
-        copy, position = divmod(i, len(base))
-        record = json.loads(json.dumps(base[position]))
-        if copy:
-            first = next(turn for turn in record["conversations"] if turn["from"] == "human")
-            first["value"] += f" [{copy}]"
-        out.append(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".{os.getpid()}.tmp")
-    staging.write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
-    os.replace(staging, path)
-    return path
+
+    def write(out) -> None:
+        base = json.loads(source.read_text(encoding="utf-8"))
+        copies = []
+        for i in range(records):
+            copy, position = divmod(i, len(base))
+            record = json.loads(json.dumps(base[position]))
+            if copy:
+                first = next(turn for turn in record["conversations"] if turn["from"] == "human")
+                first["value"] += f" [{copy}]"
+            copies.append(record)
+        json.dump(copies, out, ensure_ascii=False)
+
+    return written_once(path, write)
 
 
 def run_once(data: Path, tokenizer: Path) -> dict[str, float]:
