@@ -272,7 +272,8 @@ class DecoderEncoding:
         self._eos = tokenizer.eos_token or ""
         self._end_of_turn = EndOfTurn(specials)
         self._prompt_tail = _prompt_tail(self._renderer)
-        self._encoding_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")  # one call at a time, in order
+        # One call at a time, in order, standing back from this thread's Python work (Encoder.background).
+        self._encoding_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode", initializer=self._encoder.background)
 
     def texts(self, example: Example) -> Iterator[tuple[str, str]]:
         for n, turn in enumerate(example.turns):
