@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import threading
+import unicodedata
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -322,14 +323,29 @@ def _no_prefix(state: dict) -> bool:
     return changed
 
 
-def _byte_lengths(backend: Tokenizer) -> np.ndarray | None:
-    """Each token id's length in bytes, when a token's offsets in an ASCII string follow from the
-    lengths of the tokens before it; None otherwise. That needs three things:
+@dataclass(frozen=True, eq=False)
+class Spelling:
+    """What makes a byte-level BPE vocabulary's offsets derivable (`_spelling`): each token id's
+    length in bytes, and the Unicode normal forms its normalizer applies."""
+
+    lengths: np.ndarray
+    forms: tuple[str, ...]
+
+    def unchanged(self, text: str) -> bool:
+        """Whether the normalizer leaves `text` as it is: an ASCII string always, any other when it
+        is already in every normal form applied (one C call each; the data seen is all NFC)."""
+        return text.isascii() or all(unicodedata.is_normalized(form, text) for form in self.forms)
+
+
+def _spelling(backend: Tokenizer) -> Spelling | None:
+    """The token lengths and normal forms, when a token's offsets follow from the lengths of the
+    tokens before it; None otherwise. That needs three things:
 
     * a byte-level BPE vocabulary: every model token spelled in ByteLevel's 256-character
       alphabet, one character per byte, with no word prefix or suffix; an added token is its text;
     * nothing added to the text: ByteLevel without a prefix space, no other pre-tokenizer that
-      writes characters, and a normalizer that leaves ASCII as it is (Unicode normal forms);
+      writes characters, and no normalizer other than Unicode normal forms, which
+      `Encoder.encode_batch` applies only to strings already in them (`Spelling.unchanged`);
     * nothing removed, which `Encoder.encode_batch` checks string by string: the tokens' lengths
       add up to the string's. With nothing added, a shortfall is the only way to go wrong.
     """
@@ -339,7 +355,7 @@ def _byte_lengths(backend: Tokenizer) -> np.ndarray | None:
     normalizers, pre_tokenizers = [], []  # every component, with those inside a Sequence
     _walk(_component_state(backend.normalizer), lambda node: "type" in node and normalizers.append(node))
     _walk(_component_state(backend.pre_tokenizer), lambda node: "type" in node and pre_tokenizers.append(node))
-    if any(n["type"] not in _ASCII_NORMALIZERS for n in normalizers):
+    if any(n["type"] not in _NORMAL_FORMS for n in normalizers):
         return None
     kinds = [p["type"] for p in pre_tokenizers]
     if "ByteLevel" not in kinds or set(kinds) - _WRITING_NOTHING or any(p.get("add_prefix_space") for p in pre_tokenizers if p["type"] == "ByteLevel"):
@@ -352,11 +368,31 @@ def _byte_lengths(backend: Tokenizer) -> np.ndarray | None:
     lengths[np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))] = np.fromiter(map(len, vocabulary), dtype=np.int64, count=len(vocabulary))
     for token_id, token in added.items():
         lengths[token_id] = len(token.content.encode("utf-8"))
-    return lengths
+    return Spelling(lengths, tuple(sorted({n["type"] for n in normalizers} - {"Sequence"})))
 
 
-# Normalizers that leave ASCII as it is, and pre-tokenizers that write no character of their own.
-_ASCII_NORMALIZERS = frozenset({"Sequence", "NFC", "NFD", "NFKC", "NFKD"})
+def _characters(offsets: np.ndarray, bounds: np.ndarray, rows: np.ndarray, texts: list[str], sizes: np.ndarray) -> None:
+    """Turn the byte offsets of the tokens of strings `rows` (`texts`, of `sizes` bytes) into
+    character offsets, in place: a token starts at the character holding its first byte and ends
+    after the one holding its last, so a character split between two tokens is in both, as the
+    Rust tokenizer reports it:
+
+        "é!"  bytes C3 A9 21   tokens [C3] [A9 21]   bytes (0, 1) (1, 3)  ->  characters (0, 1) (0, 2)
+    """
+    data = np.frombuffer("".join(texts).encode("utf-8"), dtype=np.uint8)
+    character_of = np.cumsum((data & 0xC0) != 0x80) - 1  # of each byte: UTF-8 continuation bytes are 10xxxxxx
+    counts = np.diff(bounds)[rows]
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    tokens = np.arange(int(counts.sum())) + np.repeat(bounds[rows] - first, counts)
+    byte_base = np.repeat(np.concatenate([[0], np.cumsum(sizes)[:-1]]), counts)
+    character_base = np.repeat(np.concatenate([[0], np.cumsum([len(t) for t in texts])[:-1]]), counts)
+    starts, ends = offsets[tokens, 0] + byte_base, offsets[tokens, 1] + byte_base
+    offsets[tokens, 0] = character_of[starts] - character_base
+    offsets[tokens, 1] = character_of[ends - 1] + 1 - character_base
+
+
+# Normalizers that leave a string in their form as it is, and pre-tokenizers that write no character of their own.
+_NORMAL_FORMS = frozenset({"Sequence", "NFC", "NFD", "NFKC", "NFKD"})
 _WRITING_NOTHING = frozenset({"Sequence", "Split", "Digits", "Punctuation", "ByteLevel"})
 
 
@@ -389,7 +425,7 @@ class Encoder:
         self._backend.encode_special_tokens = False
         self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
         self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
-        self._byte_lengths = _byte_lengths(self._backend)
+        self._spelling = _spelling(self._backend)
         self._later_backend: Tokenizer | None = None
         self._plain_backend: Tokenizer | None = None
 
@@ -430,34 +466,40 @@ class Encoder:
         return self._plain_backend
 
     def encode_batch(self, texts: list[str]) -> EncodedBatch:
-        """Every string encoded whole. With a byte-level vocabulary (`_byte_lengths`), ASCII strings
-        are encoded without offsets, which costs the Rust encoder a sixth less CPU and this
-        thread no offset lists to read; each token's offsets follow from the byte lengths of
-        the tokens before it, as a token's bytes are exactly the characters it stands for:
+        """Every string encoded whole. With a byte-level vocabulary (`_spelling`), strings are
+        encoded without offsets, which costs the Rust encoder a sixth less CPU and this thread no
+        offset lists to read; each token's offsets follow from the byte lengths of the tokens
+        before it, as a token's bytes are exactly the bytes of the text it stands for:
 
             "Hi there"  ids ["Hi", " there"]  lengths [2, 6]  ->  offsets [(0, 2), (2, 8)]
 
-        That holds only where nothing was left out or added, so a string whose tokens' lengths do
-        not add up to its own (an added token that swallowed whitespace) is encoded again with
-        offsets, as is every string with other characters (a byte-level token can end inside
-        one, and offsets are counted in characters)."""
-        if self._byte_lengths is None:
+        In a string with other than ASCII the byte offsets are then turned into characters
+        (`_characters`). That holds only where nothing was left out or added, so a string whose
+        tokens' lengths do not add up to its own (an added token that swallowed whitespace) is
+        encoded again with offsets, as is every string the normalizer would change."""
+        if self._spelling is None:
             return self._encode_with_offsets(texts)
-        ascii_at = np.array([n for n, text in enumerate(texts) if text.isascii()], dtype=np.int64)
-        encodings = self._backend.encode_batch_fast([texts[n] for n in ascii_at.tolist()], add_special_tokens=False)
+        taken = np.array([n for n, text in enumerate(texts) if self._spelling.unchanged(text)], dtype=np.int64)
+        chosen = [texts[n] for n in taken.tolist()]
+        encodings = self._backend.encode_batch_fast(chosen, add_special_tokens=False)
         counts = np.array([len(e) for e in encodings], dtype=np.int64)
         ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(counts.sum()))
-        lengths = self._byte_lengths[ids]
+        lengths = self._spelling.lengths[ids]
         ends = np.concatenate([[0], np.cumsum(lengths)])
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        adds_up = ends[bounds[1:]] - ends[bounds[:-1]] == np.array([len(texts[n]) for n in ascii_at.tolist()], dtype=np.int64)
+        sizes = np.array([len(text) if text.isascii() else len(text.encode("utf-8")) for text in chosen], dtype=np.int64)
+        adds_up = ends[bounds[1:]] - ends[bounds[:-1]] == sizes
         ends = ends[1:] - np.repeat(ends[bounds[:-1]], counts)
-        derived = EncodedBatch(ids, np.stack([ends - lengths, ends], axis=1).astype(np.int32), bounds)
-        if adds_up.all() and len(ascii_at) == len(texts):
+        offsets = np.stack([ends - lengths, ends], axis=1)
+        wide = np.flatnonzero(adds_up & (sizes != np.array([len(text) for text in chosen], dtype=np.int64)))
+        if len(wide):
+            _characters(offsets, bounds, wide, [chosen[k] for k in wide.tolist()], sizes[wide])
+        derived = EncodedBatch(ids, offsets.astype(np.int32), bounds)
+        if adds_up.all() and len(taken) == len(texts):
             return derived
-        rest = np.setdiff1d(np.arange(len(texts)), ascii_at[adds_up])
+        rest = np.setdiff1d(np.arange(len(texts)), taken[adds_up])
         encoded = self._encode_with_offsets([texts[n] for n in rest.tolist()])
-        return _in_order(len(texts), [(ascii_at[adds_up], derived, np.flatnonzero(adds_up)), (rest, encoded, np.arange(len(rest)))])
+        return _in_order(len(texts), [(taken[adds_up], derived, np.flatnonzero(adds_up)), (rest, encoded, np.arange(len(rest)))])
 
     def _encode_with_offsets(self, texts: list[str]) -> EncodedBatch:
         """Every string encoded whole, in one call to the Rust tokenizer, with its offsets."""

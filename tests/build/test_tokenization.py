@@ -184,7 +184,7 @@ _ascii_pieces = st.one_of(
     st.sampled_from([" ", "  ", "\n", "\n\n", "\t", "\r\n", "Hello", " world", "'s", "123", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_start|>assistant\n", "<|end|>", "<|user|>"]),
     st.characters(max_codepoint=127),
 )
-_mixed_pieces = st.one_of(_ascii_pieces, st.sampled_from(["é", "你好", "🙂", "\u3000", "\xa0"]), st.characters(exclude_categories=("Cs",)))
+_mixed_pieces = st.one_of(_ascii_pieces, st.sampled_from(["é", "你好", "🙂", "\u3000", "\xa0", "e\u0301", "\u212b", "\ufb01"]), st.characters(exclude_categories=("Cs",)))
 _batches = st.lists(st.one_of(st.lists(_ascii_pieces, max_size=30).map("".join), st.lists(_mixed_pieces, max_size=12).map("".join)), min_size=1, max_size=8)
 
 
@@ -207,9 +207,10 @@ def _encoded(encoder: Encoder, texts: list[str]) -> tuple[list[list[int]], list[
 
 def test_byte_level_vocabularies_take_offsets_from_byte_lengths(tokenizer):
     """Both test vocabularies are byte-level BPE, so they take the derived path; over generated
-    batches its ids and offsets are the Rust tokenizer's own."""
+    batches (ASCII, characters of two to four bytes, strings NFC would change) its ids and offsets
+    are the Rust tokenizer's own."""
     encoder, reference = Encoder(tokenizer), _untrimmed(tokenizer)
-    assert encoder._byte_lengths is not None
+    assert encoder._spelling is not None
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(_batches)
@@ -232,6 +233,21 @@ def test_strings_where_a_token_swallows_whitespace_are_encoded_again(phi3_tokeni
     assert offsets[3][-1] == (1, 8) and rust_offsets[3][-1] == (1, 9)
 
 
+def test_characters_split_between_tokens_and_strings_the_normalizer_changes(qwen2_tokenizer):
+    """Qwen2 normalizes to NFC: a string already in NFC takes the derived path, with a character's
+    bytes shared by two tokens giving both that character; one NFC would change ("e" + combining
+    acute becomes "é") is encoded with the tokenizer's own offsets, which point into the text as
+    given, not into its normal form."""
+    encoder = Encoder(qwen2_tokenizer)
+    assert encoder._spelling.forms == ("NFC",)
+    assert encoder._spelling.unchanged("café 你好") and not encoder._spelling.unchanged("cafe\u0301")
+    texts = ["café 你好 🙂🙂 \U0001f9ec", "cafe\u0301 au lait", "plain"]
+    ids, offsets = _encoded(encoder, texts)
+    assert (ids, offsets) == _rust_encoding(_untrimmed(qwen2_tokenizer), texts)
+    shared = [o for o, after in zip(offsets[0], offsets[0][1:]) if o[1] > after[0]]
+    assert shared, "no character split between tokens: the case this test is for is not exercised"
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -246,6 +262,6 @@ def test_a_tokenizer_that_may_write_characters_keeps_the_tokenizers_offsets(demo
     tokenizer = copy.deepcopy(demo_tokenizer)
     change(tokenizer.backend_tokenizer)
     encoder = Encoder(tokenizer)
-    assert encoder._byte_lengths is None
+    assert encoder._spelling is None
     texts = ["Hello world", "<|im_start|>user\nHi<|im_end|>"]
     assert _encoded(encoder, texts) == _rust_encoding(_untrimmed(tokenizer), texts)
