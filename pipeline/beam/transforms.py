@@ -29,11 +29,10 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from masked_shards.beam.collector import loaded
+from masked_shards.beam.overlap import InOrder, cores, windowed
 from masked_shards.config import PipelineConfig
 from masked_shards.read.formats import ParseOptions, to_example
 from masked_shards.report.label_coverage import PIECE_LINES, Coverage, add_file_counts, file_counts, file_line, one_file_count
@@ -304,10 +303,7 @@ class TokenizeFn(beam.DoFn):
     def finish_bundle(self) -> Iterator[object]:
         started, self._started = self._started, None
         if started is not None:
-            for output in self._emit(*started):  # outside process(): each output names its window
-                tag, value = (output.tag, output.value) if isinstance(output, beam.pvalue.TaggedOutput) else (None, output)
-                windowed = WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
-                yield windowed if tag is None else beam.pvalue.TaggedOutput(tag, windowed)
+            yield from map(windowed, self._emit(*started))
 
     def _start(self, batch: list[object]) -> Callable[[], RowBatch] | None:
         try:
@@ -458,8 +454,7 @@ class SpillRunsFn(beam.DoFn):
             yield from self._spill()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for info in self._spill():
-            yield WindowedValue(info, MIN_TIMESTAMP, [GlobalWindow()])
+        yield from map(windowed, self._spill())
 
     def _spill(self) -> Iterator[dict[str, object]]:
         pending, self._pending, self._size = self._pending, [], 0
@@ -494,17 +489,27 @@ def _reader(run: dict[str, object]) -> RunReader:
 
 
 class MergeShardFn(beam.DoFn):
-    """ShardRange -> its Parquet file, merged from its slice of every run of the split."""
+    """ShardRange -> its Parquet file, merged from its slice of every run of the split; the shards
+    of a bundle are merged side by side, one per core (overlap.py: the work is pyarrow's)."""
 
     def __init__(self, output: str, schema: pa.Schema, output_format: str = "parquet") -> None:
         self._output, self._schema, self._format = output, schema, output_format
 
+    def start_bundle(self) -> None:
+        self._merging: InOrder[dict[str, object]] = InOrder(cores())
+
     def process(self, shard: ShardRange, runs: list[dict[str, object]]) -> Iterator[dict[str, object]]:
+        yield from self._merging.start(self._merge, shard, runs)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from map(windowed, self._merging.finish())
+
+    def _merge(self, shard: ShardRange, runs: list[dict[str, object]]) -> dict[str, object]:
         readers = [_reader(run) for run in sorted(runs, key=lambda r: r["path"]) if run["split"] == shard.split]
         name = shard_name(shard.split, shard.index, shard.count, self._format)
         with create_file(FileSystems.join(self._output, "data", name)) as handle:
             info = merge_shard(shard, readers, handle, self._schema, self._format)
-        yield {"path": posixpath.join("data", name), "split": shard.split, "index": shard.index, **info}
+        return {"path": posixpath.join("data", name), "split": shard.split, "index": shard.index, **info}
 
 
 class WriteShards(beam.PTransform):
@@ -651,7 +656,7 @@ class WriteFilePiecesFn(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if self._lines:
-            yield WindowedValue(self._spill(), MIN_TIMESTAMP, [GlobalWindow()])
+            yield windowed(self._spill())
 
     def _spill(self) -> str:
         path = FileSystems.join(self._output, RUNS, f"by_file-{uuid.uuid4().hex}.jsonl")
