@@ -196,6 +196,11 @@ def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_
     turns = []
     consumed = frozenset({role_key, text_key, "tool_calls", *_REASONING_KEYS})
     for n, message in enumerate(_message_list(value, key)):
+        if len(message) == 2 and type(message.get(text_key)) is str and type(message.get(role_key)) is str:
+            role = options.roles.get(message[role_key])  # most messages: a role and a text, nothing else to read
+            if role is not None and role != FUNCTION_CALL:
+                turns.append(Turn(role, message[text_key], role == "assistant"))
+                continue
         message = {k: v for k, v in message.items() if v is not None}  # a null field is an absent field
         speaker = message.get(role_key)
         role = options.roles.get(speaker) if isinstance(speaker, str) else None
