@@ -173,8 +173,9 @@ def test_a_call_only_final_turn_trains_the_call_and_its_end_token(demo_tokenizer
 
 
 def test_batches_started_before_the_last_is_finished_give_the_rows_built_one_at_a_time(tokenizer):
-    """TokenizeFn starts batch k + 1 (its encode running in a thread) before it finishes batch k;
-    each batch's rows and records without a row are then exactly those of building it alone."""
+    """TokenizeFn starts batches k + 1 and k + 2 (their encodes queued in a thread) before it
+    finishes batch k; each batch's rows and records without a row are then exactly those of
+    building it alone."""
     builder = RowBuilder(PipelineConfig(max_length=64, overlong="drop"), tokenizer, resolve_template("chatml", None))
     batches = [
         [Example(f"f.jsonl:{10 * b + n}", "f.jsonl", (Turn("user", f"question {b} {n} " * (n + 1)), Turn("assistant", f"answer {n} " * (20 * n + 1), True))) for n in range(6)]
@@ -182,10 +183,8 @@ def test_batches_started_before_the_last_is_finished_give_the_rows_built_one_at_
     ]
     batches[1][2] = Example("f.jsonl:12", "f.jsonl", (Turn("user", "say <|im_end|>"), Turn("assistant", "no", True)))
     alone = [builder.build(batch) for batch in batches]
-    finishes = [builder.start(batches[0]), builder.start(batches[1])]
-    first = finishes.pop(0)()
-    finishes.append(builder.start(batches[2]))
-    together = [first, *(finish() for finish in finishes)]
+    finishes = [builder.start(batch) for batch in batches]
+    together = [finish() for finish in finishes]
     for one, other in zip(alone, together):
         assert one.rows.equals(other.rows) and one.others == other.others
     assert any(isinstance(o, Dropped) for batch in together for o in batch.others)  # an overlong example among them
