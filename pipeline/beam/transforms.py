@@ -369,7 +369,11 @@ def _pad_id(config: PipelineConfig) -> int | None:
 
 class PackWindowFn(beam.DoFn):
     """A window (a key range of one split) -> one PackedBatch (packing.pack_rows) of its example
-    rows, read from its slice of every sorted run of the split."""
+    rows, read from its slice of every sorted run of the split. Two windows of a bundle are read
+    and packed side by side (overlap.py), never more: a window in the making holds its rows and
+    about six times their size besides, and more workers, not more windows, use more cores."""
+
+    SIDE_BY_SIDE = 2
 
     def __init__(self, config: PipelineConfig) -> None:
         self._config = config
@@ -378,11 +382,20 @@ class PackWindowFn(beam.DoFn):
     def setup(self) -> None:
         self._pad_id = _pad_id(self._config)
 
+    def start_bundle(self) -> None:
+        self._packing: InOrder[PackedBatch] = InOrder(self.SIDE_BY_SIDE)
+
     def process(self, window: ShardRange, runs: list[dict[str, object]]) -> Iterator[PackedBatch]:
+        yield from self._packing.start(self._pack, window, runs)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from map(windowed, self._packing.finish())
+
+    def _pack(self, window: ShardRange, runs: list[dict[str, object]]) -> PackedBatch:
         config = self._config
         readers = [_reader(run) for run in sorted(runs, key=lambda r: r["path"]) if run["split"] == window.split]
         rows = pa.concat_tables([t for t in (r.slice(window.low, window.high) for r in readers) if t is not None]).drop_columns([KEY])
-        yield pack_rows(rows, config.max_length, config.packing, config.pad_length if config.pad_to else None, self._pad_id)
+        return pack_rows(rows, config.max_length, config.packing, config.pad_length if config.pad_to else None, self._pad_id)
 
 
 class PackRows(beam.PTransform):
