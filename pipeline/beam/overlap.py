@@ -49,9 +49,12 @@ class InOrder(Generic[T]):
             yield self._started.popleft().result()
 
     def finish(self) -> Iterator[T]:
-        """Every result not yet given back, waiting for each in turn."""
+        """Every result not yet given back, waiting for each in turn; then the threads end."""
         while self._started:
             yield self._started.popleft().result()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def windowed(output: object) -> object:
