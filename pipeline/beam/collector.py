@@ -11,6 +11,13 @@ not look) before data flows; a worker process freezes again after loading its to
 objects are still freed by reference counting; only cycles among them wait. At the end of a job
 everything is unfrozen and the collector restored, so a long-lived caller (the tests, a notebook)
 gets cyclic garbage collected again.
+
+While data flows, the youngest generation is collected every YOUNG allocations instead of
+Python's 700. Each example makes a few dozen short-lived containers (its record's dicts, turns,
+spans) that reference counting frees, so a collection every 700 mostly walked objects about to
+die: 2,500 collections for 55k chats, 0.45 s of the thread that holds the interpreter lock. At
+50,000, 200k chats: 1.1 CPU-s less on that thread, 25.7 to 24.5 s (A/B, 3 runs each). A cycle
+made now waits at most 50,000 allocations longer to be freed.
 """
 
 from __future__ import annotations
@@ -20,25 +27,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+YOUNG = 50_000
+
+
 @contextmanager
 def job_scope() -> Iterator[None]:
     """The collector off for start-up (until `data_flows`), and as it was after the job."""
-    enabled = gc.isenabled()
+    enabled, thresholds = gc.isenabled(), gc.get_threshold()
     gc.disable()
     try:
         yield
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
         if enabled:
             gc.enable()
 
 
 def data_flows() -> None:
-    """Start-up is done: freeze what it made and collect as usual from here on."""
-    gc.freeze()
+    """Start-up is done: freeze what it made and collect from here on, the young rarely."""
+    loaded()
     gc.enable()
 
 
 def loaded() -> None:
-    """A worker loaded its heavy objects (the tokenizer): keep collections from walking them."""
+    """A worker loaded its heavy objects (the tokenizer): keep collections from walking them, and
+    from walking each batch's short-lived objects too often."""
     gc.freeze()
+    gc.set_threshold(YOUNG, *gc.get_threshold()[1:])
