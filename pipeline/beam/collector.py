@@ -52,6 +52,7 @@ def data_flows() -> None:
 
 def loaded() -> None:
     """A worker loaded its heavy objects (the tokenizer): keep collections from walking them, and
-    from walking each batch's short-lived objects too often."""
+    from walking each batch's short-lived objects too often. For the worker's life: a step run in
+    this process outside a job (a test driving TokenizeFn) leaves the settings as a worker would."""
     gc.freeze()
     gc.set_threshold(YOUNG, *gc.get_threshold()[1:])
