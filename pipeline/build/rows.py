@@ -192,7 +192,6 @@ class RowBuilder:
         ]
         return pa.RecordBatch.from_arrays(columns, schema=BATCH_SCHEMA)
 
-
     def _padded(self, lengths: np.ndarray) -> np.ndarray:
         return np.array([self.config.pad_length(n) for n in lengths.tolist()], dtype=np.int64)
 

@@ -371,20 +371,20 @@ def _spelling(backend: Tokenizer) -> Spelling | None:
     return Spelling(lengths, tuple(sorted({n["type"] for n in normalizers} - {"Sequence"})))
 
 
-def _characters(offsets: np.ndarray, bounds: np.ndarray, rows: np.ndarray, texts: list[str], sizes: np.ndarray) -> None:
-    """Turn the byte offsets of the tokens of strings `rows` (`texts`, of `sizes` bytes) into
+def _characters(offsets: np.ndarray, bounds: np.ndarray, rows: np.ndarray, texts: list[str], utf8: list[bytes]) -> None:
+    """Turn the byte offsets of the tokens of strings `rows` (`texts`, encoded as `utf8`) into
     character offsets, in place: a token starts at the character holding its first byte and ends
     after the one holding its last, so a character split between two tokens is in both, as the
     Rust tokenizer reports it:
 
         "é!"  bytes C3 A9 21   tokens [C3] [A9 21]   bytes (0, 1) (1, 3)  ->  characters (0, 1) (0, 2)
     """
-    data = np.frombuffer("".join(texts).encode("utf-8"), dtype=np.uint8)
+    data = np.frombuffer(b"".join(utf8), dtype=np.uint8)
     character_of = np.cumsum((data & 0xC0) != 0x80) - 1  # of each byte: UTF-8 continuation bytes are 10xxxxxx
     counts = np.diff(bounds)[rows]
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     tokens = np.arange(int(counts.sum())) + np.repeat(bounds[rows] - first, counts)
-    byte_base = np.repeat(np.concatenate([[0], np.cumsum(sizes)[:-1]]), counts)
+    byte_base = np.repeat(np.concatenate([[0], np.cumsum([len(b) for b in utf8])[:-1]]), counts)
     character_base = np.repeat(np.concatenate([[0], np.cumsum([len(t) for t in texts])[:-1]]), counts)
     starts, ends = offsets[tokens, 0] + byte_base, offsets[tokens, 1] + byte_base
     offsets[tokens, 0] = character_of[starts] - character_base
@@ -487,13 +487,14 @@ class Encoder:
         lengths = self._spelling.lengths[ids]
         ends = np.concatenate([[0], np.cumsum(lengths)])
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        sizes = np.array([len(text) if text.isascii() else len(text.encode("utf-8")) for text in chosen], dtype=np.int64)
+        utf8 = {k: text.encode("utf-8") for k, text in enumerate(chosen) if not text.isascii()}  # the strings of more bytes than characters
+        sizes = np.array([len(utf8[k]) if k in utf8 else len(text) for k, text in enumerate(chosen)], dtype=np.int64)
         adds_up = ends[bounds[1:]] - ends[bounds[:-1]] == sizes
         ends = ends[1:] - np.repeat(ends[bounds[:-1]], counts)
         offsets = np.stack([ends - lengths, ends], axis=1)
-        wide = np.flatnonzero(adds_up & (sizes != np.array([len(text) for text in chosen], dtype=np.int64)))
-        if len(wide):
-            _characters(offsets, bounds, wide, [chosen[k] for k in wide.tolist()], sizes[wide])
+        wide = [k for k in utf8 if adds_up[k]]
+        if wide:
+            _characters(offsets, bounds, np.array(wide, dtype=np.int64), [chosen[k] for k in wide], [utf8[k] for k in wide])
         derived = EncodedBatch(ids, offsets.astype(np.int32), bounds)
         if adds_up.all() and len(taken) == len(texts):
             return derived
