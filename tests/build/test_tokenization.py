@@ -4,6 +4,9 @@ loading a tokenizer that is not there fails in one sentence that says what is mi
 from __future__ import annotations
 
 import copy
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +15,7 @@ from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
 
 from conftest import Row, build_one
 from expected import supervised_runs
-from masked_shards.config import PipelineConfig
+from masked_shards.config import DEMO_TOKENIZER, PipelineConfig
 from masked_shards.read.hub import looks_like_path
 from masked_shards.records import RESERVED_CHARS, Example, Turn
 from masked_shards.build.rows import RowBuilder
@@ -240,12 +243,43 @@ def test_characters_split_between_tokens_and_strings_the_normalizer_changes(qwen
     given, not into its normal form."""
     encoder = Encoder(qwen2_tokenizer)
     assert encoder._spelling.forms == ("NFC",)
+    assert encoder._unnormalized.normalizer is None  # the derived path skips NFC (and the property above covers it)
     assert encoder._spelling.unchanged("café 你好") and not encoder._spelling.unchanged("cafe\u0301")
     texts = ["café 你好 🙂🙂 \U0001f9ec", "cafe\u0301 au lait", "plain"]
     ids, offsets = _encoded(encoder, texts)
     assert (ids, offsets) == _rust_encoding(_untrimmed(qwen2_tokenizer), texts)
     shared = [o for o, after in zip(offsets[0], offsets[0][1:]) if o[1] > after[0]]
     assert shared, "no character split between tokens: the case this test is for is not exercised"
+
+
+def _normalizing_folder(folder: Path, added: dict) -> FolderTokenizer:
+    """The demo tokenizer with an NFC normalizer and one more added token, as a folder."""
+    shutil.copytree(DEMO_TOKENIZER, folder)
+    state = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    state["normalizer"] = {"type": "NFC"}
+    state["added_tokens"].append({"single_word": False, "lstrip": False, "rstrip": False, **added})
+    (folder / "tokenizer.json").write_text(json.dumps(state), encoding="utf-8")
+    return FolderTokenizer(str(folder), json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(
+    ("added", "copied"),
+    [
+        ({"id": 4096, "content": "<|next|>", "normalized": False, "special": True}, True),
+        ({"id": 4096, "content": "e\u0301!", "normalized": True, "special": False}, False),  # the backend matches its NFC form "é!"
+    ],
+    ids=["plain-token", "token-nfc-changes"],
+)
+def test_the_encoder_drops_the_normalizer_only_where_its_added_tokens_come_back_the_same(tmp_path, added, copied):
+    """Strings the normalizer leaves as they are skip it on a copy of the tokenizer that shares its
+    model, with its added tokens added again; where one would no longer match the text the backend
+    matches it in, the backend itself is used. Either way the ids and offsets are the tokenizer's own."""
+    tokenizer = _normalizing_folder(tmp_path / "tok", added)
+    encoder = Encoder(tokenizer)
+    assert (encoder._unnormalized is not encoder._backend) == copied
+    assert (encoder._unnormalized.normalizer is None) == copied
+    texts = [f"x{added['content']}y", "café!", "<|im_start|>user\nHi<|im_end|>", "cafe\u0301!"]
+    assert _encoded(encoder, texts) == _rust_encoding(_untrimmed(tokenizer), texts)
 
 
 @pytest.mark.parametrize(
