@@ -433,6 +433,21 @@ def _in_order(count: int, parts: list[tuple[np.ndarray, EncodedBatch, np.ndarray
     return EncodedBatch(np.concatenate([b.ids for _, b, _ in parts])[index], np.concatenate([b.offsets for _, b, _ in parts])[index], bounds)
 
 
+# Words whose merges a BPE model keeps (`tokenizers` keeps 10,000, and adds none once full): 55k
+# chats hold about 50,000 distinct words; each kept word costs about 200 bytes.
+BPE_CACHE_WORDS = 100_000
+
+
+def _remember_more_words(model: object) -> None:
+    """Let a BPE model keep the merges of `BPE_CACHE_WORDS` words, not the first 10,000 it meets:
+    a word met again is then looked up, not merged again (the Rust encoder's time at 55k chats on
+    Qwen2: 5.3 against 5.0 CPU-s; at most 20 MB more). The ids are the same: the cache only
+    remembers results. The model is shared with the loaded tokenizer, which keeps the size."""
+    resize = getattr(model, "_resize_cache", None)  # tokenizers' BPE; not every version has it
+    if resize is not None:
+        resize(BPE_CACHE_WORDS)
+
+
 # How far the encoding threads stand back from the thread that runs Python (`Encoder.background`).
 BACKGROUND_NICENESS = 10
 
@@ -449,6 +464,7 @@ class Encoder:
         self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
         self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
         self._spelling = _spelling(self._backend)
+        _remember_more_words(self._backend.model)
         # For the strings `encode_batch` encodes without offsets, all of them left as they are by the normalizer.
         self._unnormalized = self._backend if self._spelling is None else _without_normalizer(self._backend, self._spelling)
         self._later_backend: Tokenizer | None = None
