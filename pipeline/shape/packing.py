@@ -76,6 +76,9 @@ PACKED_BATCH_SCHEMA = pa.schema(
     ]
 )
 
+# The example columns packing reads: only these are sorted, not the ones each row carries for the report.
+_READ = ["input_ids", "labels", "example_id", "source", "split"]
+
 
 @dataclass(frozen=True)
 class PackedBatch:
@@ -168,7 +171,7 @@ def pack_rows(examples: pa.Table, capacity: int, mode: str, pad_length: Callable
     The examples are first sorted by id, so the result does not depend on the order they arrived
     in. `mode` is bfd or wrap; under bfd an example longer than `capacity` (kept whole only by
     --overlong split) is cut into pieces first. `pad_length` (--pad-to) gives a row's padded length."""
-    examples = examples.sort_by([("example_id", "ascending")]).combine_chunks()
+    examples = examples.select(_READ).sort_by([("example_id", "ascending")]).combine_chunks()
     lengths = pc.list_value_length(examples.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     if mode == "wrap":
         pieces, bin_of = wrap_pieces(lengths, capacity)
@@ -200,27 +203,20 @@ def _assemble(examples: pa.Table, pieces: Pieces, per_row: np.ndarray, pad_lengt
     row_length = np.add.reduceat(length, first_piece) if len(per_row) else np.zeros(0, np.int64)
     padded = row_length if pad_length is None else np.array([pad_length(n) for n in row_length.tolist()], dtype=np.int64)
     pad = padded - row_length
-    # Every row's segments, for position_ids: its pieces, then its pad run if it has one.
-    segments_per_row = per_row + (pad > 0)
-    segment_at = np.arange(len(length)) + np.repeat(np.cumsum(pad > 0) - (pad > 0), per_row)
-    segments = np.zeros(int(segments_per_row.sum()), dtype=np.int64)
-    segments[segment_at] = length
-    segments[(np.cumsum(segments_per_row) - 1)[pad > 0]] = pad[pad > 0]
-
     row_offsets = _offsets(padded)
-    destination = np.arange(total) + np.repeat(np.cumsum(pad) - pad, row_length)
-    size = int(row_offsets[-1])
-    position = np.arange(size) - np.repeat(np.cumsum(segments) - segments, segments)
-    attention = np.zeros(size, np.int8)
-    attention[destination] = 1
+    if pad.any():
+        ids, labels, position, attention = _padded_rows(ids, labels, length, per_row, row_length, pad, pad_id)
+    else:  # the rows are the pieces end to end (without --pad-to): no copy into a padded layout
+        position = np.arange(total) - np.repeat(placed, length)
+        attention = np.ones(total, np.int8)
     piece_offsets = _offsets(per_row)
     example_ids = examples.column("example_id").combine_chunks().take(pa.array(pieces.row))
     sources = examples.column("source").combine_chunks().take(pa.array(pieces.row))
     firsts = pa.array(first_piece, pa.int64())
     split = examples.column("split").combine_chunks().take(pa.array(pieces.row)).take(firsts)
     columns = [
-        _list(row_offsets, _scatter(ids, destination, size, pad_id or 0), pa.int32()),
-        _list(row_offsets, _scatter(labels, destination, size, IGNORE_INDEX), pa.int32()),
+        _list(row_offsets, ids, pa.int32()),
+        _list(row_offsets, labels, pa.int32()),
         _list(row_offsets, attention, pa.int8()),
         _list(row_offsets, position, pa.int32()),
         _list(_offsets(per_row), length, pa.int32()),
@@ -231,6 +227,23 @@ def _assemble(examples: pa.Table, pieces: Pieces, per_row: np.ndarray, pad_lengt
         split,
     ]
     return pa.RecordBatch.from_arrays(columns, schema=PACKED_BATCH_SCHEMA)
+
+
+def _padded_rows(ids: np.ndarray, labels: np.ndarray, length: np.ndarray, per_row: np.ndarray, row_length: np.ndarray, pad: np.ndarray, pad_id: int | None) -> tuple[np.ndarray, ...]:
+    """ids, labels, position_ids and attention_mask of rows each followed by `pad` padding
+    tokens: the pieces (`length`, `per_row` of them in each row) moved to their padded places."""
+    # Every row's segments, for position_ids: its pieces, then its pad run if it has one.
+    segments_per_row = per_row + (pad > 0)
+    segment_at = np.arange(len(length)) + np.repeat(np.cumsum(pad > 0) - (pad > 0), per_row)
+    segments = np.zeros(int(segments_per_row.sum()), dtype=np.int64)
+    segments[segment_at] = length
+    segments[(np.cumsum(segments_per_row) - 1)[pad > 0]] = pad[pad > 0]
+    destination = np.arange(len(ids)) + np.repeat(np.cumsum(pad) - pad, row_length)
+    size = len(ids) + int(pad.sum())
+    position = np.arange(size) - np.repeat(np.cumsum(segments) - segments, segments)
+    attention = np.zeros(size, np.int8)
+    attention[destination] = 1
+    return _scatter(ids, destination, size, pad_id or 0), _scatter(labels, destination, size, IGNORE_INDEX), position, attention
 
 
 def padded_column(values: np.ndarray, lengths: np.ndarray, padded: np.ndarray, fill: int, value_type: pa.DataType) -> pa.ListArray:
