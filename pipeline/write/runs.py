@@ -55,8 +55,9 @@ def keyed_runs(batches: list[pa.RecordBatch], seed: int) -> dict[str, pa.Table]:
     keys = pa.array(np.fromiter((stable_hash(seed, i) for i in ids), dtype=np.uint64, count=len(ids)))
     table = table.append_column(KEY, keys)
     runs = {}
-    for split in pc.unique(table.column("split")).to_pylist():
-        part = table.filter(pc.equal(table.column("split"), split))
+    splits = pc.unique(table.column("split")).to_pylist()
+    for split in splits:
+        part = table if len(splits) == 1 else table.filter(pc.equal(table.column("split"), split))  # a filter copies every row
         runs[split] = part.sort_by(_order(part))
     return runs
 
