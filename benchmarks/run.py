@@ -7,6 +7,7 @@
 
 Rows (benchmarks/README.md says exactly what each one times):
   limit       (a)  the bare fast tokenizer's encode_batch of the rendered strings (benchmarks/limit.py)
+  encoder     (a2) our own Encoder alone on the same strings: the same ids and offsets (limit.py --encoder)
   ours        (b)  `masked-shards run` end to end on Beam's default runner, a whole process
   ours_2proc  (b2) the same with --direct_num_workers 2 --direct_running_mode multi_processing
   ours_bfd    (b3) the same as (b) with --packing bfd
@@ -62,6 +63,7 @@ ROWS = {
     row.name: row
     for row in (
         Row("limit", "(a) limit: bare tokenizer encode_batch", "limit"),
+        Row("encoder", "(a2) our encoder alone, same ids and offsets", "limit", ("--encoder",)),
         Row("ours", "(b) masked-shards, default runner", "ours"),
         Row("ours_2proc", "(b2) masked-shards, 2 worker processes", "ours", tuple(TWO_WORKERS)),
         Row("ours_bfd", "(b3) masked-shards, BFD packing", "ours", ("--packing", "bfd")),
