@@ -125,15 +125,17 @@ def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfT
     assistant: dict[int, list[tuple[int, int]]] = {}
     position = 0
     for segment in rendered.segments:
+        size = len(segment.text)
         if segment.turn is not None:
-            assistant.setdefault(segment.turn, []).append((position, position + len(segment.text)))
-        position += len(segment.text)
+            assistant.setdefault(segment.turn, []).append((position, position + size))
+        position += size
     pieces = sorted((start, end, n) for n, own in assistant.items() for start, end in own)
-    spans, owners, eot, reasoning, cursor = [], [], [], [], 0
+    spans, owners, eot, reasoning, calls, cursor = [], [], [], [], [], 0
     for n, turn in enumerate(turns):
-        if n in assistant:
-            own = assistant[n]
-            reasoning.append(_reasoning_span(text, turn, own))
+        own = assistant.get(n)
+        if own is not None:
+            reasoning.append(_reasoning_span(text, turn, own) if turn.reasoning else (0, 0))
+            calls.append(_rendered_calls(text, turn, own) if turn.tool_calls else 0)
             start, end = own[-1]
             closing = end_of_turn.length(text, start, end)
             eot.append(end - closing if closing else -1)
@@ -142,20 +144,24 @@ def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfT
             cursor = max(cursor, own[0][1])
             continue
         found, content = -1, turn.content.strip()
-        for start, end, owner in [*(p for p in pieces if p[0] >= cursor), (len(text), len(text), len(turns))]:
+        for start, end, owner in pieces:  # sorted and disjoint: those before the cursor are behind it for good
+            if start < cursor:
+                continue
             found = text.find(content, cursor, start) if content else -1
             if found >= 0 or owner > n:  # a later message's span: this one lies before it or nowhere
                 break
             cursor = end  # an earlier message's later piece (Gemma 4's text after its call's results)
+        else:
+            found = text.find(content, cursor) if content else -1
         if found >= 0:
             spans.append((found, found + len(content)))
             owners.append(n)
             cursor = found + len(content)
         eot.append(-1)
-        reasoning.append(_reasoning_span(text, turn, []))
+        reasoning.append(_reasoning_span(text, turn, []) if turn.reasoning else (0, 0))
+        calls.append(0)
     roles = [_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns]
-    calls = [_rendered_calls(text, turn, assistant[n]) if n in assistant else 0 for n, turn in enumerate(turns)]
-    order = sorted(range(len(spans)), key=lambda k: spans[k])
+    order = sorted(range(len(spans)), key=spans.__getitem__)
     return MessageSpans([spans[k] for k in order], [owners[k] for k in order], roles, eot, calls, reasoning)
 
 
