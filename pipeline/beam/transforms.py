@@ -29,10 +29,11 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from masked_shards.beam.collector import loaded
-from masked_shards.beam.overlap import InOrder, cores, windowed
 from masked_shards.config import PipelineConfig
 from masked_shards.read.formats import ParseOptions, to_example
 from masked_shards.report.label_coverage import PIECE_LINES, Coverage, add_file_counts, file_counts, file_line, one_file_count
@@ -44,12 +45,21 @@ from masked_shards.read.sources import InputFile, InputRange, Item, RawRecord, c
 from masked_shards.build.rows import RowBuilder
 from masked_shards.write.runs import KEY, RUNS, RunReader, ShardRange, keyed_runs, merge_shard, plan_shards, write_run
 from masked_shards.write.shards import output_schema, sha256, shard_count, shard_name
+from masked_shards.write.side_by_side import InOrder, cores
 from masked_shards.shape.striding import StridedBatch, stride_rows
 from masked_shards.build.templates import ChatTemplate
 from masked_shards.build.tokenization import TokenizerError, load_tokenizer
 from masked_shards.read.translation import to_pair
 
 REJECTED, DROPPED, BLANK_LINES, READ = "rejected", "dropped", "blank_lines", "read"
+
+
+def windowed(output: object) -> object:
+    """An output of `finish_bundle` in the global window (a tagged one keeps its tag): outside
+    `process`, each output must name its window."""
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
+    return WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
 
 
 def tokenizer_for(name: str):  # -> transformers.PreTrainedTokenizerBase
@@ -370,7 +380,7 @@ def _pad_id(config: PipelineConfig) -> int | None:
 class PackWindowFn(beam.DoFn):
     """A window (a key range of one split) -> one PackedBatch (packing.pack_rows) of its example
     rows, read from its slice of every sorted run of the split. Two windows of a bundle are read
-    and packed side by side (overlap.py), never more: a window in the making holds its rows and
+    and packed side by side (write/side_by_side.py), never more: a window in the making holds its rows and
     about six times their size besides, and more workers, not more windows, use more cores."""
 
     SIDE_BY_SIDE = 2
@@ -507,7 +517,7 @@ def _reader(run: dict[str, object]) -> RunReader:
 
 class MergeShardFn(beam.DoFn):
     """ShardRange -> its Parquet file, merged from its slice of every run of the split; the shards
-    of a bundle are merged side by side, one per core (overlap.py: the work is pyarrow's)."""
+    of a bundle are merged side by side, one per core (write/side_by_side.py: the work is pyarrow's)."""
 
     def __init__(self, output: str, schema: pa.Schema, output_format: str = "parquet") -> None:
         self._output, self._schema, self._format = output, schema, output_format

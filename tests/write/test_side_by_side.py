@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from masked_shards.beam.overlap import InOrder
+from masked_shards.write.side_by_side import InOrder
 
 
 def test_results_come_back_in_start_order_whatever_order_the_calls_end_in():

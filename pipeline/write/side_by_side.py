@@ -1,14 +1,13 @@
-"""Work of one DoFn done side by side in threads, its results given back in the order started.
+"""Calls done side by side in threads, their results given back in the order started.
 
-For steps whose work is pyarrow's and runs without the interpreter lock, such as merging a shard
-(reading run slices, sorting, writing Parquet): one worker process then merges several shards of
-a bundle at once, one per core, instead of one after another while the other cores wait on it.
-At most `width` calls run at a time; a result is handed back once more than `width` are started
-after it, or at the end of the bundle, so a DoFn holds no more than `width` results at once.
+For work that is pyarrow's and runs without the interpreter lock, such as merging a shard
+(reading run slices, sorting, writing Parquet): a worker merges several shards at once, one per
+core, and reads a shard's next row group while it writes this one, instead of one thing after
+another while the other cores wait. At most `width` calls run at a time; a result is handed back
+once more than `width` are started after it, or at the end, so a caller holds no more than
+`width` results at once.
 
     start(a) -> []   start(b) -> []   start(c) -> [a]   finish() -> [b, c]      (width 2)
-
-Outputs given back outside `process` (from `finish_bundle`) must name their window: `windowed`.
 """
 
 from __future__ import annotations
@@ -18,11 +17,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
-
-import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 T = TypeVar("T")
 
@@ -43,7 +37,7 @@ class InOrder(Generic[T]):
     def start(self, call: Callable[..., T], *args: object) -> Iterator[T]:
         """Start `call(*args)`; give back the results that no longer fit in the width."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._width, thread_name_prefix="overlap")
+            self._pool = ThreadPoolExecutor(max_workers=self._width, thread_name_prefix="side-by-side")
         self._started.append(self._pool.submit(call, *args))
         while len(self._started) > self._width:
             yield self._started.popleft().result()
@@ -55,10 +49,3 @@ class InOrder(Generic[T]):
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-
-
-def windowed(output: object) -> object:
-    """An output of `finish_bundle` in the global window (a tagged one keeps its tag)."""
-    if isinstance(output, beam.pvalue.TaggedOutput):
-        return beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
-    return WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
