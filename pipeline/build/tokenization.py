@@ -442,8 +442,8 @@ BPE_CACHE_WORDS = 50_000
 def _remember_more_words(model: object) -> None:
     """Let a BPE model keep the merges of `BPE_CACHE_WORDS` words, not the first 10,000 it meets:
     a word met again is then looked up, not merged again (the Rust encoder's time at 55k chats on
-    Qwen2: 5.3 against 5.0 CPU-s). The ids are the same: the cache only
-    remembers results. The model is shared with the loaded tokenizer, which keeps the size."""
+    Qwen2: 5.3 against 5.0 CPU-s). The ids are the same: the cache only remembers results. The
+    model is shared with the loaded tokenizer, which keeps the size."""
     resize = getattr(model, "_resize_cache", None)  # tokenizers' BPE; not every version has it
     if resize is not None:
         resize(BPE_CACHE_WORDS)
@@ -518,7 +518,8 @@ class Encoder:
         In a string with other than ASCII the byte offsets are then turned into characters
         (`_characters`). That holds only where nothing was left out or added, so a string whose
         tokens' lengths do not add up to its own (an added token that swallowed whitespace) is
-        encoded again with offsets, as is every string the normalizer would change."""
+        encoded again with offsets, as is every string the normalizer would change; the others
+        skip the normalizer (`_without_normalizer`), as it would leave them as they are."""
         if self._spelling is None:
             return self._encode_with_offsets(texts)
         taken = np.array([n for n, text in enumerate(texts) if self._spelling.unchanged(text)], dtype=np.int64)
