@@ -633,16 +633,36 @@ class CoverageFn(beam.CombineFn):
         return coverage
 
 
+class CountBundleFn(beam.DoFn):
+    """Items -> one Coverage of a bundle's items, at its end: the partial count Beam would lift
+    out of a CombineGlobally into the producing step, in one step instead of four."""
+
+    def __init__(self) -> None:
+        self._counting = CoverageFn()
+
+    def start_bundle(self) -> None:
+        self._coverage = Coverage()
+
+    def process(self, item: object) -> None:
+        self._counting.add_input(self._coverage, item)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield windowed(self._coverage)
+
+
 class ReportCoverage(beam.PTransform):
     """Rows, rejected and dropped records -> one Coverage (empty input gives an empty one).
 
-    Each input is counted on its own, where it is made (Beam lifts the partial counting into the
-    producing step), and only the counts are flattened and merged. Flattening the inputs
-    themselves made Beam's local runner hold every example row in memory until the packed rows,
-    made later, could join them (measured: 2.6 GB against 1.5 GB peak at 200,000 examples)."""
+    Each input is counted on its own, where it is made, a bundle at a time, and only the counts
+    are flattened and merged. Flattening the inputs themselves made Beam's local runner hold
+    every example row in memory until the packed rows, made later, could join them (measured:
+    2.6 GB against 1.5 GB peak at 200,000 examples). Counting each input with a CombineGlobally
+    of its own did the same work in eight steps instead of one: every step costs the job's start
+    (building the graph, and a bundle processor per stage), 0.1 s of a 2.8 s `--limit 100` run
+    for the defaults' steps alone."""
 
     def expand(self, outcomes: tuple[beam.PCollection, ...]) -> beam.PCollection:
-        counted = [outcome | f"Count{n}" >> beam.CombineGlobally(CoverageFn()) for n, outcome in enumerate(outcomes)]
+        counted = [outcome | f"Count{n}" >> beam.ParDo(CountBundleFn()) for n, outcome in enumerate(outcomes)]
         return counted | "Outcomes" >> beam.Flatten() | "Combine" >> beam.CombineGlobally(CoverageFn())
 
 
