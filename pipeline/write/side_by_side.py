@@ -1,29 +1,22 @@
 """Calls done side by side in threads, their results given back in the order started.
 
-For work that is pyarrow's and runs without the interpreter lock, such as merging a shard
-(reading run slices, sorting, writing Parquet): a worker merges several shards at once, one per
-core, and reads a shard's next row group while it writes this one, instead of one thing after
-another while the other cores wait. At most `width` calls run at a time; a result is handed back
-once more than `width` are started after it, or at the end, so a caller holds no more than
-`width` results at once.
+For work that is pyarrow's and runs without the interpreter lock: a shard's merge reads its next
+row group (run slices read, sorted and cast) while it writes this one, and packing reads and
+packs two windows at once, instead of one thing after another while the other core waits. At
+most `width` calls run at a time; a result is handed back once more than `width` are started
+after it, or at the end, so a caller holds no more than `width` results at once.
 
     start(a) -> []   start(b) -> []   start(c) -> [a]   finish() -> [b, c]      (width 2)
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-
-
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system tells it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class InOrder(Generic[T]):
