@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from data import load_chat_tokenizer, read_conversations
@@ -30,29 +31,31 @@ CHUNK = 10_000
 
 
 def measure_limit(data: Path, tokenizer_folder: Path) -> dict[str, float]:
-    tokenizer = load_chat_tokenizer(tokenizer_folder)
-    texts = tokenizer.apply_chat_template(read_conversations(data), tokenize=False)
-    seconds, tokens = 0.0, 0
-    for first in range(0, len(texts), CHUNK):
-        start = time.perf_counter()
-        encodings = tokenizer.backend_tokenizer.encode_batch(texts[first : first + CHUNK], add_special_tokens=False)
-        seconds += time.perf_counter() - start
-        tokens += sum(len(e.ids) for e in encodings)
-    return {"seconds": seconds, "rows": len(texts), "tokens": tokens}
+    backend = load_chat_tokenizer(tokenizer_folder).backend_tokenizer
+    return _timed(_rendered(data, tokenizer_folder), CHUNK, lambda texts: backend.encode_batch(texts, add_special_tokens=False), lambda encodings: sum(len(e.ids) for e in encodings))
 
 
 def measure_encoder(data: Path, tokenizer_folder: Path) -> dict[str, float]:
     from masked_shards.build.tokenization import Encoder, load_tokenizer
     from masked_shards.config import PipelineConfig
 
-    texts = load_chat_tokenizer(tokenizer_folder).apply_chat_template(read_conversations(data), tokenize=False)
-    encoder, size = Encoder(load_tokenizer(str(tokenizer_folder))), PipelineConfig().batch_size
+    encoder = Encoder(load_tokenizer(str(tokenizer_folder)))
+    return _timed(_rendered(data, tokenizer_folder), PipelineConfig().batch_size, encoder.encode_batch, lambda encoded: len(encoded.ids))
+
+
+def _rendered(data: Path, tokenizer_folder: Path) -> list[str]:
+    """Every example rendered with the chat template (untimed)."""
+    return load_chat_tokenizer(tokenizer_folder).apply_chat_template(read_conversations(data), tokenize=False)
+
+
+def _timed(texts: list[str], size: int, encode: Callable[[list[str]], object], count: Callable[[object], int]) -> dict[str, float]:
+    """Only `encode` timed, over `texts` in chunks of `size`; what it gives back counted untimed and dropped."""
     seconds, tokens = 0.0, 0
     for first in range(0, len(texts), size):
         start = time.perf_counter()
-        encoded = encoder.encode_batch(texts[first : first + size])
+        encoded = encode(texts[first : first + size])
         seconds += time.perf_counter() - start
-        tokens += len(encoded.ids)
+        tokens += count(encoded)
     return {"seconds": seconds, "rows": len(texts), "tokens": tokens}
 
 

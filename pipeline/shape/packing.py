@@ -219,7 +219,7 @@ def _assemble(examples: pa.Table, pieces: Pieces, per_row: np.ndarray, pad_lengt
         _list(row_offsets, labels, pa.int32()),
         _list(row_offsets, attention, pa.int8()),
         _list(row_offsets, position, pa.int32()),
-        _list(_offsets(per_row), length, pa.int32()),
+        _list(piece_offsets, length, pa.int32()),
         pa.ListArray.from_arrays(pa.array(piece_offsets), example_ids),
         pa.ListArray.from_arrays(pa.array(piece_offsets), sources),
         example_ids.take(firsts),
