@@ -33,6 +33,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from masked_shards.beam import coders  # noqa: F401 - registers the coders of the batches' types
 from masked_shards.beam.collector import loaded
 from masked_shards.config import PipelineConfig
 from masked_shards.read.formats import ParseOptions, to_example
@@ -49,7 +50,7 @@ from masked_shards.write.side_by_side import InOrder
 from masked_shards.shape.striding import StridedBatch, stride_rows
 from masked_shards.build.templates import ChatTemplate
 from masked_shards.build.tokenization import TokenizerError, load_tokenizer
-from masked_shards.read.translation import to_pair
+from masked_shards.read.translation import TranslationPair, to_pair
 
 REJECTED, DROPPED, BLANK_LINES, READ = "rejected", "dropped", "blank_lines", "read"
 
@@ -214,7 +215,8 @@ class ReadExamples(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         ranges = pbegin | "ListFiles" >> beam.Create(self._units) | "SplitFiles" >> beam.FlatMap(_ranges, self._options.config.limit) | "SpreadRanges" >> beam.Reshuffle()
         counted = ranges | "CountLines" >> beam.Map(_count)
-        read = ranges | "ReadRanges" >> beam.ParDo(ReadExamplesFn(self._options, self._fail_fast), counts=beam.pvalue.AsDict(counted)).with_outputs(REJECTED, BLANK_LINES, READ, main="batches")
+        batch = beam.typehints.List[TranslationPair if self._options.config.model_type == "seq2seq" else Example]  # coders.py
+        read = ranges | "ReadRanges" >> beam.ParDo(ReadExamplesFn(self._options, self._fail_fast), counts=beam.pvalue.AsDict(counted)).with_output_types(batch).with_outputs(REJECTED, BLANK_LINES, READ, main="batches")
         total = read[READ] | "CountRead" >> beam.CombineGlobally(sum)
         return {"batches": read.batches, "rejected": read[REJECTED], "read": total, "blank_lines": read[BLANK_LINES], "ranges": ranges, "counted": counted}
 
@@ -280,7 +282,7 @@ class MixSources(beam.PTransform):
             if kept:
                 yield kept
 
-        chosen = batches | "Sample" >> beam.FlatMap(choose, rates=beam.pvalue.AsSingleton(rates)).with_outputs("sampled_out", main="batches")
+        chosen = batches | "Sample" >> beam.FlatMap(choose, rates=beam.pvalue.AsSingleton(rates)).with_output_types(batches.element_type).with_outputs("sampled_out", main="batches")
         return {"batches": chosen.batches, "sampled_out": chosen.sampled_out}
 
 
@@ -368,7 +370,7 @@ class TokenizeExamples(beam.PTransform):
     def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
         # Rows that packing or striding remakes are padded once made, not as examples.
         config = replace(self._config, pad_to=None) if self._config.reshapes_rows else self._config
-        tokenized = batches | "Tokenize" >> beam.ParDo(TokenizeFn(config, self._template)).with_outputs(REJECTED, DROPPED, main="rows")
+        tokenized = batches | "Tokenize" >> beam.ParDo(TokenizeFn(config, self._template)).with_output_types(RowBatch).with_outputs(REJECTED, DROPPED, main="rows")
         return {"rows": tokenized.rows, "rejected": tokenized[REJECTED], "dropped": tokenized[DROPPED]}
 
 
