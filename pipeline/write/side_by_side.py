@@ -33,12 +33,28 @@ class InOrder(Generic[T]):
             self._pool = ThreadPoolExecutor(max_workers=self._width, thread_name_prefix="side-by-side")
         self._started.append(self._pool.submit(call, *args))
         while len(self._started) > self._width:
-            yield self._started.popleft().result()
+            yield self._oldest()
 
     def finish(self) -> Iterator[T]:
         """Every result not yet given back, waiting for each in turn; then the threads end."""
         while self._started:
-            yield self._started.popleft().result()
+            yield self._oldest()
+        self._close()
+
+    def _oldest(self) -> T:
+        """The oldest call's result. If the call failed, the calls not yet running are cancelled
+        and the threads let go before the error goes on: the caller (a DoFn whose bundle failed)
+        may never call `finish`, and its threads would otherwise wait for work until it is collected."""
+        try:
+            return self._started.popleft().result()
+        except BaseException:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        for call in self._started:
+            call.cancel()
+        self._started.clear()
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -43,3 +43,22 @@ def test_an_error_in_a_call_is_raised_where_its_result_is_handed_back():
     with pytest.raises(ZeroDivisionError):
         list(running.start(lambda: 1 / 0))
         list(running.finish())
+
+
+def test_after_an_error_the_threads_end_though_finish_is_never_called():
+    before = set(_side_by_side_threads())
+    running = InOrder(2)
+    gate = threading.Event()
+    assert list(running.start(lambda: gate.wait() and 1 / 0)) == []
+    assert list(running.start(lambda: 2)) == []
+    gate.set()
+    with pytest.raises(ZeroDivisionError):
+        list(running.start(lambda: 3))
+    deadline = time.monotonic() + 5
+    while set(_side_by_side_threads()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert set(_side_by_side_threads()) - before == set()  # `running` is still referenced: only the error let them go
+
+
+def _side_by_side_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("side-by-side")]
