@@ -4,6 +4,7 @@ a per-row view of the row batches the builder makes (`Row`, `build_one`, `build_
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from masked_shards.config import DEMO_TOKENIZER  # noqa: E402
 from masked_shards.records import BATCH_SCHEMA, Dropped, Example, Rejected, RowBatch  # noqa: E402
-from masked_shards.build.tokenization import full_tokenizer  # noqa: E402
+from masked_shards.build.tokenization import Encoder, full_tokenizer  # noqa: E402
 from finished_runs import shard_run  # noqa: E402,F401  (one finished run per row layout, for the training tests)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """Kept verdicts (build/same_bpe.py) go to a folder of the session's, not the user's cache:
+    each session checks its vocabularies afresh, and jobs run as subprocesses inherit it."""
+    os.environ["MASKED_SHARDS_CACHE"] = str(tmp_path_factory.mktemp("masked-shards-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +39,9 @@ def demo_tokenizer():
 def qwen2_tokenizer(tmp_path_factory):
     from qwen2_tokenizer import build_qwen2_tokenizer
 
-    return build_qwen2_tokenizer(tmp_path_factory.mktemp("qwen2"))
+    tokenizer = build_qwen2_tokenizer(tmp_path_factory.mktemp("qwen2"))
+    Encoder(tokenizer).uses_same_bpe()  # its check done: every test then encodes ASCII strings through tiktoken from the first batch
+    return tokenizer
 
 
 @pytest.fixture(params=["demo", "qwen2"])

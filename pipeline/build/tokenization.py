@@ -16,6 +16,8 @@ import sys
 import tempfile
 import threading
 import unicodedata
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -26,6 +28,7 @@ from tokenizers.pre_tokenizers import ByteLevel
 
 from masked_shards.read.hub import hub_out_of_reach, looks_like_path, quiet
 from masked_shards.build.masking import crossed_boundaries
+from masked_shards.build.same_bpe import SameBPE, cores, same_bpe
 
 
 class TokenizerError(Exception):
@@ -422,15 +425,22 @@ _WRITING_NOTHING = frozenset({"Sequence", "Split", "Digits", "Punctuation", "Byt
 def _in_order(count: int, parts: list[tuple[np.ndarray, EncodedBatch, np.ndarray]]) -> EncodedBatch:
     """One batch of `count` strings from several: in each part, string `rows[i]` of its batch is
     string `positions[i]` of the result."""
+    bounds, index = _gathering(count, [(positions, batch.bounds, rows) for positions, batch, rows in parts])
+    return EncodedBatch(np.concatenate([b.ids for _, b, _ in parts])[index], np.concatenate([b.offsets for _, b, _ in parts])[index], bounds)
+
+
+def _gathering(count: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(bounds, index) that put the tokens of several parts, laid end to end, in string order:
+    in each part (positions, bounds, rows), string `rows[i]` (tokens `bounds[rows[i]]` to
+    `bounds[rows[i] + 1]`) is string `positions[i]` of the result."""
     lengths, sources = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
     base = 0
-    for positions, batch, rows in parts:
-        lengths[positions] = np.diff(batch.bounds)[rows]
-        sources[positions] = batch.bounds[:-1][rows] + base
-        base += int(batch.bounds[-1])
+    for positions, part_bounds, rows in parts:
+        lengths[positions] = np.diff(part_bounds)[rows]
+        sources[positions] = part_bounds[:-1][rows] + base
+        base += int(part_bounds[-1])
     bounds = np.concatenate([[0], np.cumsum(lengths)])
-    index = np.arange(int(bounds[-1])) + np.repeat(sources - bounds[:-1], lengths)
-    return EncodedBatch(np.concatenate([b.ids for _, b, _ in parts])[index], np.concatenate([b.offsets for _, b, _ in parts])[index], bounds)
+    return bounds, np.arange(int(bounds[-1])) + np.repeat(sources - bounds[:-1], lengths)
 
 
 # Words whose merges a BPE model keeps (`tokenizers` keeps 10,000, and adds none once full): 55k
@@ -447,6 +457,31 @@ def _remember_more_words(model: object) -> None:
     resize = getattr(model, "_resize_cache", None)  # tokenizers' BPE; not every version has it
     if resize is not None:
         resize(BPE_CACHE_WORDS)
+
+
+def _checking_same_bpe(loaded: Tokenizer, backend: Tokenizer) -> Future[SameBPE | None]:
+    """`same_bpe(backend)`, checked once per loaded tokenizer in a thread of its own: it takes
+    about 0.6 s of CPU on Qwen2's vocabulary with its verdict kept from an earlier run (a second
+    more without), which the first batches do not wait for."""
+    with _SAME_BPE_LOCK:
+        future = _SAME_BPE.get(loaded)
+        if future is None:
+            future = _SAME_BPE[loaded] = Future()
+            threading.Thread(target=_check_same_bpe, args=(future, backend), name="same-bpe-check", daemon=True).start()
+    return future
+
+
+def _check_same_bpe(future: Future[SameBPE | None], backend: Tokenizer) -> None:
+    try:
+        future.set_result(same_bpe(backend))
+    except Exception as err:  # the encoding stays with tokenizers, which is always right; tests read the error
+        future.set_exception(err)
+
+
+_SAME_BPE: weakref.WeakKeyDictionary[Tokenizer, Future[SameBPE | None]] = weakref.WeakKeyDictionary()
+_SAME_BPE_LOCK = threading.Lock()
+_NO_SAME_BPE: Future[SameBPE | None] = Future()
+_NO_SAME_BPE.set_result(None)
 
 
 # How far the encoding threads stand back from the thread that runs Python (`Encoder.background`).
@@ -470,6 +505,9 @@ class Encoder:
         self._unnormalized = self._backend if self._spelling is None else _without_normalizer(self._backend, self._spelling)
         self._later_backend: Tokenizer | None = None
         self._plain_backend: Tokenizer | None = None
+        self._ways = cores()
+        self._same_pool: ThreadPoolExecutor | None = None
+        self._same = _checking_same_bpe(tokenizer.backend_tokenizer, self._unnormalized) if self._spelling is not None else _NO_SAME_BPE
 
     def background(self) -> None:
         """Make the calling thread, and the Rust tokenizer's thread pool, give way to the thread that
@@ -524,9 +562,7 @@ class Encoder:
             return self._encode_with_offsets(texts)
         taken = np.array([n for n, text in enumerate(texts) if self._spelling.unchanged(text)], dtype=np.int64)
         chosen = [texts[n] for n in taken.tolist()]
-        encodings = self._unnormalized.encode_batch_fast(chosen, add_special_tokens=False)
-        counts = np.array([len(e) for e in encodings], dtype=np.int64)
-        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(counts.sum()))
+        ids, counts = self._ids(chosen)
         lengths = self._spelling.lengths[ids]
         ends = np.concatenate([[0], np.cumsum(lengths)])
         bounds = np.concatenate([[0], np.cumsum(counts)])
@@ -544,6 +580,38 @@ class Encoder:
         rest = np.setdiff1d(np.arange(len(texts)), taken[adds_up])
         encoded = self._encode_with_offsets([texts[n] for n in rest.tolist()])
         return _in_order(len(texts), [(taken[adds_up], derived, np.flatnonzero(adds_up)), (rest, encoded, np.arange(len(rest)))])
+
+    def _ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, counts) of strings the normalizer leaves as they are, string after string: the
+        ASCII ones through tiktoken once `same_bpe` has shown it gives the same ids (a third of the
+        CPU), the others, and all of them until then, through `tokenizers`."""
+        same = self._same_bpe()
+        fast = [k for k, text in enumerate(texts) if text.isascii()] if same is not None else []
+        if fast:
+            if self._same_pool is None and self._ways > 1:
+                self._same_pool = ThreadPoolExecutor(max_workers=self._ways - 1, thread_name_prefix="same-bpe")
+            fast_ids, fast_counts = same.encode([texts[k] for k in fast], self._same_pool, self._ways)
+            if len(fast) == len(texts):
+                return fast_ids, fast_counts
+        slow = np.setdiff1d(np.arange(len(texts)), fast)
+        encodings = self._unnormalized.encode_batch_fast([texts[k] for k in slow.tolist()], add_special_tokens=False)
+        slow_counts = np.array([len(e) for e in encodings], dtype=np.int64)
+        slow_ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(slow_counts.sum()))
+        if not fast:
+            return slow_ids, slow_counts
+        parts = [(np.array(fast, dtype=np.int64), fast_counts), (slow, slow_counts)]
+        bounds, index = _gathering(len(texts), [(positions, np.concatenate([[0], np.cumsum(counts)]), np.arange(len(positions))) for positions, counts in parts])
+        return np.concatenate([fast_ids, slow_ids])[index], np.diff(bounds)
+
+    def _same_bpe(self) -> SameBPE | None:
+        """tiktoken standing in for this tokenizer (same_bpe.py) once its check is done; until then
+        (and if the check itself failed) `tokenizers`. Either way the ids are the same, so when
+        the switch happens changes nothing in the output."""
+        return self._same.result() if self._same.done() and self._same.exception() is None else None
+
+    def uses_same_bpe(self) -> bool:
+        """Wait for the check and say whether tiktoken encodes the ASCII strings (for tests and benchmarks)."""
+        return self._same.result() is not None
 
     def _encode_with_offsets(self, texts: list[str]) -> EncodedBatch:
         """Every string encoded whole, in one call to the Rust tokenizer, with its offsets."""
