@@ -3,7 +3,8 @@
 We encode through the Rust `tokenizers.Tokenizer` behind the Hugging Face object, with
 `add_special_tokens=False`: the chat template already wrote BOS where the model family wants it,
 so the tokenizer must never add a second one. Encodings come back as numpy arrays: the Rust
-tokenizer hands out Python lists, which are turned into arrays once, right here.
+tokenizer hands out Python lists, which are turned into arrays once, right here. ASCII strings go
+through tiktoken instead where it provably gives the same ids (same_bpe.py).
 """
 
 from __future__ import annotations
