@@ -125,6 +125,8 @@ def _build(backend: Tokenizer) -> SameBPE | str:
         import tiktoken
     except ImportError:
         return "tiktoken is not installed"
+    if backend.truncation is not None or backend.padding is not None:
+        return "the tokenizer truncates or pads what it encodes"
     pattern = _split_pattern(backend)
     if pattern is None:
         return "the pre-tokenizer is neither a regex Split then ByteLevel, nor ByteLevel with its own regex, without a prefix space"

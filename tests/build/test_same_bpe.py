@@ -145,6 +145,13 @@ def test_what_tiktoken_does_otherwise_keeps_it_out(kind, change):
     assert kind in why_not(toy(["ab"], [("a", "b")], **change))
 
 
+def test_a_tokenizer_that_truncates_is_kept_out():
+    tokenizer = toy(["ab"], [("a", "b")])
+    assert why_not(tokenizer) is None
+    tokenizer.enable_truncation(8)
+    assert "truncates" in why_not(tokenizer)
+
+
 def test_gpt2s_own_regex_in_bytelevel_is_taken_and_gives_the_same_ids():
     tokenizer = toy(["ab", "Ġa"], [("a", "b"), ("Ġ", "a")], pre_tokenizer=ByteLevel(add_prefix_space=False, use_regex=True))
     assert why_not(tokenizer) is None
