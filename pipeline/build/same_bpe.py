@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import tiktoken
+import tokenizers
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
 from tokenizers.pre_tokenizers import ByteLevel
@@ -78,7 +80,7 @@ SEPARATOR = "\ue000"
 class SameBPE:
     """A tiktoken encoding with the tokenizer's ids, and its added tokens as special tokens."""
 
-    encoding: object  # tiktoken.Encoding
+    encoding: tiktoken.Encoding
     separator_id: int
     specials: frozenset[str]
 
@@ -121,10 +123,6 @@ def why_not(backend: Tokenizer) -> str | None:
 
 
 def _build(backend: Tokenizer) -> SameBPE | str:
-    try:
-        import tiktoken
-    except ImportError:
-        return "tiktoken is not installed"
     if backend.truncation is not None or backend.padding is not None:
         return "the tokenizer truncates or pads what it encodes"
     pattern = _split_pattern(backend)
@@ -180,9 +178,6 @@ def _vocabulary_verdict(model: BPE, state: dict) -> str:
 
 
 def _versions() -> tuple[str, ...]:
-    import tiktoken
-    import tokenizers
-
     return (str(CHECK_VERSION), tokenizers.__version__, tiktoken.__version__)
 
 
