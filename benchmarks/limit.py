@@ -11,8 +11,8 @@ of `CHUNK` strings and the encodings are dropped once counted, since holding eve
 offsets would take gigabytes at a million examples.
 
 With `--encoder`, row (a2): our own encoder alone (`Encoder.encode_batch` of
-pipeline/build/tokenization.py) on the same strings, in the job's batches, timed once its check
-of tiktoken (build/same_bpe.py) is done. It gives the same ids and offsets as (a) with less work
+pipeline/build/tokenization.py) on the same strings, in the job's batches (its check of tiktoken,
+build/same_bpe.py, done when it is made, untimed). It gives the same ids and offsets as (a) with less work
 (tiktoken for ASCII strings where it gives the same ids; else ids only, offsets from the tokens'
 byte lengths, no NFC pass over text already in NFC, a larger BPE word cache), so it is the floor
 of our job's encoding, below the limit the job is measured against.
@@ -40,8 +40,7 @@ def measure_encoder(data: Path, tokenizer_folder: Path) -> dict[str, float]:
     from masked_shards.build.tokenization import Encoder, load_tokenizer
     from masked_shards.config import PipelineConfig
 
-    encoder = Encoder(load_tokenizer(str(tokenizer_folder)))
-    encoder.uses_same_bpe()  # its check done (untimed), as it is a few batches into a run
+    encoder = Encoder(load_tokenizer(str(tokenizer_folder)))  # with its check of tiktoken, untimed
     return _timed(_rendered(data, tokenizer_folder), PipelineConfig().batch_size, encoder.encode_batch, lambda encoded: len(encoded.ids))
 
 

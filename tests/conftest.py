@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from masked_shards.config import DEMO_TOKENIZER  # noqa: E402
 from masked_shards.records import BATCH_SCHEMA, Dropped, Example, Rejected, RowBatch  # noqa: E402
-from masked_shards.build.tokenization import Encoder, full_tokenizer  # noqa: E402
+from masked_shards.build.tokenization import full_tokenizer  # noqa: E402
 from finished_runs import shard_run  # noqa: E402,F401  (one finished run per row layout, for the training tests)
 
 
@@ -39,9 +39,7 @@ def demo_tokenizer():
 def qwen2_tokenizer(tmp_path_factory):
     from qwen2_tokenizer import build_qwen2_tokenizer
 
-    tokenizer = build_qwen2_tokenizer(tmp_path_factory.mktemp("qwen2"))
-    Encoder(tokenizer).uses_same_bpe()  # its check done: every test then encodes ASCII strings through tiktoken from the first batch
-    return tokenizer
+    return build_qwen2_tokenizer(tmp_path_factory.mktemp("qwen2"))
 
 
 @pytest.fixture(params=["demo", "qwen2"])

@@ -41,8 +41,7 @@ characters through both before trusting it. Strings with other characters stay w
 `tokenizers` (in the benchmark chats, 7% of strings, 10% of characters).
 
 Checking (M) and (B) costs about a second of CPU on a 151k vocabulary (reading the merges back
-from the model, and encoding every token), so the verdict is kept between runs (`SAME` below), and
-the encoder checks in a thread of its own and uses `tokenizers` until the answer is known.
+from the model, and encoding every token), so the verdict is kept between runs (`SAME` below).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import unicodedata
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -460,29 +460,25 @@ def _remember_more_words(model: object) -> None:
         resize(BPE_CACHE_WORDS)
 
 
-def _checking_same_bpe(loaded: Tokenizer, backend: Tokenizer) -> Future[SameBPE | None]:
-    """`same_bpe(backend)`, checked once per loaded tokenizer in a thread of its own: it takes
-    about 0.6 s of CPU on Qwen2's vocabulary with its verdict kept from an earlier run (a second
-    more without), which the first batches do not wait for."""
+def _same_bpe_for(loaded: Tokenizer, backend: Tokenizer) -> SameBPE | None:
+    """`same_bpe(backend)`, checked once per loaded tokenizer, before its first batch: 0.4 s of CPU
+    on Qwen2's vocabulary with its verdict kept from an earlier run, 1.7 s without. Checked in a
+    thread beside the first batches instead (which `tokenizers` encoded meanwhile), it held the
+    interpreter lock against them: 55k chats took as long (medians of 4, A/B: 7.22 s against
+    7.14 s checked first) and peaked higher (596 to 618 MB against 518 to 545 MB). A check that
+    fails on something unforeseen leaves the encoding to `tokenizers`, which is always right (the
+    tests call `same_bpe` itself, which raises)."""
     with _SAME_BPE_LOCK:
-        future = _SAME_BPE.get(loaded)
-        if future is None:
-            future = _SAME_BPE[loaded] = Future()
-            threading.Thread(target=_check_same_bpe, args=(future, backend), name="same-bpe-check", daemon=True).start()
-    return future
+        if loaded not in _SAME_BPE:
+            try:
+                _SAME_BPE[loaded] = same_bpe(backend)
+            except Exception:
+                _SAME_BPE[loaded] = None
+        return _SAME_BPE[loaded]
 
 
-def _check_same_bpe(future: Future[SameBPE | None], backend: Tokenizer) -> None:
-    try:
-        future.set_result(same_bpe(backend))
-    except Exception as err:  # the encoding stays with tokenizers, which is always right; tests read the error
-        future.set_exception(err)
-
-
-_SAME_BPE: weakref.WeakKeyDictionary[Tokenizer, Future[SameBPE | None]] = weakref.WeakKeyDictionary()
+_SAME_BPE: weakref.WeakKeyDictionary[Tokenizer, SameBPE | None] = weakref.WeakKeyDictionary()
 _SAME_BPE_LOCK = threading.Lock()
-_NO_SAME_BPE: Future[SameBPE | None] = Future()
-_NO_SAME_BPE.set_result(None)
 
 
 # How far the encoding threads stand back from the thread that runs Python (`Encoder.background`).
@@ -508,7 +504,7 @@ class Encoder:
         self._plain_backend: Tokenizer | None = None
         self._ways = cores()
         self._same_pool: ThreadPoolExecutor | None = None
-        self._same = _checking_same_bpe(tokenizer.backend_tokenizer, self._unnormalized) if self._spelling is not None else _NO_SAME_BPE
+        self._same = _same_bpe_for(tokenizer.backend_tokenizer, self._unnormalized) if self._spelling is not None else None
 
     def background(self) -> None:
         """Make the calling thread, and the Rust tokenizer's thread pool, give way to the thread that
@@ -584,9 +580,9 @@ class Encoder:
 
     def _ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, counts) of strings the normalizer leaves as they are, string after string: the
-        ASCII ones through tiktoken once `same_bpe` has shown it gives the same ids (a third of the
-        CPU), the others, and all of them until then, through `tokenizers`."""
-        same = self._same_bpe()
+        ASCII ones through tiktoken where `same_bpe` has shown it gives the same ids (a third of the
+        CPU), the others through `tokenizers`."""
+        same = self._same
         fast = [k for k, text in enumerate(texts) if text.isascii()] if same is not None else []
         if fast:
             if self._same_pool is None and self._ways > 1:
@@ -604,15 +600,9 @@ class Encoder:
         bounds, index = _gathering(len(texts), [(positions, np.concatenate([[0], np.cumsum(counts)]), np.arange(len(positions))) for positions, counts in parts])
         return np.concatenate([fast_ids, slow_ids])[index], np.diff(bounds)
 
-    def _same_bpe(self) -> SameBPE | None:
-        """tiktoken standing in for this tokenizer (same_bpe.py) once its check is done; until then
-        (and if the check itself failed) `tokenizers`. Either way the ids are the same, so when
-        the switch happens changes nothing in the output."""
-        return self._same.result() if self._same.done() and self._same.exception() is None else None
-
     def uses_same_bpe(self) -> bool:
-        """Wait for the check and say whether tiktoken encodes the ASCII strings (for tests and benchmarks)."""
-        return self._same.result() is not None
+        """Whether tiktoken encodes the ASCII strings (same_bpe.py)."""
+        return self._same is not None
 
     def _encode_with_offsets(self, texts: list[str]) -> EncodedBatch:
         """Every string encoded whole, in one call to the Rust tokenizer, with its offsets."""
