@@ -2,7 +2,7 @@
 
 import sys
 
-from masked_shards.cli import main
+from masked_shards.cli import command_line
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    sys.exit(command_line(["run", *sys.argv[1:]]))

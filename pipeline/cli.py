@@ -9,6 +9,7 @@ record under --fail-fast, counts that do not reconcile) prints one sentence and 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import re
@@ -404,5 +405,16 @@ def _essence(err: BaseException) -> str:
     return text.strip().splitlines()[-1][:500] if text.strip() else type(err).__name__
 
 
+def command_line(argv: list[str] | None = None) -> int:
+    """`main` for a process that ends when it returns (the console script, `python -m`,
+    run_pipeline.py): everything alive is then frozen out of the garbage collector, whose passes
+    over Beam's hundreds of thousands of objects at interpreter exit took 0.35 s of a 55k-chat run's
+    8.5 s, to free memory the process gives back whole. Every file is closed when `main` returns;
+    `atexit` handlers and stdio flushing still run. In-process callers (the tests) keep `main`."""
+    status = main(argv)
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line())
