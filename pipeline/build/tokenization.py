@@ -205,7 +205,9 @@ class FolderTokenizer:
 
     def __init__(self, folder: str, settings: dict) -> None:
         self.name_or_path = folder
-        self.backend_tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+        raw = (Path(folder) / "tokenizer.json").read_bytes()
+        self.source_sha256 = hashlib.sha256(raw).hexdigest()  # names what same_bpe.py keeps of this vocabulary
+        self.backend_tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
         self.added_tokens_decoder = self.backend_tokenizer.get_added_tokens_decoder()
         self.bos_token, self.eos_token, self.unk_token, self.pad_token = (_token_text(settings.get(key)) for key in _NAMED_TOKENS)
         self.chat_template = settings.get("chat_template")
@@ -341,7 +343,7 @@ class Spelling:
         return text.isascii() or all(unicodedata.is_normalized(form, text) for form in self.forms)
 
 
-def _spelling(backend: Tokenizer) -> Spelling | None:
+def _spelling(backend: Tokenizer, vocabulary: dict[str, int]) -> Spelling | None:
     """The token lengths and normal forms, when a token's offsets follow from the lengths of the
     tokens before it; None otherwise. That needs three things:
 
@@ -364,7 +366,6 @@ def _spelling(backend: Tokenizer) -> Spelling | None:
     kinds = [p["type"] for p in pre_tokenizers]
     if "ByteLevel" not in kinds or set(kinds) - _WRITING_NOTHING or any(p.get("add_prefix_space") for p in pre_tokenizers if p["type"] == "ByteLevel"):
         return None
-    vocabulary = backend.get_vocab(with_added_tokens=False)
     if not set("".join(vocabulary)) <= set(ByteLevel.alphabet()):
         return None
     added = backend.get_added_tokens_decoder()
@@ -460,9 +461,9 @@ def _remember_more_words(model: object) -> None:
         resize(BPE_CACHE_WORDS)
 
 
-def _same_bpe_for(loaded: Tokenizer, backend: Tokenizer) -> SameBPE | None:
-    """`same_bpe(backend)`, checked once per loaded tokenizer, before its first batch: 0.4 s of CPU
-    on Qwen2's vocabulary with its verdict kept from an earlier run, 1.7 s without. Checked in a
+def _same_bpe_for(loaded: Tokenizer, backend: Tokenizer, vocabulary: dict[str, int], source: str | None) -> SameBPE | None:
+    """`same_bpe(backend)`, checked once per loaded tokenizer, before its first batch: 0.2 s of CPU
+    on Qwen2's vocabulary with its verdict kept from an earlier run, 1.5 s without. Checked in a
     thread beside the first batches instead (which `tokenizers` encoded meanwhile), it held the
     interpreter lock against them: 55k chats took as long (medians of 4, A/B: 7.22 s against
     7.14 s checked first) and peaked higher (596 to 618 MB against 518 to 545 MB). A check that
@@ -471,7 +472,7 @@ def _same_bpe_for(loaded: Tokenizer, backend: Tokenizer) -> SameBPE | None:
     with _SAME_BPE_LOCK:
         if loaded not in _SAME_BPE:
             try:
-                _SAME_BPE[loaded] = same_bpe(backend)
+                _SAME_BPE[loaded] = same_bpe(backend, vocabulary, source)
             except Exception:
                 _SAME_BPE[loaded] = None
         return _SAME_BPE[loaded]
@@ -485,6 +486,37 @@ _SAME_BPE_LOCK = threading.Lock()
 BACKGROUND_NICENESS = 10
 
 
+def _stand_back() -> bool:
+    """Lower the calling thread to BACKGROUND_NICENESS; False where that cannot be done. Linux
+    only: elsewhere a thread's id is not a process id to `setpriority`."""
+    if sys.platform != "linux":
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+    except OSError:  # a sandbox that forbids it: the same ids, only the priority differs
+        return False
+    return True
+
+
+_POOL_LOCK = threading.Lock()
+_POOL_STARTED: list[bool] = []  # [True] once started
+
+
+def _start_pool(backend: Tokenizer) -> None:
+    """Start the Rust tokenizer's thread pool from a thread that stands back (`_stand_back`),
+    once per process. The pool is started by the first parallel encode anywhere in the process,
+    and its threads keep the niceness of the thread that started them: started by the checks an
+    `Encoder` runs in the caller's thread (same_bpe.py's probes), they ran at the Python thread's
+    own priority. An encode before this one (a test's, a user's) leaves the pool as it started."""
+    with _POOL_LOCK:
+        if _POOL_STARTED:
+            return
+        starter = threading.Thread(target=lambda: _stand_back() and backend.encode_batch_fast(["", ""], add_special_tokens=False), name="masked-shards-pool")
+        starter.start()
+        starter.join()
+        _POOL_STARTED.append(True)
+
+
 class Encoder:
     """Encodes rendered strings; one per worker (the Rust tokenizer is loaded once)."""
 
@@ -496,7 +528,8 @@ class Encoder:
         self._backend.encode_special_tokens = False
         self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
         self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
-        self._spelling = _spelling(self._backend)
+        vocabulary = self._backend.get_vocab(with_added_tokens=False)  # read once (0.1 s on 151k tokens) for both checks below
+        self._spelling = _spelling(self._backend, vocabulary)
         _remember_more_words(self._backend.model)
         # For the strings `encode_batch` encodes without offsets, all of them left as they are by the normalizer.
         self._unnormalized = self._backend if self._spelling is None else _without_normalizer(self._backend, self._spelling)
@@ -504,28 +537,20 @@ class Encoder:
         self._plain_backend: Tokenizer | None = None
         self._ways = cores()
         self._same_pool: ThreadPoolExecutor | None = None
-        self._same = _same_bpe_for(tokenizer.backend_tokenizer, self._unnormalized) if self._spelling is not None else None
+        _start_pool(self._backend)  # before the checks below encode in this thread
+        self._same = _same_bpe_for(tokenizer.backend_tokenizer, self._unnormalized, vocabulary, getattr(tokenizer, "source_sha256", None)) if self._spelling is not None else None
 
     def background(self) -> None:
-        """Make the calling thread, and the Rust tokenizer's thread pool, give way to the thread that
-        runs Python; run first in the thread that calls `encode_batch` beside that work.
+        """Make the calling thread give way to the thread that runs Python; run first in the thread
+        that calls `encode_batch` beside that work (the Rust pool already does: `_start_pool`).
 
         The Rust pool has a thread per core, so with the Python thread there is one thread more
         than cores, and the scheduler gave the Python thread two thirds of a core (at 55k chats on
         2 cores: 1.05 s of its 6.9 s spent runnable but not running). That thread holds the
         interpreter lock, so everything else in the worker (reading, rendering, labels, Arrow)
-        waits while it waits; the pool's threads only fill the cores it leaves. At `nice` +10 they
-        still get a tenth of a core against it, never nothing. Threads take the niceness of the
-        thread that starts them, so the pool is started here, by an encode, unless an earlier
-        parallel encode in this process already started it (then nothing changes but this thread).
-        Linux only: elsewhere a thread's id is not a process id to `setpriority`."""
-        if sys.platform != "linux":
-            return
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
-        except OSError:  # a sandbox that forbids it: the same ids, only the priority differs
-            return
-        self._backend.encode_batch_fast(["", ""], add_special_tokens=False)
+        waits while it waits; the encoding threads only fill the cores it leaves. At `nice` +10
+        they still get a tenth of a core against it, never nothing."""
+        _stand_back()
 
     @property
     def _later(self) -> Tokenizer:

@@ -14,7 +14,7 @@ from tokenizers.models import BPE
 from tokenizers.pre_tokenizers import ByteLevel
 
 from masked_shards.build.same_bpe import same_bpe, why_not
-from masked_shards.build.tokenization import Encoder
+from masked_shards.build.tokenization import Encoder, FolderTokenizer, load_tokenizer
 from qwen2_tokenizer import QWEN2_PATTERN
 
 ASCII = "".join(map(chr, range(128)))
@@ -171,3 +171,22 @@ def test_a_verdict_is_kept_between_runs_and_read_back(tmp_path, monkeypatch):
     assert why_not(tokenizer) == "kept: no"
     monkeypatch.setenv("MASKED_SHARDS_CACHE", str(kept))  # a file, not a folder: nothing can be kept
     assert why_not(tokenizer) is None
+
+
+def test_a_folder_tokenizers_verdict_is_named_by_its_file_and_a_changed_file_is_checked_again(tmp_path, monkeypatch):
+    """A tokenizer read by `tokenizers` from a folder names its verdict by its tokenizer.json:
+    the kept verdict is what the next load of the same file goes by, and a file whose merges
+    changed is not taken for the one checked before."""
+    monkeypatch.setenv("MASKED_SHARDS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
+    toy(["ab", "bc", "abc"], [("a", "b"), ("b", "c"), ("ab", "c")]).save(str(folder / "tokenizer.json"))
+    assert Encoder(load_tokenizer(str(folder))).uses_same_bpe()
+    (kept,) = (tmp_path / "cache" / "same-bpe").iterdir()
+    kept.write_text("kept: no")
+    assert not Encoder(FolderTokenizer(str(folder), {})).uses_same_bpe()  # a new load of the same file
+    toy(["ab", "bc", "abc"], [("a", "b"), ("ab", "c"), ("b", "c")]).save(str(folder / "tokenizer.json"))  # (M) fails now
+    assert not Encoder(load_tokenizer(str(folder))).uses_same_bpe()
+    verdicts = sorted(p.read_text() for p in (tmp_path / "cache" / "same-bpe").iterdir())
+    assert verdicts[0] == "kept: no" and verdicts[1].startswith("the merges are not listed") and len(verdicts) == 2
