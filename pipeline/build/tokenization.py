@@ -205,9 +205,9 @@ class FolderTokenizer:
 
     def __init__(self, folder: str, settings: dict) -> None:
         self.name_or_path = folder
-        raw = (Path(folder) / "tokenizer.json").read_bytes()
-        self.source_sha256 = hashlib.sha256(raw).hexdigest()  # names what same_bpe.py keeps of this vocabulary
-        self.backend_tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
+        path = Path(folder) / "tokenizer.json"
+        self.backend_tokenizer = Tokenizer.from_file(str(path))  # from the file: from its text held in Python, 50 MB more at the peak
+        self.source_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()  # names what same_bpe.py keeps of this vocabulary
         self.added_tokens_decoder = self.backend_tokenizer.get_added_tokens_decoder()
         self.bos_token, self.eos_token, self.unk_token, self.pad_token = (_token_text(settings.get(key)) for key in _NAMED_TOKENS)
         self.chat_template = settings.get("chat_template")
