@@ -123,13 +123,14 @@ def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfT
     """The spans of `turns` in `rendered.text` (see the module docstring for how each is found)."""
     text = rendered.text
     assistant: dict[int, list[tuple[int, int]]] = {}
+    pieces = []  # (start, end, message) of every assistant piece, in text order as the segments are
     position = 0
     for segment in rendered.segments:
         size = len(segment.text)
         if segment.turn is not None:
             assistant.setdefault(segment.turn, []).append((position, position + size))
+            pieces.append((position, position + size, segment.turn))
         position += size
-    pieces = sorted((start, end, n) for n, own in assistant.items() for start, end in own)
     spans, owners, eot, reasoning, calls, cursor = [], [], [], [], [], 0
     for n, turn in enumerate(turns):
         own = assistant.get(n)
@@ -161,8 +162,10 @@ def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfT
         reasoning.append(_reasoning_span(text, turn, []) if turn.reasoning else (0, 0))
         calls.append(0)
     roles = [_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns]
-    order = sorted(range(len(spans)), key=spans.__getitem__)
-    return MessageSpans([spans[k] for k in order], [owners[k] for k in order], roles, eot, calls, reasoning)
+    if spans != sorted(spans):  # messages found out of order (a template that moves one): sort with their owners
+        order = sorted(range(len(spans)), key=spans.__getitem__)
+        spans, owners = [spans[k] for k in order], [owners[k] for k in order]
+    return MessageSpans(spans, owners, roles, eot, calls, reasoning)
 
 
 def _rendered_calls(text: str, turn: Turn, own: list[tuple[int, int]]) -> int:
