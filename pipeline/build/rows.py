@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +31,7 @@ from masked_shards.build.direct_render import direct_renderer
 from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, TemplateError
 from masked_shards.build.tokenization import EncodedBatch, Encoder, FolderTokenizer, TokenizerError, full_tokenizer, special_tokens
 from masked_shards.read.translation import TranslationPair
+from masked_shards.build.token_rows import FittedRows, TokenRows, bounds, concat_rows, fit_rows, padded_column, take_rows, token_rows
 from masked_shards.build.turn_counts import EndOfTurn, MessageCounts, MessageSpans, MessageTokens, count_rows, locate, message_spans, pair_counts
 
 _PROBE = Example(
@@ -50,25 +50,9 @@ _TOOL_PROBE = (
 )
 
 
-@dataclass(frozen=True, eq=False)
-class Tokens:
-    """One example encoded, before it is fitted to length.
-
-    Aligned (decoder): `labels` is `input_ids` with IGNORE_INDEX where not supervised. Not
-    aligned (seq2seq): `input_ids` is the source, `labels` the target. `keep_last`: truncation
-    keeps the final token of `input_ids` (a source's closing special token, which the encoder
-    always saw, as the tokenizer's own truncation does)."""
-
-    input_ids: np.ndarray
-    labels: np.ndarray
-    split_at_boundaries: bool = False
-    keep_last: bool = False
-    messages: MessageTokens | None = None  # decoder: each token's message, for the coverage report
-
-
 class Encoding(Protocol):
     """What differs between model types: which texts of an item are checked for special tokens,
-    and how a batch of items becomes `Tokens`."""
+    and how a batch of items becomes `TokenRows`."""
 
     aligned: bool
 
@@ -76,10 +60,11 @@ class Encoding(Protocol):
         """(where, text) of every text the item's author wrote, as named in a rejection."""
         ...
 
-    def start(self, items: Sequence[Example | TranslationPair], spelled: Sequence[bool]) -> Callable[[], list[Tokens | Rejected]]:
-        """Begin encoding; the function returned gives one result per item (and may wait for work
-        going on beside the caller's meanwhile). `spelled[i]`: item i writes a special token's
-        text, to be kept as plain text (only happens under `--special-text plain`)."""
+    def start(self, items: Sequence[Example | TranslationPair], spelled: Sequence[bool]) -> Callable[[], tuple[TokenRows, list[Rejected | None]]]:
+        """Begin encoding; the function returned gives the rows and, per item, None for an item
+        that has a row (rows in item order) or the Rejected it became (it may wait for work going
+        on beside the caller's meanwhile). `spelled[i]`: item i writes a special token's text, to
+        be kept as plain text (only happens under `--special-text plain`)."""
         ...
 
 
@@ -120,7 +105,7 @@ class RowBuilder:
 
             start(b1)  start(b2) finish(b1)  start(b3) finish(b2)  ...   [encoder: b1 | b2 | b3]
         """
-        outcomes: list[_Fitted | Rejected | Dropped | None] = []  # None: still to encode
+        outcomes: list[Rejected | None] = []  # None: still to encode
         kept, spelled = [], []
         for item in items:
             found = _special_text(self.encoding.texts(item), self._special_pattern)
@@ -134,60 +119,51 @@ class RowBuilder:
         encoding = self.encoding.start(kept, spelled)
 
         def finish() -> RowBatch:
-            encoded = zip(kept, encoding())
-            for n, outcome in enumerate(outcomes):
-                if outcome is None:
-                    item, tokens = next(encoded)
-                    outcomes[n] = tokens if isinstance(tokens, Rejected) else self._fit(item, tokens)
-            rows = self._gather([o for o in outcomes if isinstance(o, _Fitted)])
-            return RowBatch(rows, tuple(o for o in outcomes if not isinstance(o, _Fitted)), self.encoding.aligned)
+            rows, failed = encoding()
+            encoded = [item for item, failure in zip(kept, failed) if failure is None]
+            config = self.config
+            fitted, dropped = fit_rows(rows, self.encoding.aligned, config.max_length, config.overlong, config.keeps_overlong)
+            failures, row = iter(failed), 0
+            others: list[Rejected | Dropped] = []
+            for outcome in outcomes:
+                failure = outcome or next(failures)
+                if failure is not None:
+                    others.append(failure)
+                    continue
+                if row in dropped:
+                    item = encoded[row]
+                    others.append(Dropped(item.example_id, item.source, *dropped[row]))
+                row += 1
+            return RowBatch(self._gather(fitted, [encoded[i] for i in fitted.kept.tolist()]), tuple(others), self.encoding.aligned)
 
         return finish
 
-    def _fit(self, item: Example | TranslationPair, tokens: Tokens) -> _Fitted | Dropped:
-        """Truncation and the drops it implies, in one place for both model types. Aligned rows
-        are cut as one; a source and its target are each cut to --max-length."""
-        max_length, aligned = self.config.max_length, self.encoding.aligned
-        sides = [("example", len(tokens.input_ids))] if aligned else [("source", len(tokens.input_ids)), ("target", len(tokens.labels))]
-        overlong = [f"{side} has {length} tokens" for side, length in sides if length > max_length]
-        if overlong and self.config.overlong == "drop":
-            return Dropped(item.example_id, item.source, "overlong", f"{' and '.join(overlong)}, more than --max-length {max_length}")
-        if self.config.keeps_overlong:  # kept whole: packing or striding cuts it into rows later
-            max_length, overlong = len(tokens.input_ids), []
-        ids, labels = _truncate(tokens.input_ids, max_length, tokens.keep_last), tokens.labels[:max_length]
-        if not (labels != IGNORE_INDEX).any():
-            reason = "no_supervised_tokens_after_truncation" if overlong else "no_supervised_tokens"
-            return Dropped(item.example_id, item.source, reason, f"no supervised token in the first {len(labels)} tokens")
-        return _Fitted(item, ids, labels, bool(overlong), tokens.split_at_boundaries, sum(length for _, length in sides), tokens.messages, len(tokens.labels) > max_length)
-
-    def _count_messages(self, fitted: list[_Fitted]) -> MessageCounts:
+    def _count_messages(self, fitted: FittedRows) -> MessageCounts:
         """What each message of the rows became (turn_counts.py): for decoder rows from their
         tokens' messages; an encoder-decoder row is a source message and a target message."""
+        rows = fitted.rows
         if self.encoding.aligned:
-            return count_rows([f.messages for f in fitted], [f.labels for f in fitted])
-        lengths = np.array([[len(f.input_ids), len(f.labels)] for f in fitted], dtype=np.int64).reshape(-1, 2)
-        return pair_counts(lengths[:, 0], lengths[:, 1], np.array([f.target_cut for f in fitted], dtype=bool))
+            return count_rows(rows.messages, rows.labels, np.diff(rows.label_bounds))
+        return pair_counts(np.diff(rows.id_bounds), np.diff(rows.label_bounds), fitted.target_cut)
 
-    def _gather(self, fitted: list[_Fitted]) -> pa.RecordBatch:
+    def _gather(self, fitted: FittedRows, items: list[Example | TranslationPair]) -> pa.RecordBatch:
         """The rows as BATCH_SCHEMA columns, each list column built from one flat array and its
         offsets; padding (--pad-to) is the pad id in `input_ids`, -100 in `labels`, 0 in
         `attention_mask`, each column to the padded length of its own content."""
-        ids, labels = [f.input_ids for f in fitted], [f.labels for f in fitted]
-        lengths = np.array([len(i) for i in ids], dtype=np.int64)
-        label_lengths = np.array([len(i) for i in labels], dtype=np.int64)
+        rows = fitted.rows
+        lengths, label_lengths = np.diff(rows.id_bounds), np.diff(rows.label_bounds)
         padded, label_padded = (lengths, label_lengths) if self.config.pad_to is None else (self._padded(lengths), self._padded(label_lengths))
-        position = np.arange(int(padded.sum())) - np.repeat(np.cumsum(padded) - padded, padded)
-        attention = (position < np.repeat(lengths, padded)).astype(np.int8)
+        attention = np.ones(len(rows.ids), dtype=np.int8)
         columns = [
-            _list_column(ids, padded, self._pad_id, pa.int32()),
-            _list_column(labels, label_padded, IGNORE_INDEX, pa.int32()),
-            pa.ListArray.from_arrays(_offsets(padded), attention, type=pa.list_(pa.int8())),
-            pa.array([f.item.example_id for f in fitted], pa.string()),
-            pa.array([f.item.source for f in fitted], pa.string()),
-            pa.array([split_for(f.item.example_id, self.config.validation_fraction) for f in fitted], pa.string()),
-            pa.array([f.truncated for f in fitted], pa.bool_()),
-            pa.array([f.split_at_boundaries for f in fitted], pa.bool_()),
-            pa.array([f.tokens_before_truncation for f in fitted], pa.int32()),
+            padded_column(rows.ids, lengths, padded, self._pad_id or 0, pa.int32()),
+            padded_column(rows.labels, label_lengths, label_padded, IGNORE_INDEX, pa.int32()),
+            padded_column(attention, lengths, padded, 0, pa.int8()),
+            pa.array([item.example_id for item in items], pa.string()),
+            pa.array([item.source for item in items], pa.string()),
+            pa.array([split_for(item.example_id, self.config.validation_fraction) for item in items], pa.string()),
+            pa.array(fitted.truncated, pa.bool_()),
+            pa.array(rows.split_at_boundaries, pa.bool_()),
+            pa.array(fitted.tokens_before_truncation, pa.int32()),
             *_message_columns(self._count_messages(fitted)),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=BATCH_SCHEMA)
@@ -196,24 +172,10 @@ class RowBuilder:
         return np.array([self.config.pad_length(n) for n in lengths.tolist()], dtype=np.int64)
 
 
-@dataclass(frozen=True, eq=False)
-class _Fitted:
-    """A row fitted to --max-length, not yet padded."""
-
-    item: Example | TranslationPair
-    input_ids: np.ndarray
-    labels: np.ndarray
-    truncated: bool
-    split_at_boundaries: bool
-    tokens_before_truncation: int
-    messages: MessageTokens | None  # decoder rows: each token's message (turn_counts.py)
-    target_cut: bool  # seq2seq rows: truncation cut the target (and its EOS)
-
-
 def _message_columns(counts: MessageCounts) -> list[pa.ListArray]:
     """The report-only columns `turn_roles`, `turn_tokens`, `turn_supervised`, `turn_eot`,
     `turn_calls`, `turn_reasoning` (records.BATCH_SCHEMA), one list per row with one value per message."""
-    offsets = _offsets(counts.lengths)
+    offsets = bounds(counts.lengths).astype(np.int32)
     fields = (
         (counts.roles, pa.int8()),
         (counts.tokens, pa.int32()),
@@ -223,36 +185,6 @@ def _message_columns(counts: MessageCounts) -> list[pa.ListArray]:
         (counts.reasoning, pa.int32()),
     )
     return [pa.ListArray.from_arrays(offsets, values.astype(value_type.to_pandas_dtype(), copy=False), type=pa.list_(value_type)) for values, value_type in fields]
-
-
-def _truncate(ids: np.ndarray, max_length: int, keep_last: bool) -> np.ndarray:
-    """The first `max_length` tokens; with `keep_last`, the first `max_length - 1` and the last."""
-    if len(ids) <= max_length:
-        return ids
-    return np.concatenate([ids[: max_length - 1], ids[-1:]]) if keep_last else ids[:max_length]
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    """Arrow list offsets of rows of these lengths: [0, l0, l0 + l1, ...]."""
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
-
-
-def _list_column(pieces: list[np.ndarray], padded: np.ndarray, fill: int | None, value_type: pa.DataType) -> pa.ListArray:
-    """One list column from per-row arrays, row i padded with `fill` to `padded[i]`: one flat
-    array and its offsets (the rows are copied into it, no Python object per token)."""
-    offsets = _offsets(padded)
-    dtype = value_type.to_pandas_dtype()
-    if not pieces:
-        values = np.zeros(0, dtype)
-    elif int(offsets[-1]) == sum(len(p) for p in pieces):  # nothing to pad
-        values = np.concatenate(pieces).astype(dtype, copy=False)
-    else:
-        values = np.full(int(offsets[-1]), fill, dtype=dtype)
-        for start, piece in zip(offsets[:-1].tolist(), pieces):
-            values[start : start + len(piece)] = piece
-    return pa.ListArray.from_arrays(offsets, values, type=pa.list_(value_type))
 
 
 class DecoderEncoding:
@@ -285,11 +217,11 @@ class DecoderEncoding:
         for text in strings_in(example.tools):
             yield "tools", text
 
-    def start(self, examples: Sequence[Example], spelled: Sequence[bool]) -> Callable[[], list[Tokens | Rejected]]:
+    def start(self, examples: Sequence[Example], spelled: Sequence[bool]) -> Callable[[], tuple[TokenRows, list[Rejected | None]]]:
         """Strings without plain spans are encoded whole in one call (in the encoding thread) and
         labelled together; a string where a token crosses a span edge, or with plain spans, is
         then encoded alone in pieces (tokenization.py) and labelled alone."""
-        results: list[Rendered | Tokens | Rejected] = [self._render(example, plain) for example, plain in zip(examples, spelled)]
+        results: list[Rendered | Rejected] = [self._render(example, plain) for example, plain in zip(examples, spelled)]
         spans = {
             n: select_spans(r.text, r.turn_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
             for n, r in enumerate(results)
@@ -300,19 +232,25 @@ class DecoderEncoding:
         encoding = self._encoding_thread.submit(self._encoder.encode_batch, [results[n].text for n in whole])
         return lambda: self._label(results, spans, messages, whole, encoding.result())
 
-    def _label(self, results: list[Rendered | Tokens | Rejected], spans: dict[int, list[tuple[int, int]]], messages: dict[int, MessageSpans], whole: dict[int, int], batch: EncodedBatch) -> list[Tokens | Rejected]:
-        labels, crossing = _labels_together(batch, [results[n].text for n in whole], [spans[n] for n in whole])
-        located = _messages_together(batch, [results[n].text for n in whole], [messages[n] for n in whole])
-        for n, k in whole.items():
-            if k not in crossing:
-                start, end = batch.bounds[k], batch.bounds[k + 1]
-                results[n] = Tokens(batch.ids[start:end], labels[start:end], messages=located[k])
+    def _label(self, results: list[Rendered | Rejected], spans: dict[int, list[tuple[int, int]]], messages: dict[int, MessageSpans], whole: dict[int, int], batch: EncodedBatch) -> tuple[TokenRows, list[Rejected | None]]:
+        """The rows of the strings encoded together, labelled together; a string where a token
+        crosses a span edge, or with plain spans, encoded and labelled alone in its place."""
+        texts = [results[n].text for n in whole]
+        labels, crossing = _labels_together(batch, texts, [spans[n] for n in whole])
+        together = TokenRows(batch.ids, batch.bounds, labels, batch.bounds, np.zeros(len(whole), bool), np.zeros(len(whole), bool), _messages_together(batch, texts, [messages[n] for n in whole]))
+        parts, order = [together], []
         for n, rendered in enumerate(results):
-            if isinstance(rendered, Rendered):
-                encoded = self._encoder.encode(rendered.text, span_edges(spans[n]), rendered.plain_spans, batch[whole[n]] if n in whole else None)
-                alone = _messages_alone(encoded.offsets, messages[n])
-                results[n] = Tokens(encoded.ids, build_labels(encoded.ids, encoded.offsets, spans[n]), encoded.split_at_boundaries, messages=alone)
-        return results
+            if isinstance(rendered, Rejected):
+                continue
+            if n in whole and whole[n] not in crossing:
+                order.append(whole[n])
+                continue
+            encoded = self._encoder.encode(rendered.text, span_edges(spans[n]), rendered.plain_spans, batch[whole[n]] if n in whole else None)
+            labelled = build_labels(encoded.ids, encoded.offsets, spans[n])
+            parts.append(token_rows([encoded.ids], [labelled], split_at_boundaries=[encoded.split_at_boundaries], messages=_messages_alone(encoded.offsets, messages[n])))
+            order.append(len(whole) + len(parts) - 2)
+        rows = together if len(parts) == 1 else take_rows(concat_rows(parts), np.array(order, dtype=np.int64))
+        return rows, [r if isinstance(r, Rejected) else None for r in results]
 
     def _render(self, example: Example, plain: bool) -> Rendered | Rejected:
         if example.turns[0].role == TEXT_ROLE:  # continued pretraining: the document, then EOS
@@ -387,11 +325,9 @@ def _labels_together(batch: EncodedBatch, texts: list[str], spans: list[list[tup
     return build_labels(batch.ids, offsets, moved), set((np.searchsorted(starts, crossed, side="right") - 1).tolist())
 
 
-def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[MessageSpans]) -> list[MessageTokens]:
-    """Each string's `MessageTokens` from one `locate` over the whole batch, its strings laid end
+def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[MessageSpans]) -> MessageTokens:
+    """The strings' `MessageTokens` from one `locate` over the whole batch, its strings laid end
     to end as in `_labels_together`; message and token indices are then made each string's own."""
-    if not texts:
-        return []
     starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
     counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
@@ -410,10 +346,7 @@ def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[Mes
     calls = np.array([c for m in messages for c in m.calls], dtype=np.int64)
     reasoning = np.array([r for m in messages for r in m.reasoning], dtype=np.int64).reshape(-1, 2)
     reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning + moved[:, None]) - np.repeat(batch.bounds[:-1], counts)[:, None], reasoning)
-    return [
-        MessageTokens(owner[batch.bounds[k] : batch.bounds[k + 1]], roles[first[k] : first[k + 1]], eot_token[first[k] : first[k + 1]], calls[first[k] : first[k + 1]], reasoning[first[k] : first[k + 1]])
-        for k in range(len(messages))
-    ]
+    return MessageTokens(owner, roles, eot_token, calls, reasoning, counts)
 
 
 def _token_range(token_starts: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -422,13 +355,13 @@ def _token_range(token_starts: np.ndarray, spans: np.ndarray) -> np.ndarray:
 
 
 def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageTokens:
-    """One string's `MessageTokens` (a string encoded alone, in pieces)."""
+    """One string's `MessageTokens`, a batch of one (a string encoded alone, in pieces)."""
     spans = np.array(messages.spans, dtype=np.int64).reshape(-1, 2)
     token_starts = offsets[:, 0].astype(np.int64)
     owner, eot_token = locate(token_starts, spans, np.array(messages.owners, dtype=np.int64), np.array(messages.eot, dtype=np.int64))
     reasoning = np.array(messages.reasoning, dtype=np.int64).reshape(-1, 2)
     reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning), reasoning)
-    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning)
+    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning, np.array([len(messages.roles)], dtype=np.int64))
 
 
 class Seq2SeqEncoding:
@@ -460,22 +393,20 @@ class Seq2SeqEncoding:
         yield "source text", pair.src
         yield "target text", pair.tgt
 
-    def start(self, pairs: Sequence[TranslationPair], spelled: Sequence[bool]) -> Callable[[], list[Tokens | Rejected]]:
+    def start(self, pairs: Sequence[TranslationPair], spelled: Sequence[bool]) -> Callable[[], tuple[TokenRows, list[Rejected | None]]]:
         results = self.encode(pairs, spelled)  # transformers' call: nothing to overlap
         return lambda: results
 
-    def encode(self, pairs: Sequence[TranslationPair], spelled: Sequence[bool]) -> list[Tokens | Rejected]:
+    def encode(self, pairs: Sequence[TranslationPair], spelled: Sequence[bool]) -> tuple[TokenRows, list[Rejected | None]]:
         if not pairs:
-            return []
+            return token_rows([], []), []
         # split_special_tokens: text spelling a special token (only left under --special-text
         # plain) becomes ordinary characters; the post-processor's own special tokens are unaffected.
         sources = self._tokenizer([p.src for p in pairs], split_special_tokens=True)["input_ids"]
         targets = self._tokenizer(text_target=[p.tgt for p in pairs], split_special_tokens=True)["input_ids"]
-        results: list[Tokens | Rejected] = []
-        for source, target in zip(sources, targets):
-            labels = target if target[-1:] == [self._eos] else [*target, self._eos]
-            results.append(Tokens(np.array(source, dtype=np.int32), np.array(labels, dtype=np.int32), keep_last=bool(source) and source[-1] in self._special_ids))
-        return results
+        labels = [np.array(target if target[-1:] == [self._eos] else [*target, self._eos], dtype=np.int32) for target in targets]
+        keep_last = [bool(source) and source[-1] in self._special_ids for source in sources]
+        return token_rows([np.array(source, dtype=np.int32) for source in sources], labels, keep_last=keep_last), [None] * len(pairs)
 
 
 def _set_language_codes(tokenizer, source_lang: str | None, target_lang: str | None) -> None:

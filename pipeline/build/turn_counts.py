@@ -69,15 +69,18 @@ class MessageSpans:
 
 @dataclass(frozen=True, eq=False)
 class MessageTokens:
-    """Where an example's messages lie among its tokens: `token_message` (n,) the message of each
-    token (-1: markup), `roles` (m,), `eot` (m,) the token index of each end-of-turn token (-1: none),
-    `calls` (m,), `reasoning` (m, 2) each message's reasoning tokens [first, end) ((-n, -n): n characters left out)."""
+    """Where the messages of a batch of rows lie among their tokens, flat in row order (row i has
+    `counts[i]` messages): `token_message` the message of each token within its row (-1: markup),
+    one per token of the rows' ids; per message `roles`, `eot` the token index within its row of
+    its end-of-turn token (-1: none), `calls`, `reasoning` (m, 2) its reasoning tokens [first,
+    end) within its row ((-n, -n): n characters left out)."""
 
     token_message: np.ndarray
     roles: np.ndarray
     eot: np.ndarray
     calls: np.ndarray
     reasoning: np.ndarray
+    counts: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,45 +224,39 @@ def locate(starts: np.ndarray, spans: np.ndarray, owners: np.ndarray, eot_chars:
     return token_message, np.where(hit, token, -1)
 
 
-def count_rows(messages: Sequence[MessageTokens], labels: Sequence[np.ndarray]) -> MessageCounts:
+def count_rows(messages: MessageTokens, labels: np.ndarray, kept: np.ndarray) -> MessageCounts:
     """Each message's tokens, supervised tokens and end-of-turn state in a batch of rows, in one
-    pass: row i is `labels[i]`, aligned with the first `len(labels[i])` tokens of its example (a
-    truncated row counts what is left, and an end-of-turn token past the cut is `cut`).
+    pass: row i has `kept[i]` tokens (`messages.token_message` and `labels` are those of the rows
+    one after another); a truncated row counts what is left, and an end-of-turn token past the
+    cut is `cut`.
 
-        messages: token_message [-1, 0, 0, 1, 1]  eot [-1, 4]   labels (3 kept) [-100, -100, 7]
+        messages: token_message [-1, 0, 0]  eot [-1, 4]   labels (3 kept) [-100, -100, 7]
         ->  tokens [2, 0]  supervised [0, 0]  eot [none, cut]
     """
-    counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
-    kept = np.array([len(row) for row in labels], dtype=np.int64)
+    counts = messages.counts.astype(np.int64, copy=False)
+    kept = np.asarray(kept, dtype=np.int64)
     first_message = np.cumsum(counts) - counts
     first_token = np.cumsum(kept) - kept
-    flat_labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int32)
-    owner = np.concatenate([m.token_message[:k] for m, k in zip(messages, kept.tolist())]) if messages else np.zeros(0, dtype=np.int64)
-    owner = np.where(owner >= 0, owner + np.repeat(first_message, kept), -1)
+    owner = np.where(messages.token_message >= 0, messages.token_message + np.repeat(first_message, kept), -1)
     inside = owner >= 0
     total = int(counts.sum())
     tokens = np.bincount(owner[inside], minlength=total)
-    supervised = np.bincount(owner[inside & (flat_labels != IGNORE_INDEX)], minlength=total)
-    eot = np.concatenate([m.eot for m in messages]) if messages else np.zeros(0, dtype=np.int64)
+    supervised = np.bincount(owner[inside & (labels != IGNORE_INDEX)], minlength=total)
+    eot = messages.eot
     row_kept = np.repeat(kept, counts)
     present = (eot >= 0) & (eot < row_kept)
     trained = np.zeros(total, dtype=bool)
-    trained[present] = flat_labels[(eot + np.repeat(first_token, counts))[present]] != IGNORE_INDEX
+    trained[present] = labels[(eot + np.repeat(first_token, counts))[present]] != IGNORE_INDEX
     state = np.where(eot < 0, NO_EOT, np.where(eot >= row_kept, EOT_CUT, np.where(trained, EOT_TRAINED, EOT_MASKED)))
-    roles = np.concatenate([m.roles for m in messages]) if messages else np.zeros(0, dtype=np.int8)
-    calls = np.concatenate([m.calls for m in messages]) if messages else np.zeros(0, dtype=np.int64)
-    return MessageCounts(roles, tokens, supervised, state.astype(np.int8), counts, calls, _reasoning_supervised(messages, flat_labels, kept, first_token))
+    return MessageCounts(messages.roles, tokens, supervised, state.astype(np.int8), counts, messages.calls, _reasoning_supervised(messages.reasoning, counts, labels, kept, first_token))
 
 
-def _reasoning_supervised(messages: Sequence[MessageTokens], flat_labels: np.ndarray, kept: np.ndarray, first_token: np.ndarray) -> np.ndarray:
+def _reasoning_supervised(ranges: np.ndarray, counts: np.ndarray, labels: np.ndarray, kept: np.ndarray, first_token: np.ndarray) -> np.ndarray:
     """Per message, its supervised reasoning tokens among the tokens a row kept (-n where n
     characters of reasoning were not rendered): a difference of the running count of supervised labels."""
-    if not messages:
-        return np.zeros(0, dtype=np.int64)
-    ranges = np.concatenate([m.reasoning.reshape(-1, 2) for m in messages])
-    counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
+    ranges = ranges.reshape(-1, 2)
     row_kept, row_first = np.repeat(kept, counts), np.repeat(first_token, counts)
-    running = np.concatenate([[0], np.cumsum(flat_labels != IGNORE_INDEX)])
+    running = np.concatenate([[0], np.cumsum(labels != IGNORE_INDEX)])
     first = np.clip(ranges[:, 0], 0, row_kept) + row_first
     end = np.clip(ranges[:, 1], 0, row_kept) + row_first
     return np.where(ranges[:, 0] < 0, ranges[:, 0], np.maximum(running[np.maximum(end, first)] - running[first], 0))

@@ -246,17 +246,6 @@ def _padded_rows(ids: np.ndarray, labels: np.ndarray, length: np.ndarray, per_ro
     return _scatter(ids, destination, size, pad_id or 0), _scatter(labels, destination, size, IGNORE_INDEX), position, attention
 
 
-def padded_column(values: np.ndarray, lengths: np.ndarray, padded: np.ndarray, fill: int, value_type: pa.DataType) -> pa.ListArray:
-    """A list column from flat `values` of rows of `lengths`, row i filled with `fill` to `padded[i]`.
-
-        values [1 2 3], lengths [2, 1], padded [3, 2], fill 0  ->  [[1, 2, 0], [3, 0]]"""
-    lengths, padded = np.asarray(lengths, np.int64), np.asarray(padded, np.int64)
-    pad = padded - lengths
-    destination = np.arange(len(values)) + np.repeat(np.cumsum(pad) - pad, lengths)
-    offsets = _offsets(padded)
-    return _list(offsets, _scatter(values, destination, int(offsets[-1]), fill), value_type)
-
-
 def _scatter(values: np.ndarray, destination: np.ndarray, size: int, fill: int) -> np.ndarray:
     out = np.full(size, fill, dtype=values.dtype)
     out[destination] = values

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from masked_shards.build.masking import IGNORE_INDEX
-from masked_shards.shape.packing import padded_column
+from masked_shards.build.token_rows import padded_column
 from masked_shards.records import BATCH_SCHEMA
 
 STRIDED_BATCH_SCHEMA = pa.schema([*BATCH_SCHEMA, pa.field("window_start", pa.int32())])  # the window's first token in its document
