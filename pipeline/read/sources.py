@@ -474,7 +474,10 @@ def _too_large(size: int, max_bytes: int) -> str:
     return f"record is {size} bytes, over --max-record-bytes {max_bytes}; it was not parsed or tokenized"
 
 
-_LONG_DIGITS = re.compile("[0-9]" * 19)  # spelled out: twice as quick to scan for as [0-9]{19} or \d{19}
+# A run of 19 digits, found by turning every digit into "0" and looking for 19 of them: a fifth of
+# the time of a regex search for it (0.6 against 3.1 us a 470-byte line).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 
 
 def _json_value(text: str) -> object:
@@ -485,10 +488,12 @@ def _json_value(text: str) -> object:
     orjson decodes first (several times faster) where its answer is provably json's: it refuses
     what it cannot read exactly (NaN, 1e400, a lone surrogate), and json then decides; an
     integer of 19 digits or more, which orjson would turn into a float, goes to json directly
-    (as does any text with a run of 19 digits: both parsers read a string alike)."""
-    if not _LONG_DIGITS.search(text):
+    (as does any text with a run of 19 digits: both parsers read a string alike). orjson reads
+    the text's UTF-8 bytes (a character that UTF-8 cannot hold, a lone surrogate, gives bytes it refuses)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if _LONG_DIGITS not in data.translate(_DIGITS_AS_ZERO):
         try:
-            return orjson.loads(text)
+            return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
     try:

@@ -330,6 +330,8 @@ def test_json_arrays_csv_line_pairs_and_datasets_are_one_range(tmp_path):
 
 JSON_EDGES = [
     '{"big": 123456789012345678901234567890, "small": -9223372036854775808}',  # beyond 64 bits: json's int
+    '{"edge": 18446744073709551616, "under": 18446744073709551615, "neg": -9223372036854775809, "short": 999999999999999999}',  # 2^64, 2^64 - 1, below -2^63, 18 digits
+    '{"text": "caf\u00e9 \u00e9t\u00e9 — 你好", "n": 12345678901234567890}',  # other than ASCII, and 20 digits
     '{"x": NaN, "y": Infinity, "z": 1e400}',  # json's extensions and an overflow
     '{"lone": "\\ud800"}',  # a lone surrogate escape
     '{"a": 1, "a": 2, "f": [0.1, -0.0, 5e-324, 1.7976931348623157e308], "s": "\\u00df\\n"}',
