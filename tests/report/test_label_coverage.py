@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from conftest import Row, row_batch
-from masked_shards.report.label_coverage import Coverage, reconcile, report_text
+from masked_shards.report.label_coverage import Coverage, _per_row, reconcile, report_text
 from masked_shards.records import Dropped, Rejected
 
 
@@ -168,3 +172,15 @@ def test_tool_calls_results_and_reasoning_are_counted_from_real_rows(demo_tokeni
     assert (plain["tool_calls"], plain["tool_calls_trained"], plain["reasoning_not_rendered"], plain["tool_results"]) == (0, 0, 1, 0)
     assert plain["reasoning_characters_not_rendered"] == len("Two cities, two calls.")
     assert "tool use" in report_text(reports[qwen3]) and "1 turns with parallel calls" in report_text(reports[qwen3])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(-100, 5), max_size=6), max_size=8), data=st.data())
+def test_per_row_counts_are_each_rows_own_on_any_slice(rows, data):
+    """Counted per row from the flat values at the rows' offsets: empty rows, a sliced array, and
+    a slice ending in empty rows count as a loop over each row does."""
+    lists = pa.array(rows, pa.list_(pa.int32()))
+    start = data.draw(st.integers(0, len(rows)))
+    stop = data.draw(st.integers(start, len(rows)))
+    got = _per_row(lists.slice(start, stop - start), lambda values: values != -100)
+    assert got.tolist() == [sum(v != -100 for v in row) for row in rows[start:stop]]
