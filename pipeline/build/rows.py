@@ -126,7 +126,7 @@ class RowBuilder:
             failures, row = iter(failed), 0
             others: list[Rejected | Dropped] = []
             for outcome in outcomes:
-                failure = outcome or next(failures)
+                failure = outcome if outcome is not None else next(failures)
                 if failure is not None:
                     others.append(failure)
                     continue

@@ -499,7 +499,7 @@ def _stand_back() -> bool:
 
 
 _POOL_LOCK = threading.Lock()
-_POOL_STARTED: list[bool] = []  # [True] once started
+_pool_started = False
 
 
 def _start_pool(backend: Tokenizer) -> None:
@@ -508,13 +508,14 @@ def _start_pool(backend: Tokenizer) -> None:
     and its threads keep the niceness of the thread that started them: started by the checks an
     `Encoder` runs in the caller's thread (same_bpe.py's probes), they ran at the Python thread's
     own priority. An encode before this one (a test's, a user's) leaves the pool as it started."""
+    global _pool_started
     with _POOL_LOCK:
-        if _POOL_STARTED:
+        if _pool_started:
             return
         starter = threading.Thread(target=lambda: _stand_back() and backend.encode_batch_fast(["", ""], add_special_tokens=False), name="masked-shards-pool")
         starter.start()
         starter.join()
-        _POOL_STARTED.append(True)
+        _pool_started = True
 
 
 class Encoder:
