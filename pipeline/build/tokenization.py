@@ -29,6 +29,7 @@ from tokenizers.pre_tokenizers import ByteLevel
 
 from masked_shards.read.hub import hub_out_of_reach, looks_like_path, quiet
 from masked_shards.build.masking import crossed_boundaries
+from masked_shards.build.token_rows import ranges
 from masked_shards.build.same_bpe import SameBPE, cores, same_bpe
 
 
@@ -441,8 +442,7 @@ def _gathering(count: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]
         lengths[positions] = np.diff(part_bounds)[rows]
         sources[positions] = part_bounds[:-1][rows] + base
         base += int(part_bounds[-1])
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    return bounds, np.arange(int(bounds[-1])) + np.repeat(sources - bounds[:-1], lengths)
+    return np.concatenate([[0], np.cumsum(lengths)]), ranges(sources, lengths)
 
 
 # Words whose merges a BPE model keeps (`tokenizers` keeps 10,000, and adds none once full): 55k

@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.build.token_rows import ranges
 
 PACKED_BATCH_SCHEMA = pa.schema(
     [
@@ -194,7 +195,7 @@ def _assemble(examples: pa.Table, pieces: Pieces, per_row: np.ndarray, pad_lengt
     length = pieces.length
     placed = np.cumsum(length) - length  # each piece's first token in the unpadded rows
     total = int(length.sum())
-    gather = np.repeat(token_offsets[pieces.row] + pieces.start - placed, length) + np.arange(total)
+    gather = ranges(token_offsets[pieces.row] + pieces.start, length)
     ids = ids_list.values.to_numpy()[gather]
     labels = labels_list.values.to_numpy()[gather].copy()
     labels[placed] = IGNORE_INDEX
