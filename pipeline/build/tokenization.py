@@ -18,6 +18,7 @@ import tempfile
 import threading
 import unicodedata
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
@@ -344,7 +345,7 @@ class Spelling:
         return text.isascii() or all(unicodedata.is_normalized(form, text) for form in self.forms)
 
 
-def _spelling(backend: Tokenizer, vocabulary: dict[str, int]) -> Spelling | None:
+def _spelling(backend: Tokenizer, read_vocabulary: Callable[[], dict[str, int]]) -> Spelling | None:
     """The token lengths and normal forms, when a token's offsets follow from the lengths of the
     tokens before it; None otherwise. That needs three things:
 
@@ -367,6 +368,7 @@ def _spelling(backend: Tokenizer, vocabulary: dict[str, int]) -> Spelling | None
     kinds = [p["type"] for p in pre_tokenizers]
     if "ByteLevel" not in kinds or set(kinds) - _WRITING_NOTHING or any(p.get("add_prefix_space") for p in pre_tokenizers if p["type"] == "ByteLevel"):
         return None
+    vocabulary = read_vocabulary()  # only once the cheap checks pass: 0.1 s on 151k tokens
     if not set("".join(vocabulary)) <= set(ByteLevel.alphabet()):
         return None
     added = backend.get_added_tokens_decoder()
@@ -529,7 +531,8 @@ class Encoder:
         self._backend.encode_special_tokens = False
         self._stripping = {token_id: t.content for token_id, t in tokenizer.added_tokens_decoder.items() if t.lstrip or t.rstrip}
         self._stripping_ids = np.array(sorted(self._stripping), dtype=np.int32)
-        vocabulary = self._backend.get_vocab(with_added_tokens=False)  # read once (0.1 s on 151k tokens) for both checks below
+        # The model's vocabulary, read at most once for both checks below, and only by a byte-level BPE's.
+        vocabulary = functools.cache(lambda: self._backend.get_vocab(with_added_tokens=False))
         self._spelling = _spelling(self._backend, vocabulary)
         _remember_more_words(self._backend.model)
         # For the strings `encode_batch` encodes without offsets, all of them left as they are by the normalizer.
@@ -539,7 +542,7 @@ class Encoder:
         self._ways = cores()
         self._same_pool: ThreadPoolExecutor | None = None
         _start_pool(self._backend)  # before the checks below encode in this thread
-        self._same = _same_bpe_for(tokenizer.backend_tokenizer, self._unnormalized, vocabulary, getattr(tokenizer, "source_sha256", None)) if self._spelling is not None else None
+        self._same = _same_bpe_for(tokenizer.backend_tokenizer, self._unnormalized, vocabulary(), getattr(tokenizer, "source_sha256", None)) if self._spelling is not None else None
 
     def background(self) -> None:
         """Make the calling thread give way to the thread that runs Python; run first in the thread
