@@ -575,7 +575,8 @@ def _per_row(lists: pa.ListArray, count) -> np.ndarray:
     values = pc.list_flatten(lists).to_numpy()
     offsets = lists.offsets.to_numpy()
     starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
-    counted = np.concatenate([count(values), np.zeros(1, dtype=np.int64)])  # a last 0: a start may be the end
+    counted = count(values)
+    counted = np.concatenate([counted, np.zeros(1, dtype=counted.dtype)])  # a last 0: a start may be the end; in the counts' own type, not widened per token
     sums = np.add.reduceat(counted, starts, dtype=np.int64) if len(starts) else np.zeros(0, dtype=np.int64)
     sums[starts == ends] = 0
     return sums
