@@ -5,6 +5,13 @@ Every input shape (alpaca, prompt/completion, messages, sharegpt) becomes one cu
 become an `Example` becomes a `Rejected`, which keeps the raw input and where it came from so
 nothing is ever lost silently. Tokenized rows travel a batch at a time as Arrow columns
 (`RowBatch`, `BATCH_SCHEMA`), never one Python object per row or token.
+
+The objects made for every record (`Turn`, `Example`, `Segment`; `RawRecord` and a line in
+sources.py, `Rendered` in templates.py) are slotted dataclasses, not frozen ones, though nothing
+changes them once made: a frozen dataclass sets each field through `object.__setattr__`, 1.0 µs
+for a `Turn` against 0.24 µs, and a chat makes about nine of them (6 µs of the 70 µs of Python
+a chat costs the worker's one thread). The other records, made once per batch or per rejection,
+stay frozen.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _UNUSABLE = re.compile("[\ufdd0-\ufdef\ud800-\udfff]")  # either kind: one scan finds a text clean
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Turn:
     """One message. `trainable` is only ever true for assistant turns; `reasoning` is an
     assistant's thinking text, rendered by templates that know it. `tool_calls` are an
@@ -57,7 +64,7 @@ class Turn:
         return message
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Example:
     """A conversation ready to render. `example_id` is `<input name>:<0-based record index>`;
     `tools` the record's tool definitions (JSON-schema functions), handed to the template as
@@ -70,7 +77,7 @@ class Example:
     tools: list[dict[str, object]] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Segment:
     """A run of the rendered training string; the segments of an example join to that string.
 
