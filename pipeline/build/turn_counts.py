@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from masked_shards.build.masking import IGNORE_INDEX
+from masked_shards.build.masking import IGNORE_INDEX, span_of_tokens
 from masked_shards.records import TOOL_CALL, TURN_EOT, TURN_ROLES, Turn
 from masked_shards.build.templates import Rendered, reasoning_shown
 
@@ -205,19 +205,16 @@ def _reasoning_span(text: str, turn: Turn, own: list[tuple[int, int]]) -> tuple[
 def locate(starts: np.ndarray, spans: np.ndarray, owners: np.ndarray, eot_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(message of each token, token index of each end-of-turn character), for token start
     characters `starts` (sorted), message `spans` (sorted, disjoint) and the message `owners` of
-    each: a token belongs to the span holding its first character, as in `masking.build_labels`.
+    each: a token belongs to the span holding its first character (`masking.span_of_tokens`, as labels).
     Works on a whole batch at once when both are laid end to end (each string's positions moved
     by the characters before it).
 
         starts [0, 4, 6, 9]   spans [(4, 9)]   owners [1]   eot [6]   ->   [-1, 1, 1, -1], [2]
     """
+    found = span_of_tokens(starts, spans)
     token_message = np.full(len(starts), -1, dtype=np.int32)
-    filled = np.flatnonzero(spans[:, 1] > spans[:, 0])  # an empty span holds no token
-    if len(filled):
-        at = np.searchsorted(spans[filled, 0], starts, side="right") - 1
-        inside = at >= 0
-        inside[inside] = starts[inside] < spans[filled[at[inside]], 1]
-        token_message[inside] = owners[filled[at[inside]]]
+    inside = found >= 0
+    token_message[inside] = owners[found[inside]]
     token = np.searchsorted(starts, eot_chars, side="left")
     hit = (eot_chars >= 0) & (token < len(starts))
     hit[hit] = starts[token[hit]] == eot_chars[hit]

@@ -49,6 +49,37 @@ def test_labels_and_crossed_edges_come_from_token_starts():
     assert crossed_boundaries(offsets, span_edges([(5, 10), (11, 12)])).tolist() == [5, 10, 11]  # two edges in one token
 
 
+@st.composite
+def _tokens_and_spans(draw):
+    """Token offsets as tokenizers give them (starts never going back; a token may share its last
+    character with the next, as a byte-level token splitting a character does) and sorted,
+    disjoint spans, some empty, some ending past the text."""
+    widths = draw(st.lists(st.integers(0, 4), max_size=40))
+    starts = np.cumsum([0, *widths])[:-1] if widths else np.zeros(0, dtype=np.int64)
+    ends = starts + np.array(widths, dtype=np.int64) + np.array(draw(st.lists(st.integers(0, 1), min_size=len(widths), max_size=len(widths))), dtype=np.int64)
+    cuts = sorted(draw(st.lists(st.integers(0, int(ends.max(initial=0)) + 3), max_size=8)))
+    spans = [(cuts[k], cuts[k + 1]) for k in range(0, len(cuts) - 1, 2)]
+    return np.stack([starts, ends], axis=1).reshape(-1, 2), spans
+
+
+@given(_tokens_and_spans(), st.randoms(use_true_random=False))
+@settings(max_examples=300, deadline=None)
+def test_labels_and_crossed_edges_match_a_token_by_token_reading(case, random):
+    """Both searches (from the spans for tokens in text order, from the tokens otherwise) give
+    what reading token by token gives: the span holding each token's first character, and the
+    edges some token strictly contains. Shuffled tokens take the second search."""
+    offsets, spans = case
+    ids = np.arange(100, 100 + len(offsets), dtype=np.int32)
+    expected_labels = [int(i) if any(a <= s < b for a, b in spans) else -100 for i, (s, _) in zip(ids, offsets.tolist())]
+    edges = span_edges(spans) if spans else np.zeros(0, dtype=np.int64)
+    expected_crossed = sorted({int(e) for e in edges.tolist() for s, t in offsets.tolist() if s < e < t})
+    order = list(range(len(offsets)))
+    random.shuffle(order)
+    for tokens in (np.arange(len(offsets)), np.array(order, dtype=np.int64)):
+        assert build_labels(ids[tokens], offsets[tokens], spans).tolist() == [expected_labels[k] for k in tokens.tolist()]
+        assert crossed_boundaries(offsets[tokens], edges).tolist() == expected_crossed
+
+
 def test_a_span_is_cut_to_what_the_model_generates():
     """The generation prompt's tail a template repeats inside its span, and whitespace after the
     closing special token, are not generated; whitespace not after a special token may be the
