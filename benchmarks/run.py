@@ -14,6 +14,7 @@ Rows (benchmarks/README.md says exactly what each one times):
   trl         (c)  TRL's SFTTrainer preparation, assistant_only_loss (benchmarks/trl_prep.py)
   trl_bfd     (c2) the same with BFD packing
   trl_cores   (c3) (c) with dataset_num_proc = this machine's cores (TRL's fastest setting)
+  trl_bfd_cores (c4) (c2) with dataset_num_proc = this machine's cores: what (b3) is set against
   ours_wN     `--workers N,M,...` adds one row per N: (b) with N worker processes (multi_processing)
 
 Each measurement is a separate child process with fresh output and cache folders; repeats are
@@ -72,9 +73,11 @@ ROWS = {
         Row("trl", "(c) TRL SFTTrainer, assistant_only_loss", "trl"),
         Row("trl_bfd", "(c2) TRL SFTTrainer, assistant_only_loss + BFD packing", "trl", ("--packing",)),
         Row("trl_cores", f"(c3) TRL SFTTrainer, assistant_only_loss, dataset_num_proc={os.cpu_count()}", "trl", ("--num-proc", str(os.cpu_count()))),
+        Row("trl_bfd_cores", f"(c4) TRL SFTTrainer, assistant_only_loss + BFD packing, dataset_num_proc={os.cpu_count()}", "trl", ("--packing", "--num-proc", str(os.cpu_count()))),
     )
 }
-LIMIT, REFERENCE, ALL_CORES = "limit", "trl", "trl_cores"  # the rows every other row is divided by
+# The rows every other row is divided by: unpacked rows are set against (c3), packed ones against (c4).
+LIMIT, REFERENCE, ALL_CORES, ALL_CORES_PACKED = "limit", "trl", "trl_cores", "trl_bfd_cores"
 # The start-up rows (--startup): whole-process times on the demo data, each in its own child.
 STARTUP_ROWS = {
     "error": "time to a config error (`run --template nosuch`)",
@@ -145,10 +148,10 @@ def measure_rows(rows: list[Row], examples: int, repeats: int, tokenizer: Path, 
 
 
 def throughput_table(results: dict[str, dict]) -> str:
-    bases = [results.get(name, {}).get("median") for name in (LIMIT, REFERENCE, ALL_CORES)]
+    bases = [results.get(name, {}).get("median") for name in (LIMIT, REFERENCE, ALL_CORES, ALL_CORES_PACKED)]
     lines = [
-        "| row | seconds | examples/s | tokens/s | tokens | supervised | peak RSS | tokens/s ÷ (a) | tokens/s ÷ (c) | tokens/s ÷ (c3) | whole process s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| row | seconds | examples/s | tokens/s | tokens | supervised | peak RSS | tokens/s ÷ (a) | tokens/s ÷ (c) | tokens/s ÷ (c3) | tokens/s ÷ (c4) | whole process s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, measured in results.items():
         m = measured["median"]
