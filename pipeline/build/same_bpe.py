@@ -46,13 +46,10 @@ from the model, and encoding every token), so the verdict is kept between runs (
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -62,11 +59,15 @@ from tokenizers import Tokenizer
 from tokenizers.models import BPE
 from tokenizers.pre_tokenizers import ByteLevel
 
-# What `_vocabulary_verdict` says when (M) and (B) hold; a verdict is kept between runs, under
-# $MASKED_SHARDS_CACHE, else $XDG_CACHE_HOME/masked-shards, else ~/.cache/masked-shards (in same-bpe/), named by a hash of the model's state
-# (or of the tokenizer.json it was read from) and of the versions below: it costs about a second on a 151k vocabulary and depends on nothing else.
+from masked_shards.build import kept
+
+# What `_vocabulary_verdict` says when (M) and (B) hold. A verdict is kept between runs (kept.py,
+# in same-bpe/), named by a hash of the model's state (or of the tokenizer.json it was read from)
+# and of the versions below: it costs about a second on a 151k vocabulary and depends on nothing
+# else. A tokenizer.json's ranks are kept too (in tiktoken/), once they passed every check.
 SAME = "same"
 CHECK_VERSION = 1
+VERDICTS, RANKS = "same-bpe", "tiktoken"
 
 # The split of `tokenizers`' ByteLevel pre-tokenizer with use_regex (GPT-2's published pattern).
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -146,23 +147,32 @@ def _build(backend: Tokenizer, vocabulary: dict[str, int] | None = None, source:
     if any(later.startswith(first) for first, later in zip(contents, contents[1:])):
         return "an added token is the start of another"
     identity = b"file " + source.encode() if source is not None else b"model " + model.__getstate__()
-    key = hashlib.sha256(b"\0".join([identity, *(v.encode() for v in _versions())])).hexdigest()
-    verdict = _remembered(key)
+    name = kept.key(identity, *_versions())
+    verdict = _kept_verdict(name)
     if verdict is None:
         verdict = _vocabulary_verdict(model, orjson.loads(model.__getstate__()))
-        _remember(key, verdict)
+        kept.keep(VERDICTS, name, verdict.encode("utf-8"))
     if verdict != SAME:
         return verdict
-    vocab = backend.get_vocab(with_added_tokens=False) if vocabulary is None else vocabulary
-    ranks = _ranks(vocab)
+    # A file's ranks are kept once every check below passed, so reading them back stands for those checks too.
+    ranks_name = kept.key(name, kept.TABLE_FORMAT)
+    ranks = kept.read_table(RANKS, ranks_name) if source is not None else None
+    checked = ranks is not None
+    if ranks is None:
+        ranks = _ranks(backend.get_vocab(with_added_tokens=False) if vocabulary is None else vocabulary)
     specials = {t.content: token_id for token_id, t in added.items()}
-    separator_id = max([*vocab.values(), *specials.values()]) + 1
+    separator_id = max([*ranks.values(), *specials.values()]) + 1
     try:
         encoding = tiktoken.Encoding("masked-shards", pat_str=pattern, mergeable_ranks=ranks, special_tokens={**specials, SEPARATOR: separator_id})
     except Exception as err:  # the regex in a syntax fancy-regex does not read
         return f"tiktoken does not take the pre-tokenizer's regex ({err})"
     same = SameBPE(encoding, separator_id, frozenset([*specials, SEPARATOR]))
-    return same if _ascii_agrees(backend, same, contents) else "tokenizers and tiktoken split some ASCII characters differently"
+    if not checked:
+        if not _ascii_agrees(backend, same, contents):
+            return "tokenizers and tiktoken split some ASCII characters differently"
+        if source is not None:
+            kept.keep_table(RANKS, ranks_name, ranks)
+    return same
 
 
 def _vocabulary_verdict(model: BPE, state: dict) -> str:
@@ -184,29 +194,12 @@ def _versions() -> tuple[str, ...]:
     return (str(CHECK_VERSION), tokenizers.__version__, tiktoken.__version__)
 
 
-def _verdicts() -> Path:
-    if os.environ.get("MASKED_SHARDS_CACHE"):
-        return Path(os.environ["MASKED_SHARDS_CACHE"]) / "same-bpe"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "masked-shards" / "same-bpe"
-
-
-def _remembered(key: str) -> str | None:
+def _kept_verdict(name: str) -> str | None:
+    data = kept.read(VERDICTS, name)
     try:
-        return (_verdicts() / key).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
         return None
-
-
-def _remember(key: str, verdict: str) -> None:
-    """Kept for the next run (written whole, then renamed); where it cannot be written, the next run checks again."""
-    folder = _verdicts()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, delete=False) as handle:
-            handle.write(verdict)
-        os.replace(handle.name, folder / key)
-    except OSError:
-        pass
 
 
 def _split_pattern(backend: Tokenizer) -> str | None:

@@ -4,6 +4,7 @@ tokenizer's own wherever it is used, and each condition that keeps it out does k
 from __future__ import annotations
 
 import itertools
+import marshal
 
 import pytest
 import tiktoken
@@ -190,3 +191,40 @@ def test_a_folder_tokenizers_verdict_is_named_by_its_file_and_a_changed_file_is_
     assert not Encoder(load_tokenizer(str(folder))).uses_same_bpe()
     verdicts = sorted(p.read_text() for p in (tmp_path / "cache" / "same-bpe").iterdir())
     assert verdicts[0] == "kept: no" and verdicts[1].startswith("the merges are not listed") and len(verdicts) == 2
+
+
+def test_a_folder_tokenizers_vocabulary_and_ranks_are_kept_and_read_back(tmp_path, monkeypatch):
+    """A folder tokenizer's vocabulary and tiktoken ranks are kept (build/kept.py) once its checks
+    passed: the next load of the same file goes by what was kept, and an entry that cannot be read
+    back is made again, with the same ids."""
+    monkeypatch.setenv("MASKED_SHARDS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
+    tokenizer = toy(["ab", "bc", "abc"], [("a", "b"), ("b", "c"), ("ab", "c")])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    texts = every_string("abc ", 3)
+    expected = [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def ids(encoder: Encoder) -> list[list[int]]:
+        batch = encoder.encode_batch(texts)
+        return [batch.ids[a:b].tolist() for a, b in zip(batch.bounds[:-1], batch.bounds[1:])]
+
+    first = Encoder(load_tokenizer(str(folder)))
+    assert first.uses_same_bpe() and ids(first) == expected
+    (vocabulary,) = (tmp_path / "cache" / "vocabulary").iterdir()
+    (ranks,) = (tmp_path / "cache" / "tiktoken").iterdir()
+    kept_ranks = marshal.loads(ranks.read_bytes())
+    assert kept_ranks[b"abc"] == tokenizer.token_to_id("abc") and marshal.loads(vocabulary.read_bytes()) == tokenizer.get_vocab(with_added_tokens=False)
+
+    vocabulary.write_bytes(b"not a table")
+    ranks.write_bytes(b"\x00")
+    again = Encoder(FolderTokenizer(str(folder), {}))
+    assert again.uses_same_bpe() and ids(again) == expected
+    assert marshal.loads(ranks.read_bytes()) == kept_ranks  # made again and kept again
+
+    swapped = {**kept_ranks, b"ab": kept_ranks[b"bc"], b"bc": kept_ranks[b"ab"]}  # two tokens of one length
+    ranks.write_bytes(marshal.dumps(swapped))  # what was kept is what the next load goes by
+    assert ids(Encoder(FolderTokenizer(str(folder), {})))[texts.index("ab")] == [tokenizer.token_to_id("bc")]
+    vocabulary.write_bytes(marshal.dumps({**tokenizer.get_vocab(with_added_tokens=False), "中": 999}))  # not byte-level: no tiktoken
+    assert not Encoder(FolderTokenizer(str(folder), {})).uses_same_bpe()
