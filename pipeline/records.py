@@ -10,8 +10,8 @@ The objects made for every record (`Turn`, `Example`, `Segment`; `RawRecord` and
 sources.py, `Rendered` in templates.py) are slotted dataclasses, not frozen ones, though nothing
 changes them once made: a frozen dataclass sets each field through `object.__setattr__`, 1.0 µs
 for a `Turn` against 0.24 µs, and a chat makes about nine of them (6 µs of the 70 µs of Python
-a chat costs the worker's one thread). The other records, made once per batch or per rejection,
-stay frozen.
+a chat costs the worker's one thread). They hash by value as frozen ones do (`unsafe_hash`:
+safe, as none is changed). The other records, made once per batch or per rejection, stay frozen.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _UNUSABLE = re.compile("[\ufdd0-\ufdef\ud800-\udfff]")  # either kind: one scan finds a text clean
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Turn:
     """One message. `trainable` is only ever true for assistant turns; `reasoning` is an
     assistant's thinking text, rendered by templates that know it. `tool_calls` are an
@@ -64,7 +64,7 @@ class Turn:
         return message
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Example:
     """A conversation ready to render. `example_id` is `<input name>:<0-based record index>`;
     `tools` the record's tool definitions (JSON-schema functions), handed to the template as
@@ -77,7 +77,7 @@ class Example:
     tools: list[dict[str, object]] | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Segment:
     """A run of the rendered training string; the segments of an example join to that string.
 

@@ -131,7 +131,7 @@ class ChatTemplate:
         return bool(_GENERATION_TAG.search(self.source))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Rendered:
     """The exact training string, its segments, and the ranges to tokenize as plain text."""
 

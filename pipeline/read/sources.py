@@ -80,7 +80,7 @@ Opener = Callable[[str], IO[bytes]]
 RangeKind = Literal["lines", "row_groups", "whole"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RawRecord:
     """A parsed record: `name:index` is its id and location, `source` the input it belongs to.
     `columnar`: read from Parquet or `datasets`, whose structs hold a null for every key a value
@@ -156,7 +156,7 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     return name, config, split
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class _Line:
     """One line's bytes (without its "\\n" or a trailing "\\r"), its 0-based number, the offset
     of its first byte in the file, and its size; a line over the size limit holds only its first
