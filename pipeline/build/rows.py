@@ -32,7 +32,7 @@ from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, Temp
 from masked_shards.build.tokenization import EncodedBatch, Encoder, FolderTokenizer, TokenizerError, full_tokenizer, special_tokens
 from masked_shards.read.translation import TranslationPair
 from masked_shards.build.token_rows import FittedRows, TokenRows, bounds, concat_rows, fit_rows, padded_column, take_rows, token_rows
-from masked_shards.build.turn_counts import EndOfTurn, MessageCounts, MessageSpans, MessageTokens, count_rows, locate, message_spans, pair_counts
+from masked_shards.build.turn_counts import EndOfTurn, MessageCounts, MessageSpans, MessageTokens, count_rows, locate, pair_counts
 
 _PROBE = Example(
     "probe:0",
@@ -227,17 +227,22 @@ class DecoderEncoding:
             for n, r in enumerate(results)
             if isinstance(r, Rendered)
         }
-        messages = {n: message_spans(results[n], examples[n].turns, self._end_of_turn) for n in spans}
         whole = {n: k for k, n in enumerate(n for n in spans if not results[n].plain_spans)}  # example -> place in batch
+        messages, plain = MessageSpans(), {}  # those of `whole`, in its order; those of the others
+        for n in spans:
+            if n in whole:
+                messages.add(results[n], examples[n].turns, self._end_of_turn)
+            else:
+                plain[n] = MessageSpans.of(results[n], examples[n].turns, self._end_of_turn)
         encoding = self._encoding_thread.submit(self._encoder.encode_batch, [results[n].text for n in whole])
-        return lambda: self._label(results, spans, messages, whole, encoding.result())
+        return lambda: self._label(results, spans, messages, plain, whole, encoding.result())
 
-    def _label(self, results: list[Rendered | Rejected], spans: dict[int, list[tuple[int, int]]], messages: dict[int, MessageSpans], whole: dict[int, int], batch: EncodedBatch) -> tuple[TokenRows, list[Rejected | None]]:
+    def _label(self, results: list[Rendered | Rejected], spans: dict[int, list[tuple[int, int]]], messages: MessageSpans, plain: dict[int, MessageSpans], whole: dict[int, int], batch: EncodedBatch) -> tuple[TokenRows, list[Rejected | None]]:
         """The rows of the strings encoded together, labelled together; a string where a token
         crosses a span edge, or with plain spans, encoded and labelled alone in its place."""
         texts = [results[n].text for n in whole]
         labels, crossing = _labels_together(batch, texts, [spans[n] for n in whole])
-        together = TokenRows(batch.ids, batch.bounds, labels, batch.bounds, np.zeros(len(whole), bool), np.zeros(len(whole), bool), _messages_together(batch, texts, [messages[n] for n in whole]))
+        together = TokenRows(batch.ids, batch.bounds, labels, batch.bounds, np.zeros(len(whole), bool), np.zeros(len(whole), bool), _messages_together(batch, texts, messages))
         parts, order = [together], []
         for n, rendered in enumerate(results):
             if isinstance(rendered, Rejected):
@@ -247,7 +252,8 @@ class DecoderEncoding:
                 continue
             encoded = self._encoder.encode(rendered.text, span_edges(spans[n]), rendered.plain_spans, batch[whole[n]] if n in whole else None)
             labelled = build_labels(encoded.ids, encoded.offsets, spans[n])
-            parts.append(token_rows([encoded.ids], [labelled], split_at_boundaries=[encoded.split_at_boundaries], messages=_messages_alone(encoded.offsets, messages[n])))
+            alone = messages.example(whole[n]) if n in whole else plain[n]
+            parts.append(token_rows([encoded.ids], [labelled], split_at_boundaries=[encoded.split_at_boundaries], messages=_messages_alone(encoded.offsets, alone)))
             order.append(len(whole) + len(parts) - 2)
         rows = together if len(parts) == 1 else take_rows(concat_rows(parts), np.array(order, dtype=np.int64))
         return rows, [r if isinstance(r, Rejected) else None for r in results]
@@ -325,28 +331,26 @@ def _labels_together(batch: EncodedBatch, texts: list[str], spans: list[list[tup
     return build_labels(batch.ids, offsets, moved), set((np.searchsorted(starts, crossed, side="right") - 1).tolist())
 
 
-def _messages_together(batch: EncodedBatch, texts: list[str], messages: list[MessageSpans]) -> MessageTokens:
+def _messages_together(batch: EncodedBatch, texts: list[str], messages: MessageSpans) -> MessageTokens:
     """The strings' `MessageTokens` from one `locate` over the whole batch, its strings laid end
     to end as in `_labels_together`; message and token indices are then made each string's own."""
     starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
-    counts = np.array([len(m.roles) for m in messages], dtype=np.int64)
+    counts = np.array(messages.messages, dtype=np.int64)
     first = np.concatenate([[0], np.cumsum(counts)])
     moved = np.repeat(starts, counts)
-    pieces = np.array([len(m.spans) for m in messages], dtype=np.int64)
-    spans = np.array([span for m in messages for span in m.spans], dtype=np.int64).reshape(-1, 2) + np.repeat(starts, pieces)[:, None]
-    owners = np.array([n for m in messages for n in m.owners], dtype=np.int64) + np.repeat(first[:-1], pieces)
-    eot = np.array([e for m in messages for e in m.eot], dtype=np.int64)
+    pieces = np.array(messages.pieces, dtype=np.int64)
+    spans = np.array(messages.spans, dtype=np.int64).reshape(-1, 2) + np.repeat(starts, pieces)[:, None]
+    owners = np.array(messages.owners, dtype=np.int64) + np.repeat(first[:-1], pieces)
+    eot = np.array(messages.eot, dtype=np.int64)
     eot = np.where(eot >= 0, eot + moved, -1)
-    roles = np.array([r for m in messages for r in m.roles], dtype=np.int8)
     token_starts = batch.offsets[:, 0] + np.repeat(starts, np.diff(batch.bounds))
     owner, eot_token = locate(token_starts, spans, owners, eot)
     owner = np.where(owner >= 0, owner - np.repeat(first[:-1], np.diff(batch.bounds)), -1)
     eot_token = np.where(eot_token >= 0, eot_token - np.repeat(batch.bounds[:-1], counts), -1)
-    calls = np.array([c for m in messages for c in m.calls], dtype=np.int64)
-    reasoning = np.array([r for m in messages for r in m.reasoning], dtype=np.int64).reshape(-1, 2)
+    reasoning = np.array(messages.reasoning, dtype=np.int64).reshape(-1, 2)
     reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning + moved[:, None]) - np.repeat(batch.bounds[:-1], counts)[:, None], reasoning)
-    return MessageTokens(owner, roles, eot_token, calls, reasoning, counts)
+    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning, counts)
 
 
 def _token_range(token_starts: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -361,7 +365,7 @@ def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageToken
     owner, eot_token = locate(token_starts, spans, np.array(messages.owners, dtype=np.int64), np.array(messages.eot, dtype=np.int64))
     reasoning = np.array(messages.reasoning, dtype=np.int64).reshape(-1, 2)
     reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning), reasoning)
-    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning, np.array([len(messages.roles)], dtype=np.int64))
+    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning, np.array(messages.messages, dtype=np.int64))
 
 
 class Seq2SeqEncoding:

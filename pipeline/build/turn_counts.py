@@ -43,28 +43,106 @@ from masked_shards.records import TOOL_CALL, TURN_EOT, TURN_ROLES, Turn
 from masked_shards.build.templates import Rendered, reasoning_shown
 
 _ROLE_CODE = {role: code for code, role in enumerate(TURN_ROLES)}
+_USER = _ROLE_CODE["user"]
 NO_EOT, EOT_MASKED, EOT_TRAINED, EOT_CUT = range(len(TURN_EOT))
 
 
-@dataclass(frozen=True, eq=False)
 class MessageSpans:
-    """Character spans of an example's messages in its rendered string.
+    """Character spans of the messages of a batch's examples in their rendered strings, example
+    after example, in flat lists that the batch turns into arrays at once (rows.py), not one
+    small array, or one object, per example.
 
-    `spans` [start, end), sorted and disjoint, and `owners` the message of each: one per message
-    found, several for an assistant message written in pieces (Gemma 4's call, then its text after
-    the results), none for a message not found. Per message, in message order: `roles`
-    TURN_ROLES codes; `eot` the first character of each message's end-of-turn token, -1 for none;
-    `calls` each message's tool calls shown in its span; `reasoning` the characters of its rendered reasoning,
-    (0, 0) for none and (-n, -n) for n characters of reasoning the template left out.
-    Plain lists: a batch turns them into arrays at once (rows.py), not one small array each.
+    Per example (`add`), `spans` [start, end), sorted and disjoint, and `owners` the message of
+    each, counted within its example: one per message found, several for an assistant message
+    written in pieces (Gemma 4's call, then its text after the results), none for a message not
+    found. Per message, in message order: `roles` TURN_ROLES codes; `eot` the first character of
+    each message's end-of-turn token, -1 for none; `calls` each message's tool calls shown in its
+    span; `reasoning` the characters of its rendered reasoning, (0, 0) for none and (-n, -n) for n
+    characters of reasoning the template left out. Pairs are flat (start, end, start, end, ...);
+    `messages` and `pieces` hold each example's number of messages and of spans.
     """
 
-    spans: list[tuple[int, int]]
-    owners: list[int]
-    roles: list[int]
-    eot: list[int]
-    calls: list[int]
-    reasoning: list[tuple[int, int]]
+    __slots__ = ("spans", "owners", "roles", "eot", "calls", "reasoning", "messages", "pieces")
+
+    def __init__(self) -> None:
+        self.spans: list[int] = []
+        self.owners: list[int] = []
+        self.roles: list[int] = []
+        self.eot: list[int] = []
+        self.calls: list[int] = []
+        self.reasoning: list[int] = []
+        self.messages: list[int] = []
+        self.pieces: list[int] = []
+
+    @classmethod
+    def of(cls, rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> MessageSpans:
+        """The spans of one example."""
+        one = cls()
+        one.add(rendered, turns, end_of_turn)
+        return one
+
+    def example(self, k: int) -> MessageSpans:
+        """The spans of the batch's example `k` alone."""
+        first_message, first_piece = sum(self.messages[:k]), sum(self.pieces[:k])
+        messages, pieces = slice(first_message, first_message + self.messages[k]), slice(first_piece, first_piece + self.pieces[k])
+        one = MessageSpans()
+        one.spans, one.owners = self.spans[2 * pieces.start : 2 * pieces.stop], self.owners[pieces]
+        one.roles, one.eot, one.calls = self.roles[messages], self.eot[messages], self.calls[messages]
+        one.reasoning = self.reasoning[2 * messages.start : 2 * messages.stop]
+        one.messages, one.pieces = [self.messages[k]], [self.pieces[k]]
+        return one
+
+    def add(self, rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> None:
+        """Append the spans of `turns` in `rendered.text` (see the module docstring for how each is found)."""
+        text = rendered.text
+        assistant: dict[int, list[tuple[int, int]]] = {}
+        pieces = []  # (start, end, message) of every assistant piece, in text order as the segments are
+        position = 0
+        for segment in rendered.segments:
+            size = len(segment.text)
+            if segment.turn is not None:
+                assistant.setdefault(segment.turn, []).append((position, position + size))
+                pieces.append((position, position + size, segment.turn))
+            position += size
+        spans, owners, eot, reasoning, calls, roles, cursor = [], [], self.eot, self.reasoning, self.calls, self.roles, 0
+        for n, turn in enumerate(turns):
+            roles.append(_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _USER))
+            own = assistant.get(n)
+            if own is not None:
+                reasoning += _reasoning_span(text, turn, own) if turn.reasoning else (0, 0)
+                calls.append(_rendered_calls(text, turn, own) if turn.tool_calls else 0)
+                start, end = own[-1]
+                closing = end_of_turn.length(text, start, end)
+                eot.append(end - closing if closing else -1)
+                spans += own
+                owners += [n] * len(own)
+                cursor = max(cursor, own[0][1])
+                continue
+            found, content = -1, turn.content.strip()
+            for start, end, owner in pieces:  # sorted and disjoint: those before the cursor are behind it for good
+                if start < cursor:
+                    continue
+                found = text.find(content, cursor, start) if content else -1
+                if found >= 0 or owner > n:  # a later message's span: this one lies before it or nowhere
+                    break
+                cursor = end  # an earlier message's later piece (Gemma 4's text after its call's results)
+            else:
+                found = text.find(content, cursor) if content else -1
+            if found >= 0:
+                spans.append((found, found + len(content)))
+                owners.append(n)
+                cursor = found + len(content)
+            eot.append(-1)
+            reasoning += _reasoning_span(text, turn, []) if turn.reasoning else (0, 0)
+            calls.append(0)
+        if spans != sorted(spans):  # messages found out of order (a template that moves one): sort with their owners
+            order = sorted(range(len(spans)), key=spans.__getitem__)
+            spans, owners = [spans[k] for k in order], [owners[k] for k in order]
+        for span in spans:
+            self.spans += span
+        self.owners += owners
+        self.messages.append(len(turns))
+        self.pieces.append(len(spans))
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,55 +198,6 @@ class EndOfTurn:
         found = next((n for n in self._lengths if n <= end - start and text[end - n : end] in self._tokens), 0)
         self._last = found or last
         return found
-
-
-def message_spans(rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> MessageSpans:
-    """The spans of `turns` in `rendered.text` (see the module docstring for how each is found)."""
-    text = rendered.text
-    assistant: dict[int, list[tuple[int, int]]] = {}
-    pieces = []  # (start, end, message) of every assistant piece, in text order as the segments are
-    position = 0
-    for segment in rendered.segments:
-        size = len(segment.text)
-        if segment.turn is not None:
-            assistant.setdefault(segment.turn, []).append((position, position + size))
-            pieces.append((position, position + size, segment.turn))
-        position += size
-    spans, owners, eot, reasoning, calls, cursor = [], [], [], [], [], 0
-    for n, turn in enumerate(turns):
-        own = assistant.get(n)
-        if own is not None:
-            reasoning.append(_reasoning_span(text, turn, own) if turn.reasoning else (0, 0))
-            calls.append(_rendered_calls(text, turn, own) if turn.tool_calls else 0)
-            start, end = own[-1]
-            closing = end_of_turn.length(text, start, end)
-            eot.append(end - closing if closing else -1)
-            spans += own
-            owners += [n] * len(own)
-            cursor = max(cursor, own[0][1])
-            continue
-        found, content = -1, turn.content.strip()
-        for start, end, owner in pieces:  # sorted and disjoint: those before the cursor are behind it for good
-            if start < cursor:
-                continue
-            found = text.find(content, cursor, start) if content else -1
-            if found >= 0 or owner > n:  # a later message's span: this one lies before it or nowhere
-                break
-            cursor = end  # an earlier message's later piece (Gemma 4's text after its call's results)
-        else:
-            found = text.find(content, cursor) if content else -1
-        if found >= 0:
-            spans.append((found, found + len(content)))
-            owners.append(n)
-            cursor = found + len(content)
-        eot.append(-1)
-        reasoning.append(_reasoning_span(text, turn, []) if turn.reasoning else (0, 0))
-        calls.append(0)
-    roles = [_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _ROLE_CODE["user"]) for turn in turns]
-    if spans != sorted(spans):  # messages found out of order (a template that moves one): sort with their owners
-        order = sorted(range(len(spans)), key=spans.__getitem__)
-        spans, owners = [spans[k] for k in order], [owners[k] for k in order]
-    return MessageSpans(spans, owners, roles, eot, calls, reasoning)
 
 
 def _rendered_calls(text: str, turn: Turn, own: list[tuple[int, int]]) -> int:
