@@ -151,9 +151,18 @@ def merge_shard(shard: ShardRange, runs: list[RunReader], sink: IO[bytes], schem
 
 
 def _row_group(runs: list[RunReader], low: int, high: int | None, schema: pa.Schema) -> pa.Table:
-    """The rows of every run with keys in [low, high), in the shard's order and columns."""
-    group = pa.concat_tables([piece for piece in (r.slice(low, high) for r in runs) if piece is not None])
-    return group.sort_by(_order(group)).select(schema.names).cast(schema)
+    """The rows of every run with keys in [low, high), in the shard's order and columns.
+
+    Slices that follow one another in key order are laid end to end as they are, with no sort:
+    packed runs hold whole windows, which are ranges of the key space, so a row group of packed
+    rows is mostly one run's slice or two. Sorting one takes 0.1 s (a copy of 55 MB of 2,048
+    rows), on the path from the last window packed to the shard written. Rows with equal keys
+    (pieces of one example) are sorted as always."""
+    pieces = sorted((piece for piece in (r.slice(low, high) for r in runs) if piece is not None), key=lambda piece: piece.column(KEY)[0].as_py())
+    group = pa.concat_tables(pieces)
+    keys = group.column(KEY).to_numpy()
+    group = group.combine_chunks() if (keys[1:] > keys[:-1]).all() else group.sort_by(_order(group))  # one chunk either way: the same bytes written
+    return group.select(schema.names).cast(schema)
 
 
 def _below(keys: np.ndarray, high: int | None) -> np.ndarray:

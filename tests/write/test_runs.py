@@ -65,6 +65,8 @@ def test_shard_bytes_do_not_depend_on_how_rows_were_spread_over_runs():
     shuffled = random.Random(1).sample(IDS, len(IDS))
     spread = _shards([shuffled[:10], shuffled[10:4000], shuffled[4000:4001], shuffled[4001:]], seed=0, num_shards=3)
     assert whole == spread
+    by_key = sorted(IDS, key=lambda i: stable_hash(0, i))  # runs of key ranges, as packed windows are: merged with no sort
+    assert whole == _shards([by_key[:3000], by_key[3000:3001], by_key[3001:]], seed=0, num_shards=3)
     assert whole != _shards([IDS], seed=1, num_shards=3)
 
 
