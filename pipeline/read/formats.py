@@ -30,8 +30,10 @@ exception: bad input must not kill a job.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from masked_shards.config import PipelineConfig
 from masked_shards.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, strings_in, unusable_text
@@ -187,14 +189,14 @@ def _message_list(value: dict[str, object], key: str) -> list[dict[str, object]]
     messages = value.get(key)
     if messages is None:
         raise Invalid("missing_field", f"record has no '{key}' field")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+    if not isinstance(messages, list) or not all(map(isinstance, messages, repeat(dict))):  # map: no Python frame per message
         raise Invalid("wrong_type", f"'{key}' must be a list of objects")
     return messages
 
 
 def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_key: str, text_key: str) -> tuple[Turn, ...]:
     turns = []
-    consumed = frozenset({role_key, text_key, "tool_calls", *_REASONING_KEYS})
+    consumed = _consumed(role_key, text_key)
     for n, message in enumerate(_message_list(value, key)):
         if len(message) == 2 and type(message.get(text_key)) is str and type(message.get(role_key)) is str:
             role = options.roles.get(message[role_key])  # most messages: a role and a text, nothing else to read
@@ -220,6 +222,12 @@ def _chat_turns(value: dict[str, object], options: ParseOptions, key: str, role_
             raise Invalid("unexpected_field", f"message {n} has 'tool_calls' but is a {role} message; only assistant messages call tools")
         turns.append(Turn(role, content, role == "assistant" and trainable, reasoning, calls, _extra(message, consumed)))
     return tuple(turns)
+
+
+@functools.cache
+def _consumed(role_key: str, text_key: str) -> frozenset[str]:
+    """The message keys read into a `Turn`'s own fields (the rest go to `extra`)."""
+    return frozenset({role_key, text_key, "tool_calls", *_REASONING_KEYS})
 
 
 def _present(value: object) -> object:
@@ -402,24 +410,33 @@ def _with_system_prompt(turns: tuple[Turn, ...], system_prompt: str | None) -> t
 
 
 def _check_conversation(turns: tuple[Turn, ...], tools: list[dict[str, object]] | None) -> None:
+    """Reject a conversation with unusable text (every text checked in order: each turn's text,
+    reasoning, tool calls and other fields, then the tools), else one that is not a document and
+    has no assistant turn, else one with an empty answer. One pass over the turns for all three."""
+    answered, empty = False, None
     for n, turn in enumerate(turns):
-        texts = [("text", turn.content)]
-        if turn.reasoning:
-            texts.append(("reasoning", turn.reasoning))
-        if turn.tool_calls or turn.extra:
+        problem = unusable_text(turn.content)
+        if problem:
+            raise Invalid(problem[0], f"turn {n} text {problem[1]}")
+        if turn.reasoning or turn.tool_calls or turn.extra:
+            texts = [("reasoning", turn.reasoning)] if turn.reasoning else []
             texts += [*(("tool call", t) for t in strings_in(turn.tool_calls)), *(("field", t) for t in strings_in(turn.extra))]
-        for what, text in texts:
+            for what, text in texts:
+                problem = unusable_text(text)
+                if problem:
+                    raise Invalid(problem[0], f"turn {n} {what} {problem[1]}")
+        if turn.role == "assistant":
+            answered = True
+            if empty is None and not turn.tool_calls and not turn.content.strip():
+                empty = n
+    if tools is not None:
+        for text in strings_in(tools):
             problem = unusable_text(text)
             if problem:
-                raise Invalid(problem[0], f"turn {n} {what} {problem[1]}")
-    for text in strings_in(tools):
-        problem = unusable_text(text)
-        if problem:
-            raise Invalid(problem[0], f"tools {problem[1]}")
+                raise Invalid(problem[0], f"tools {problem[1]}")
     if turns and turns[0].role == TEXT_ROLE:
         return
-    if not any(t.role == "assistant" for t in turns):
+    if not answered:
         raise Invalid("no_assistant_turn", "conversation has no assistant turn")
-    for n, turn in enumerate(turns):
-        if turn.role == "assistant" and not turn.content.strip() and not turn.tool_calls:
-            raise Invalid("empty_answer", f"assistant turn {n} is empty")
+    if empty is not None:
+        raise Invalid("empty_answer", f"assistant turn {empty} is empty")
