@@ -222,18 +222,16 @@ class DecoderEncoding:
         labelled together; a string where a token crosses a span edge, or with plain spans, is
         then encoded alone in pieces (tokenization.py) and labelled alone."""
         results: list[Rendered | Rejected] = [self._render(example, plain) for example, plain in zip(examples, spelled)]
-        spans = {
-            n: select_spans(r.text, r.turn_spans(), train_on=self._config.train_on, train_on_eot=self._config.train_on_eot, special_tokens=self._specials)
-            for n, r in enumerate(results)
-            if isinstance(r, Rendered)
-        }
+        turn_spans = {n: r.turn_spans() for n, r in enumerate(results) if isinstance(r, Rendered)}
+        config = self._config
+        spans = {n: select_spans(results[n].text, found, train_on=config.train_on, train_on_eot=config.train_on_eot, special_tokens=self._specials) for n, found in turn_spans.items()}
         whole = {n: k for k, n in enumerate(n for n in spans if not results[n].plain_spans)}  # example -> place in batch
         messages, plain = MessageSpans(), {}  # those of `whole`, in its order; those of the others
-        for n in spans:
+        for n, found in turn_spans.items():
             if n in whole:
-                messages.add(results[n], examples[n].turns, self._end_of_turn)
+                messages.add(results[n].text, found, examples[n].turns, self._end_of_turn)
             else:
-                plain[n] = MessageSpans.of(results[n], examples[n].turns, self._end_of_turn)
+                plain[n] = MessageSpans.of(results[n].text, found, examples[n].turns, self._end_of_turn)
         encoding = self._encoding_thread.submit(self._encoder.encode_batch, [results[n].text for n in whole])
         return lambda: self._label(results, spans, messages, plain, whole, encoding.result())
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from masked_shards.build.masking import IGNORE_INDEX, span_of_tokens
 from masked_shards.records import TOOL_CALL, TURN_EOT, TURN_ROLES, Turn
-from masked_shards.build.templates import Rendered, reasoning_shown
+from masked_shards.build.templates import reasoning_shown
 
 _ROLE_CODE = {role: code for code, role in enumerate(TURN_ROLES)}
 _USER = _ROLE_CODE["user"]
@@ -75,10 +75,10 @@ class MessageSpans:
         self.pieces: list[int] = []
 
     @classmethod
-    def of(cls, rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> MessageSpans:
+    def of(cls, text: str, turn_spans: list[tuple[int, int, bool, int]], turns: Sequence[Turn], end_of_turn: EndOfTurn) -> MessageSpans:
         """The spans of one example."""
         one = cls()
-        one.add(rendered, turns, end_of_turn)
+        one.add(text, turn_spans, turns, end_of_turn)
         return one
 
     def example(self, k: int) -> MessageSpans:
@@ -92,18 +92,14 @@ class MessageSpans:
         one.messages, one.pieces = [self.messages[k]], [self.pieces[k]]
         return one
 
-    def add(self, rendered: Rendered, turns: Sequence[Turn], end_of_turn: EndOfTurn) -> None:
-        """Append the spans of `turns` in `rendered.text` (see the module docstring for how each is found)."""
-        text = rendered.text
+    def add(self, text: str, turn_spans: list[tuple[int, int, bool, int]], turns: Sequence[Turn], end_of_turn: EndOfTurn) -> None:
+        """Append the spans of `turns` in their rendered `text`, whose assistant pieces are
+        `turn_spans` (`Rendered.turn_spans`); see the module docstring for how each is found."""
         assistant: dict[int, list[tuple[int, int]]] = {}
-        pieces = []  # (start, end, message) of every assistant piece, in text order as the segments are
-        position = 0
-        for segment in rendered.segments:
-            size = len(segment.text)
-            if segment.turn is not None:
-                assistant.setdefault(segment.turn, []).append((position, position + size))
-                pieces.append((position, position + size, segment.turn))
-            position += size
+        pieces = []  # (start, end, message) of every assistant piece, in text order
+        for start, end, _, turn in turn_spans:
+            assistant.setdefault(turn, []).append((start, end))
+            pieces.append((start, end, turn))
         spans, owners, eot, reasoning, calls, roles, cursor = [], [], self.eot, self.reasoning, self.calls, self.roles, 0
         for n, turn in enumerate(turns):
             roles.append(_ROLE_CODE[TOOL_CALL] if turn.tool_calls else _ROLE_CODE.get(turn.role, _USER))
