@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from masked_shards.write.arrow import ShardWriter
-from masked_shards.write.shards import ROW_GROUP_ROWS, SCHEMA, stable_hash
+from masked_shards.write.shards import ROW_GROUP_ROWS, SCHEMA, stable_hashes
 from masked_shards.write.side_by_side import InOrder
 
 KEY = "key"
@@ -54,7 +54,7 @@ def keyed_runs(batches: list[pa.RecordBatch], seed: int) -> dict[str, pa.Table]:
     (key, example_id[, window_start]) with the key added as a uint64 column."""
     table = pa.Table.from_batches(batches)
     ids = table.column("example_id").to_pylist()
-    keys = pa.array(np.fromiter((stable_hash(seed, i) for i in ids), dtype=np.uint64, count=len(ids)))
+    keys = pa.array(stable_hashes(seed, ids))
     table = table.append_column(KEY, keys)
     runs = {}
     splits = pc.unique(table.column("split")).to_pylist()

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from masked_shards.write.shards import shard_count, shard_name, split_for, stable_hash
+from masked_shards.write.shards import shard_count, shard_name, split_for, stable_hash, stable_hashes
 
 
 def test_stable_hash_is_the_same_in_another_process():
@@ -15,6 +15,13 @@ def test_stable_hash_is_the_same_in_another_process():
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert int(other.stdout) == stable_hash("split", "f.jsonl:0")
+
+
+def test_hashes_of_many_ids_are_their_hashes_one_by_one():
+    ids = ["f.jsonl:0", "f.jsonl:1", "données.jsonl:7", "", "x" * 300, "a\x1fb"]
+    for seed in (0, 17, "mix"):
+        assert stable_hashes(seed, ids).tolist() == [stable_hash(seed, i) for i in ids]
+    assert stable_hashes(0, []).tolist() == []
 
 
 def test_validation_fraction_is_respected_and_stable():
