@@ -251,7 +251,8 @@ class DecoderEncoding:
             encoded = self._encoder.encode(rendered.text, span_edges(spans[n]), rendered.plain_spans, batch[whole[n]] if n in whole else None)
             labelled = build_labels(encoded.ids, encoded.offsets, spans[n])
             alone = messages.example(whole[n]) if n in whole else plain[n]
-            parts.append(token_rows([encoded.ids], [labelled], split_at_boundaries=[encoded.split_at_boundaries], messages=_messages_alone(encoded.offsets, alone)))
+            one = EncodedBatch(encoded.ids, encoded.offsets, np.array([0, len(encoded.ids)], dtype=np.int64))
+            parts.append(token_rows([encoded.ids], [labelled], split_at_boundaries=[encoded.split_at_boundaries], messages=_messages_together(one, [rendered.text], alone)))
             order.append(len(whole) + len(parts) - 2)
         rows = together if len(parts) == 1 else take_rows(concat_rows(parts), np.array(order, dtype=np.int64))
         return rows, [r if isinstance(r, Rejected) else None for r in results]
@@ -331,7 +332,8 @@ def _labels_together(batch: EncodedBatch, texts: list[str], spans: list[list[tup
 
 def _messages_together(batch: EncodedBatch, texts: list[str], messages: MessageSpans) -> MessageTokens:
     """The strings' `MessageTokens` from one `locate` over the whole batch, its strings laid end
-    to end as in `_labels_together`; message and token indices are then made each string's own."""
+    to end as in `_labels_together`; message and token indices are then made each string's own.
+    A string encoded alone is a batch of one."""
     starts = np.zeros(len(texts), dtype=np.int64)
     np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
     counts = np.array(messages.messages, dtype=np.int64)
@@ -354,16 +356,6 @@ def _messages_together(batch: EncodedBatch, texts: list[str], messages: MessageS
 def _token_range(token_starts: np.ndarray, spans: np.ndarray) -> np.ndarray:
     """(first, end) token index of each character span (m, 2): the tokens that start inside it."""
     return np.searchsorted(token_starts, spans, side="left")
-
-
-def _messages_alone(offsets: np.ndarray, messages: MessageSpans) -> MessageTokens:
-    """One string's `MessageTokens`, a batch of one (a string encoded alone, in pieces)."""
-    spans = np.array(messages.spans, dtype=np.int64).reshape(-1, 2)
-    token_starts = offsets[:, 0].astype(np.int64)
-    owner, eot_token = locate(token_starts, spans, np.array(messages.owners, dtype=np.int64), np.array(messages.eot, dtype=np.int64))
-    reasoning = np.array(messages.reasoning, dtype=np.int64).reshape(-1, 2)
-    reasoning = np.where(reasoning >= 0, _token_range(token_starts, reasoning), reasoning)
-    return MessageTokens(owner, np.array(messages.roles, dtype=np.int8), eot_token, np.array(messages.calls, dtype=np.int64), reasoning, np.array(messages.messages, dtype=np.int64))
 
 
 class Seq2SeqEncoding:

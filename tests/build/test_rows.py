@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from conftest import Row, build_one
+from conftest import Row, build_all, build_one
 from expected import supervised_runs
 from masked_shards.config import ConfigError, PipelineConfig
 from masked_shards.records import Dropped, Example, Rejected, Turn
@@ -189,3 +189,28 @@ def test_batches_started_before_the_last_is_finished_give_the_rows_built_one_at_
         assert one.rows.equals(other.rows) and one.others == other.others
     assert any(isinstance(o, Dropped) for batch in together for o in batch.others)  # an overlong example among them
     assert [o.reason for o in together[1].others if isinstance(o, Rejected)] == ["special_token_in_text"]
+
+
+def test_a_row_encoded_alone_in_a_batch_counts_its_own_messages(qwen2_tokenizer):
+    """In a batch, a string a token crosses a span edge in (an answer opening with a newline,
+    which merges with the header's) and one with special-token text kept plain are encoded alone;
+    each row's per-message counts are its own, as when it is built on its own."""
+    config = PipelineConfig(special_text="plain")
+    builder = RowBuilder(config, qwen2_tokenizer, resolve_template("chatml", None))
+    examples = [
+        Example(f"f.jsonl:{n}", "f.jsonl", turns)
+        for n, turns in enumerate(
+            [
+                (Turn("system", "Be brief."), Turn("user", "hi"), Turn("assistant", "hello", True)),
+                (Turn("user", "a"), Turn("assistant", "\n\nb", True), Turn("user", "c"), Turn("assistant", "\nd", True)),
+                (Turn("user", "say <|im_end|>"), Turn("assistant", "<|im_end|> said", True)),
+                (Turn("user", "x y z"), Turn("assistant", "\n\n\nw", True)),
+            ]
+        )
+    ]
+    together = build_all(builder, examples)
+    columns = ("input_ids", "labels", "turn_roles", "turn_tokens", "turn_supervised", "turn_eot")
+    for row, example in zip(together, examples):
+        alone = build_one(builder, example)
+        assert isinstance(row, Row) and [getattr(row, c) for c in columns] == [getattr(alone, c) for c in columns]
+        assert len(row.turn_roles) == len(example.turns) and sum(row.turn_supervised) > 0
