@@ -12,7 +12,8 @@ Entries live under `$MASKED_SHARDS_CACHE`, else `$XDG_CACHE_HOME/masked-shards`,
 (`key`), written whole then renamed, so a reader sees an entry whole or not at all. A folder that
 cannot be written, or an entry that cannot be read back, costs the work again, nothing else.
 Tables are kept with `marshal` (plain dicts of str or bytes and ints: nothing in them runs when
-read, unlike a pickle), whose format `key` names with the interpreter's version.
+read, unlike a pickle), whose format `key` names with the interpreter's version. Like a pickle it
+is not made for data from others: the folder is the user's own, as pip's cache is.
 """
 
 from __future__ import annotations
