@@ -239,8 +239,9 @@ class DecoderEncoding:
         """The rows of the strings encoded together, labelled together; a string where a token
         crosses a span edge, or with plain spans, encoded and labelled alone in its place."""
         texts = [results[n].text for n in whole]
-        labels, crossing = _labels_together(batch, texts, [spans[n] for n in whole])
-        together = TokenRows(batch.ids, batch.bounds, labels, batch.bounds, np.zeros(len(whole), bool), np.zeros(len(whole), bool), _messages_together(batch, texts, messages))
+        starts, offsets = _laid_end_to_end(batch, texts)
+        labels, crossing = _labels_together(batch, starts, offsets, [spans[n] for n in whole])
+        together = TokenRows(batch.ids, batch.bounds, labels, batch.bounds, np.zeros(len(whole), bool), np.zeros(len(whole), bool), _messages_together(batch, starts, offsets, messages))
         parts, order = [together], []
         for n, rendered in enumerate(results):
             if isinstance(rendered, Rejected):
@@ -252,7 +253,7 @@ class DecoderEncoding:
             labelled = build_labels(encoded.ids, encoded.offsets, spans[n])
             alone = messages.example(whole[n]) if n in whole else plain[n]
             one = EncodedBatch(encoded.ids, encoded.offsets, np.array([0, len(encoded.ids)], dtype=np.int64))
-            parts.append(token_rows([encoded.ids], [labelled], split_at_boundaries=[encoded.split_at_boundaries], messages=_messages_together(one, [rendered.text], alone)))
+            parts.append(token_rows([encoded.ids], [labelled], split_at_boundaries=[encoded.split_at_boundaries], messages=_messages_together(one, np.zeros(1, dtype=np.int64), encoded.offsets, alone)))
             order.append(len(whole) + len(parts) - 2)
         rows = together if len(parts) == 1 else take_rows(concat_rows(parts), np.array(order, dtype=np.int64))
         return rows, [r if isinstance(r, Rejected) else None for r in results]
@@ -314,28 +315,31 @@ def _generated(rendered: Rendered, prompt_tail: str, end_of_turn: EndOfTurn) -> 
     return Rendered(text, tuple(s for s in segments if s.text), rendered.plain_spans)
 
 
-def _labels_together(batch: EncodedBatch, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, set[int]]:
+def _laid_end_to_end(batch: EncodedBatch, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's strings laid end to end: where each string starts, and its tokens' offsets
+    moved by the characters before it (what the labels and the message counts both search)."""
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
+    return starts, batch.offsets + np.repeat(starts, np.diff(batch.bounds))[:, None]
+
+
+def _labels_together(batch: EncodedBatch, starts: np.ndarray, offsets: np.ndarray, spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, set[int]]:
     """The labels of every string of `batch` in one pass, and the strings (by position) where a
-    token crosses a span edge, whose labels are not to be used. The strings are laid end to end,
-    so each one's offsets and spans move by the characters before it:
+    token crosses a span edge, whose labels are not to be used. The strings are laid end to end
+    (`_laid_end_to_end`), so each one's spans move by the characters before it, as its offsets did:
 
         texts ["ab", "cde"]  spans [[(1, 2)], [(0, 3)]]  ->  spans [(1, 2), (2, 5)] over "abcde"
 
     A token lies inside its own string, so it can only cross or fall inside its own spans."""
-    starts = np.zeros(len(texts), dtype=np.int64)
-    np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
-    offsets = batch.offsets + np.repeat(starts, np.diff(batch.bounds))[:, None]
     moved = np.array([(a + start, b + start) for start, row in zip(starts.tolist(), spans) for a, b in row], dtype=np.int64).reshape(-1, 2)
     crossed = crossed_boundaries(offsets, span_edges(moved))
     return build_labels(batch.ids, offsets, moved), set((np.searchsorted(starts, crossed, side="right") - 1).tolist())
 
 
-def _messages_together(batch: EncodedBatch, texts: list[str], messages: MessageSpans) -> MessageTokens:
+def _messages_together(batch: EncodedBatch, starts: np.ndarray, offsets: np.ndarray, messages: MessageSpans) -> MessageTokens:
     """The strings' `MessageTokens` from one `locate` over the whole batch, its strings laid end
-    to end as in `_labels_together`; message and token indices are then made each string's own.
+    to end (`_laid_end_to_end`); message and token indices are then made each string's own.
     A string encoded alone is a batch of one."""
-    starts = np.zeros(len(texts), dtype=np.int64)
-    np.cumsum([len(t) for t in texts[:-1]], out=starts[1:])
     counts = np.array(messages.messages, dtype=np.int64)
     first = np.concatenate([[0], np.cumsum(counts)])
     moved = np.repeat(starts, counts)
@@ -344,7 +348,7 @@ def _messages_together(batch: EncodedBatch, texts: list[str], messages: MessageS
     owners = np.array(messages.owners, dtype=np.int64) + np.repeat(first[:-1], pieces)
     eot = np.array(messages.eot, dtype=np.int64)
     eot = np.where(eot >= 0, eot + moved, -1)
-    token_starts = batch.offsets[:, 0] + np.repeat(starts, np.diff(batch.bounds))
+    token_starts = offsets[:, 0].astype(np.int64, copy=False)
     owner, eot_token = locate(token_starts, spans, owners, eot)
     owner = np.where(owner >= 0, owner - np.repeat(first[:-1], np.diff(batch.bounds)), -1)
     eot_token = np.where(eot_token >= 0, eot_token - np.repeat(batch.bounds[:-1], counts), -1)
