@@ -32,6 +32,7 @@ import masked_shards
 from masked_shards.beam.preflight import preflight, translation_template
 from masked_shards.beam.transforms import DROPPED, CountByFile, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.allocator import job_allocator
+from masked_shards.beam.introspection import remember_introspection
 from masked_shards.beam.collector import data_flows, job_scope
 from masked_shards.beam.outputs import MANIFEST, check_output, hold_output, promote, recover, staging
 from masked_shards.config import ConfigError, PipelineConfig
@@ -438,6 +439,7 @@ def run(config: PipelineConfig, beam_args: list[str] | None = None, files: list[
         data_flows()
         without_timed_flush()
         quick_bundle_ends()
+        remember_introspection()
         options = PipelineOptions(beam_args)
         if options.view_as(TestOptions).dry_run:
             with beam.Pipeline(options=options) as pipe:
