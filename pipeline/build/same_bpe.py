@@ -33,12 +33,14 @@ splitting with GPT-2's regex; the BPE model has no
 dropout, word prefix or suffix and no byte fallback; every added token matches as plain text (no
 stripping, no single_word, all matched in one pass: `tokenizers` matches those it normalizes
 after the others) and none is a prefix of another (so leftmost-first and leftmost-longest
-matching find the same); and the string is ASCII. Oniguruma (in `tokenizers`)
-and fancy-regex (in tiktoken) are different engines: both match leftmost-first with
-backtracking, but their Unicode tables may differ in version. On ASCII their classes (letters,
-digits, white space) are beyond doubt, and `same_bpe` checks every ASCII character and pair of
-characters through both before trusting it. Strings with other characters stay with
-`tokenizers` (in the benchmark chats, 7% of strings, 10% of characters).
+matching find the same); and the string holds only characters that both regex engines class
+alike. Oniguruma (in `tokenizers`) and fancy-regex (in tiktoken) are different engines: both
+match leftmost-first with backtracking, but their Unicode tables may differ in version. On ASCII
+their classes (letters, digits, white space) are beyond doubt, and `same_bpe` checks every ASCII
+character and pair of characters through both before trusting it. Past ASCII, same_split.py
+measures which characters the pattern's classes hold in each engine, and keeps out those they
+class differently; a sample of the rest is encoded through both, in context, before trusting it.
+Strings holding a character kept out stay with `tokenizers`.
 
 Checking (M) and (B) costs about a second of CPU on a 151k vocabulary (reading the merges back
 from the model, and encoding every token), so the verdict is kept between runs (`SAME` below).
@@ -49,7 +51,7 @@ from __future__ import annotations
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import orjson
@@ -59,34 +61,42 @@ from tokenizers import Tokenizer
 from tokenizers.models import BPE
 from tokenizers.pre_tokenizers import ByteLevel
 
-from masked_shards.build import kept
+from masked_shards.build import kept, same_split
 
 # What `_vocabulary_verdict` says when (M) and (B) hold. A verdict is kept between runs (kept.py,
 # in same-bpe/), named by a hash of the model's state (or of the tokenizer.json it was read from)
 # and of the versions below: it costs about a second on a 151k vocabulary and depends on nothing
 # else. A tokenizer.json's ranks are kept too (in tiktoken/), once they passed every check.
 SAME = "same"
-CHECK_VERSION = 1
+CHECK_VERSION = 2  # 2: ranks are kept once the check past ASCII (same_split.agrees) passed too
 VERDICTS, RANKS = "same-bpe", "tiktoken"
 
 # The split of `tokenizers`' ByteLevel pre-tokenizer with use_regex (GPT-2's published pattern).
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
-# Between two strings encoded in one call: a special token that no ASCII string can hold, so each
-# string is encoded alone, as tiktoken encodes each stretch between special tokens.
+# Between two strings encoded in one call: a special token that no string tiktoken takes holds
+# (same_split keeps it out), so each string is encoded alone, as tiktoken encodes each stretch
+# between special tokens.
 SEPARATOR = "\ue000"
 
 
 @dataclass(frozen=True, eq=False)
 class SameBPE:
-    """A tiktoken encoding with the tokenizer's ids, and its added tokens as special tokens."""
+    """A tiktoken encoding with the tokenizer's ids, and its added tokens as special tokens;
+    `unsure` marks, over every code point, the characters that keep a string from it (same_split.py)."""
 
     encoding: tiktoken.Encoding
     separator_id: int
     specials: frozenset[str]
+    unsure: np.ndarray = field(default_factory=same_split.past_ascii)
+
+    def taken(self, texts: list[str]) -> list[int]:
+        """The indices of the `texts` on which tiktoken gives the tokenizer's ids: ASCII, or past
+        it only characters both engines class alike (same_split.py)."""
+        return same_split.taken(texts, self.unsure)
 
     def encode(self, texts: list[str], pool: ThreadPoolExecutor | None = None, ways: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, counts) of ASCII `texts`, string after string: a call per part of `ways` parts of
+        """(ids, counts) of `texts` (each one it has `taken`), string after string: a call per part of `ways` parts of
         about as many characters each, side by side in `pool`. tiktoken lets the interpreter go
         for a call, so one call per part, not per string: a thread that takes the lock back a
         thousand times a batch waits for it each time the Python thread holds it."""
@@ -111,7 +121,7 @@ class SameBPE:
 
 
 def same_bpe(backend: Tokenizer, vocabulary: dict[str, int] | None = None, source: str | None = None) -> SameBPE | None:
-    """The tiktoken encoding that gives `backend`'s ids on ASCII strings, or None where that is
+    """The tiktoken encoding that gives `backend`'s ids on the strings it has `taken`, or None where that is
     not shown (see the module docstring; `why_not` says which condition failed). What a caller
     has at hand saves time on a 151k vocabulary: `vocabulary`, the model's own
     (`get_vocab(with_added_tokens=False)`, 0.1 s to read), and `source`, the sha256 of the
@@ -166,10 +176,15 @@ def _build(backend: Tokenizer, vocabulary: dict[str, int] | None = None, source:
         encoding = tiktoken.Encoding("masked-shards", pat_str=pattern, mergeable_ranks=ranks, special_tokens={**specials, SEPARATOR: separator_id})
     except Exception as err:  # the regex in a syntax fancy-regex does not read
         return f"tiktoken does not take the pre-tokenizer's regex ({err})"
-    same = SameBPE(encoding, separator_id, frozenset([*specials, SEPARATOR]))
+    # Past ASCII only without a normalizer: tiktoken has none (the encoder hands it a copy of the
+    # tokenizer without one, and only the strings the normalizer would leave as they are).
+    unsure = same_split.unsure_characters(pattern, SEPARATOR) if backend.normalizer is None else same_split.past_ascii()
+    same = SameBPE(encoding, separator_id, frozenset([*specials, SEPARATOR]), unsure)
     if not checked:
         if not _ascii_agrees(backend, same, contents):
             return "tokenizers and tiktoken split some ASCII characters differently"
+        if not same_split.agrees(backend, same.encode, same.unsure):
+            return replace(same, unsure=same_split.past_ascii())  # ASCII only, and checked again next run
         if source is not None:
             kept.keep_table(RANKS, ranks_name, ranks)
     return same

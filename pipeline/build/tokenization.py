@@ -3,8 +3,8 @@
 We encode through the Rust `tokenizers.Tokenizer` behind the Hugging Face object, with
 `add_special_tokens=False`: the chat template already wrote BOS where the model family wants it,
 so the tokenizer must never add a second one. Encodings come back as numpy arrays: the Rust
-tokenizer hands out Python lists, which are turned into arrays once, right here. ASCII strings go
-through tiktoken instead where it provably gives the same ids (same_bpe.py).
+tokenizer hands out Python lists, which are turned into arrays once, right here. Strings go
+through tiktoken instead where it provably gives the same ids (same_bpe.py, same_split.py).
 """
 
 from __future__ import annotations
@@ -627,11 +627,11 @@ class Encoder:
         return _in_order(len(texts), [(taken[adds_up], derived, np.flatnonzero(adds_up)), (rest, encoded, np.arange(len(rest)))])
 
     def _ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, counts) of strings the normalizer leaves as they are, string after string: the
-        ASCII ones through tiktoken where `same_bpe` has shown it gives the same ids (a third of the
-        CPU), the others through `tokenizers`."""
+        """(ids, counts) of strings the normalizer leaves as they are, string after string: those
+        tiktoken takes (same_bpe.py: ASCII, or characters both regex engines class alike) through
+        it where it is shown to give the same ids (a third of the CPU), the others through `tokenizers`."""
         same = self._same
-        fast = [k for k, text in enumerate(texts) if text.isascii()] if same is not None else []
+        fast = same.taken(texts) if same is not None else []
         if fast:
             if self._same_pool is None and self._ways > 1:
                 self._same_pool = ThreadPoolExecutor(max_workers=self._ways - 1, thread_name_prefix="same-bpe")
@@ -649,7 +649,7 @@ class Encoder:
         return np.concatenate([fast_ids, slow_ids])[index], np.diff(bounds)
 
     def uses_same_bpe(self) -> bool:
-        """Whether tiktoken encodes the ASCII strings (same_bpe.py)."""
+        """Whether tiktoken encodes the strings it takes (same_bpe.py)."""
         return self._same is not None
 
     def _encode_with_offsets(self, texts: list[str]) -> EncodedBatch:
