@@ -5,7 +5,9 @@ the libraries' versions, so a second run on the same tokenizer reads it back ins
     same-bpe      tiktoken's verdict on a vocabulary (same_bpe.py)  about 1.5 s of checks
     vocabulary    a folder tokenizer's vocabulary, token -> id      0.16 s of get_vocab
     tiktoken      tiktoken's ranks, bytes -> id, of a vocabulary    0.25 s: building them, and
-                  that passed every check (same_bpe.py)             the ASCII check before them
+                  that passed every check (same_bpe.py)             the checks before them
+    same-split    which characters past ASCII two regex engines     0.6 s of measuring
+                  class alike under a pattern (same_split.py)
 
 Entries live under `$MASKED_SHARDS_CACHE`, else `$XDG_CACHE_HOME/masked-shards`, else
 `~/.cache/masked-shards`, one folder per kind, each named by a hash of everything it depends on
