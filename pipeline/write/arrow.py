@@ -119,11 +119,6 @@ class ShardReader:
     def num_rows(self) -> int:
         return self._parquet.metadata.num_rows if self._parquet is not None else sum(b.num_rows for b in self._batches)
 
-    def read_row_group(self, index: int) -> pa.Table:
-        if self._parquet is not None:
-            return self._parquet.read_row_group(index)
-        return pa.Table.from_batches([self._batches[index]])
-
     def iter_batches(self, batch_size: int, row_groups: Sequence[int] | None = None, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         if self._parquet is not None:
             yield from self._parquet.iter_batches(batch_size=batch_size, row_groups=row_groups, columns=columns)
