@@ -231,16 +231,17 @@ def unusable_text(text: str) -> tuple[str, str] | None:
     return None
 
 
-def strings_in(value: object) -> Iterator[str]:
-    """Every string inside a message field at any depth (dict keys and values, list items): the
-    texts of tool calls, tool definitions and other keys, which reach the template as well and
-    so are checked like content."""
+def strings_in(value: object, keys: bool = True) -> Iterator[str]:
+    """Every string inside a message field at any depth, in reading order (dict keys, unless
+    `keys` is False, and values; list items): the texts of tool calls, tool definitions and other
+    keys, which reach the template as well and so are checked like content."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from strings_in(key)
-            yield from strings_in(item)
+            if keys:
+                yield from strings_in(key)
+            yield from strings_in(item, keys)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from strings_in(item)
+            yield from strings_in(item, keys)

@@ -59,7 +59,7 @@ from typing import IO, Literal
 import orjson
 
 from masked_shards.read.compression import DamagedInput, codec_of, open_input, strip_compression
-from masked_shards.records import BlankLines, Rejected
+from masked_shards.records import BlankLines, Rejected, strings_in
 
 HF_PREFIX = "hf:"
 BOM = b"\xef\xbb\xbf"
@@ -452,22 +452,12 @@ def _within_size(items: Iterator[Item], max_bytes: int | None) -> Iterator[Item]
 def _text_bytes(value: object, max_bytes: int) -> int:
     """The UTF-8 size of the text a record holds (its strings, at any depth), encoded only where
     the character count leaves it in doubt: a character is 1 to 4 bytes."""
-    strings = list(_strings(value))
+    strings = list(strings_in(value, keys=False))
     chars = sum(map(len, strings))
     if chars > max_bytes or 4 * chars <= max_bytes:
         return chars
     return sum(len(text.encode("utf-8", errors="surrogatepass")) for text in strings)
 
-
-def _strings(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _strings(item)
 
 
 def _too_large(size: int, max_bytes: int) -> str:

@@ -340,3 +340,16 @@ def test_a_null_in_json_below_a_messages_keys_is_the_records_own_value():
         {"role": "assistant", "content": "", "tool_calls": [_call("convert", {"value": 3, "unit": None})]},
     ]
     assert example.tools == tools
+
+
+def test_strings_in_reads_every_string_in_reading_order():
+    """Keys and values, lists and tuples, at any depth, in the order a reader meets them (the
+    first special token an author spelled out is reported where it stands); other values are no text."""
+    from masked_shards.records import strings_in
+
+    call = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 3, "units": ["C", ("K", None)]}}, "tail"]
+    assert list(strings_in(call)) == ["name", "get_weather", "arguments", "city", "Paris", "days", "units", "C", "K", "tail"]
+    assert list(strings_in(call, keys=False)) == ["get_weather", "Paris", "C", "K", "tail"]
+    assert list(strings_in("alone")) == ["alone"]
+    assert list(strings_in({1: "one", None: ["two"]})) == ["one", "two"]
+    assert list(strings_in([[], {}, 4.5, None])) == []
