@@ -198,7 +198,7 @@ class DecoderEncoding:
         self._specials = specials
         self._special_pattern = special_pattern
         self._renderer = Renderer(template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, special_tokens=self._specials)
-        self._direct = direct_renderer(template)  # plain conversations without a Jinja call, when the template has a writer
+        self._direct = direct_renderer(template, self._renderer)  # conversations without a Jinja call, when the template has a writer
         self._encoder = Encoder(tokenizer)
         self._eos = tokenizer.eos_token or ""
         self._end_of_turn = EndOfTurn(specials)

@@ -274,8 +274,9 @@ class _GenerationMarks(Extension):
         return GEN_OPEN + caller() + GEN_CLOSE
 
 
-def _tojson(value: object, indent: int | None = None, ensure_ascii: bool = False, separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-    # Hugging Face's tojson: no HTML escaping, unlike Jinja's own filter.
+def tojson(value: object, indent: int | None = None, ensure_ascii: bool = False, separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    """Hugging Face's `tojson` filter (no HTML escaping, unlike Jinja's own), for the templates and
+    for direct_render.py's writers."""
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -287,7 +288,7 @@ def _compile(source: str) -> jinja2.Template:
     """Compile with the same environment settings Hugging Face uses for chat templates, so a
     template renders here exactly as `apply_chat_template` renders it."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationMarks, loopcontrols])
-    env.filters["tojson"] = _tojson
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     try:
@@ -372,6 +373,14 @@ class Renderer:
             spans = [(start, end, n) for (start, end), n in zip(marks, owners)]
         else:
             text, spans = self._render_by_sentinels(messages, tools, assistant)
+        return self.checked(messages, trainable, tools, text, spans, protect)
+
+    def checked(self, messages: list[dict], trainable: list[bool], tools: list[dict] | None, text: str, spans: list[tuple[int, int, int]], protect: tuple[str, ...] = ()) -> Rendered:
+        """A rendering's `text` and assistant `spans` (start, end, message) put through every check
+        (each assistant message rendered, its text, calls and final reasoning with it), then cut
+        into segments: for Jinja's renderings here, and for direct_render.py's writers, whose
+        conversations must be refused exactly where these are."""
+        assistant = [n for n, message in enumerate(messages) if message.get("role") == "assistant"]
         missing = sorted(set(assistant) - {n for _, _, n in spans})
         if missing:
             raise TemplateError(f"the chat template renders nothing of assistant message {missing[0]}")
