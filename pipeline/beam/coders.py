@@ -9,7 +9,8 @@ reads, renders and labels (3.61 against 3.42 CPU-s of it while records flow, med
 PCollection typed with its type; the steps that emit batches say so (`with_output_types`).
 
 The sizes are estimates, which is all Beam asks for: an example's or a pair's characters of
-text, a row batch's Arrow bytes.
+text, a batch of rows' Arrow bytes. The packed batches were pickled whole to be sized, 63 MB in a
+run of 55k chats packed, on the path from the last window packed to the shard written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import apache_beam as beam
 
 from masked_shards.read.translation import TranslationPair
 from masked_shards.records import Example, RowBatch
+from masked_shards.shape.packing import PackedBatch
+from masked_shards.shape.striding import StridedBatch
 
 
 class _Pickled(beam.coders.Coder):
@@ -51,14 +54,30 @@ class PairCoder(_Pickled):
         return TranslationPair
 
 
-class RowBatchCoder(_Pickled):
-    def estimate_size(self, value: RowBatch) -> int:
+class _RowsCoder(_Pickled):
+    """A batch of Arrow rows (`.rows`): example rows, packed rows or windows."""
+
+    def estimate_size(self, value: RowBatch | PackedBatch | StridedBatch) -> int:
         return value.rows.nbytes
 
+
+class RowBatchCoder(_RowsCoder):
     def to_type_hint(self) -> type:
         return RowBatch
+
+
+class PackedBatchCoder(_RowsCoder):
+    def to_type_hint(self) -> type:
+        return PackedBatch
+
+
+class StridedBatchCoder(_RowsCoder):
+    def to_type_hint(self) -> type:
+        return StridedBatch
 
 
 beam.coders.registry.register_coder(Example, ExampleCoder)
 beam.coders.registry.register_coder(TranslationPair, PairCoder)
 beam.coders.registry.register_coder(RowBatch, RowBatchCoder)
+beam.coders.registry.register_coder(PackedBatch, PackedBatchCoder)
+beam.coders.registry.register_coder(StridedBatch, StridedBatchCoder)

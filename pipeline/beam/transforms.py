@@ -433,7 +433,7 @@ class PackRows(beam.PTransform):
             | "Once" >> beam.Create([None])
             | "PlanWindows" >> beam.FlatMap(_plan_windows, runs=runs, window=self._config.pack_window)
             | "SpreadWindows" >> beam.Reshuffle()
-            | "PackWindows" >> beam.ParDo(PackWindowFn(self._config), runs=runs)
+            | "PackWindows" >> beam.ParDo(PackWindowFn(self._config), runs=runs).with_output_types(PackedBatch)  # coders.py
         )
 
 
@@ -460,7 +460,7 @@ class StrideRows(beam.PTransform):
         self._config = config
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | "Stride" >> beam.ParDo(StrideFn(self._config))
+        return batches | "Stride" >> beam.ParDo(StrideFn(self._config)).with_output_types(StridedBatch)  # coders.py
 
 
 class SpillRunsFn(beam.DoFn):
