@@ -31,7 +31,7 @@ from apache_beam.runners.worker import statesampler
 
 import masked_shards
 from masked_shards.beam.preflight import preflight, translation_template
-from masked_shards.beam.transforms import DROPPED, CountByFile, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
+from masked_shards.beam.transforms import DROPPED, CountByFile, MixSources, open_raw, PackRows, ReadExamples, ReportCoverage, SpillRunsFn, StrideRows, TallyFn, TokenizeExamples, WriteJsonLines, WriteShards, count_tally, create_file, tokenizer_for, range_tally, record_tally, rows_tally
 from masked_shards.beam.allocator import job_allocator
 from masked_shards.beam.introspection import remember_introspection
 from masked_shards.beam.collector import data_flows, job_scope
@@ -308,12 +308,14 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
     rejected = (read["rejected"], tokenized["rejected"]) | "AllRejected" >> beam.Flatten()
     rows, reshaped = tokenized["rows"], []
     if config.packing != "none":
-        rows = rows | "PackRows" >> PackRows(config)
-        reshaped = [rows]
-    elif config.stride is not None:
-        rows = rows | "StrideRows" >> StrideRows(config)
-        reshaped = [rows]
-    written = rows | "WriteShards" >> WriteShards(config.output, config)
+        packed = rows | "PackRows" >> PackRows(config)
+        reshaped, runs = [packed["rows"]], packed["runs"]
+    else:
+        if config.stride is not None:
+            rows = rows | "StrideRows" >> StrideRows(config)
+            reshaped = [rows]
+        runs = rows | "SpillRuns" >> beam.ParDo(SpillRunsFn(config.output, config.seed))
+    shards = runs | "WriteShards" >> WriteShards(config.output, config)
     if plan.progress:
         _tap_progress(plan.progress, read, tokenized["rows"], rejected, tokenized["dropped"])
     record_files = (
@@ -328,8 +330,8 @@ def build(pipe: beam.Pipeline, plan: JobPlan) -> beam.PCollection:
         | "Finalize"
         >> beam.ParDo(
             FinalizeFn(plan),
-            shards=beam.pvalue.AsList(written["shards"]),
-            runs=beam.pvalue.AsList(written["runs"]),
+            shards=beam.pvalue.AsList(shards),
+            runs=beam.pvalue.AsList(runs),
             record_files=beam.pvalue.AsList(record_files),
             coverage=beam.pvalue.AsSingleton(coverage),
             read=beam.pvalue.AsSingleton(read["read"]),

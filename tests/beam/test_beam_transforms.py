@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from conftest import Row, row_batch, rows_of, write_jsonl
 from memory_fs import MemoryFileSystem
 from masked_shards.beam.preflight import expand_inputs
-from masked_shards.beam.transforms import ReadExamples, TokenizeExamples, WriteShards
+from masked_shards.beam.transforms import ReadExamples, SpillRunsFn, TokenizeExamples, WriteShards
 from masked_shards.read.formats import ParseOptions
 from masked_shards.config import DEMO_TOKENIZER, PipelineConfig
 from masked_shards.read.sources import InputFile
@@ -102,9 +102,10 @@ def test_write_shards_puts_every_row_in_exactly_one_file_and_spends_its_runs(tmp
     batches = [row_batch(rows[n : n + 7]) for n in range(0, 40, 7)]  # several batches: several runs
     config = PipelineConfig(num_shards=3)
     with _pipeline() as p:
-        written = p | beam.Create(batches) | WriteShards(str(tmp_path), config)
-        assert_that(written["shards"] | beam.Map(lambda i: i["path"]), equal_to([f"data/{s}-0000{n}-of-00003.parquet" for s in ("train", "validation") for n in range(3)]), label="shards")
-        assert_that(written["runs"] | beam.Map(lambda r: r["rows"]) | beam.CombineGlobally(sum), equal_to([40]), label="runs")
+        runs = p | beam.Create(batches) | beam.ParDo(SpillRunsFn(str(tmp_path), config.seed))
+        shards = runs | WriteShards(str(tmp_path), config)
+        assert_that(shards | beam.Map(lambda i: i["path"]), equal_to([f"data/{s}-0000{n}-of-00003.parquet" for s in ("train", "validation") for n in range(3)]), label="shards")
+        assert_that(runs | beam.Map(lambda r: r["rows"]) | beam.CombineGlobally(sum), equal_to([40]), label="runs")
     ids = []
     for path in sorted((tmp_path / "data").iterdir()):
         ids += pq.read_table(io.BytesIO(path.read_bytes())).column("example_id").to_pylist()

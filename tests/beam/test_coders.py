@@ -37,7 +37,7 @@ def test_batch_steps_get_the_coders_of_their_types(tmp_path):
     read = pipe | "Decoder" >> ReadExamples(unit)
     pairs = pipe | "Seq2seq" >> ReadExamples(unit, ParseOptions(PipelineConfig(model_type="seq2seq", source_lang="en", target_lang="de")))
     tokenized = read["batches"] | TokenizeExamples(PipelineConfig(tokenizer=DEMO_TOKENIZER), resolve_template("chatml", None))
-    packed = tokenized["rows"] | PackRows(PipelineConfig(tokenizer=DEMO_TOKENIZER, packing="bfd", output=str(tmp_path / "out")))
+    packed = (tokenized["rows"] | PackRows(PipelineConfig(tokenizer=DEMO_TOKENIZER, packing="bfd", output=str(tmp_path / "out"))))["rows"]
     strided = tokenized["rows"] | StrideRows(PipelineConfig(tokenizer=DEMO_TOKENIZER, stride=8, max_length=16))
     assert _coder_of(read["batches"]) == beam.coders.ListCoder(ExampleCoder())
     assert _coder_of(pairs["batches"]) == beam.coders.ListCoder(PairCoder())
