@@ -10,7 +10,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from masked_shards.records import BlankLines, Rejected
@@ -347,3 +347,63 @@ def test_jsonl_values_are_exactly_what_json_reads(tmp_path, line):
     expected = json.loads(line)
     assert repr(record.value) == repr(expected)
     assert [type(v) for v in record.value.values()] == [type(v) for v in expected.values()]
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**25), max_value=10**25) | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+# Bytes that UTF-8 or JSON refuse, or that a reader could read differently from json: an encoded
+# surrogate, an overlong NUL, a stray continuation byte, a byte-order mark, a form feed (blank to
+# str.strip, not to JSON), U+2028, a lone surrogate escape, json's NaN, a run of 19 digits.
+_ODD_BYTES = [b"\xed\xa0\x80", b"\xc0\x80", b"\x85", BOM, b"\x0c", "\u2028".encode(), b'"\\ud800"', b"NaN", b"1234567890123456789", b" "]
+
+
+@st.composite
+def _json_lines(draw) -> bytes:
+    line = json.dumps(draw(_JSON_VALUES), ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(line)))
+        line = line[:at] + draw(st.sampled_from(_ODD_BYTES)) + line[at:]
+    return line
+
+
+def _as_json_reads(data: bytes, strip_bom: bool = False) -> tuple[str, object]:
+    """What json makes of bytes read as strict UTF-8 text: ("value", its repr), ("blank", None),
+    or ("rejected", the reason)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "rejected", "invalid_utf8"
+    text = text.removeprefix("\ufeff") if strip_bom else text
+    if not strip_bom and not text.strip():
+        return "blank", None
+    try:
+        return "value", json.loads(text)
+    except (ValueError, RecursionError):
+        return "rejected", "invalid_json"
+
+
+def _outcome(item: RawRecord | Rejected) -> tuple[str, object]:
+    return ("rejected", item.reason) if isinstance(item, Rejected) else ("value", repr(item.value))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_json_lines(), min_size=1, max_size=4))
+@example(lines=[b"{}", BOM + b"null", b'{"n": 12345678901234567890}', b"\xed\xa0\x80"])  # a BOM past the first line, 20 digits, a surrogate
+def test_lines_and_arrays_read_from_their_bytes_are_what_json_reads_from_their_text(tmp_path, lines):
+    """orjson reads a line's or an array's bytes as they are read; each value is json's own, from
+    the text strict UTF-8 decoding gives, and every line json or UTF-8 refuses is rejected for it."""
+    (tmp_path / "lines.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    read = [(r.index, _outcome(r)) for r in _read(tmp_path / "lines.jsonl", "jsonl") if not isinstance(r, BlankLines)]
+    expected = [(n, _as_json_reads(line.removeprefix(BOM) if n == 0 else line)) for n, line in enumerate(lines)]  # a first BOM is the file's
+    assert read == [(n, (kind, repr(v) if kind == "value" else v)) for n, (kind, v) in expected if kind != "blank"]
+    array = BOM * (len(lines) % 2) + b"[" + b",".join(lines) + b"]"
+    (tmp_path / "array.json").write_bytes(array)
+    kind, whole = _as_json_reads(array, strip_bom=True)
+    read = [_outcome(r) for r in _read(tmp_path / "array.json", "json")]
+    if kind == "value" and isinstance(whole, list):
+        assert read == [("value", repr(v)) for v in whole]
+    else:
+        assert [reason for _, reason in read] == [whole]
