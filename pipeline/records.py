@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import orjson
 import pyarrow as pa
 
 ROLES = ("system", "user", "assistant", "tool")  # `tool`: a tool's result, read back to the assistant
@@ -229,6 +230,20 @@ def unusable_text(text: str) -> tuple[str, str] | None:
     if surrogate:
         return "invalid_unicode", f"contains a lone surrogate U+{ord(surrogate.group()):04X} at character {surrogate.start()}"
     return None
+
+
+def json_bytes(value: object) -> bytes | None:
+    """`value` as orjson writes it, or None where orjson refuses it (a lone surrogate, a key that
+    is not a string, an integer past 64 bits, a type it does not know). Each string of `value`
+    (`strings_in`, keys included) is in it, character by character: a character as itself, but
+    `"`, `\\` and control characters escaped, each alike wherever it stands. So one C call
+    answers what the strings of a tool call or a tool list hold, where walking them took 4 to 20
+    us a record: none has a character past ASCII when the bytes have none, none is longer than
+    the bytes, and none spells a text whose escaped form the bytes do not hold."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return None
 
 
 def strings_in(value: object, keys: bool = True) -> Iterator[str]:

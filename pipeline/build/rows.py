@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from masked_shards.config import PipelineConfig
 from masked_shards.build.masking import IGNORE_INDEX, build_labels, crossed_boundaries, generated_part, select_spans, span_edges
-from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn, strings_in
+from masked_shards.records import BATCH_SCHEMA, TEXT_ROLE, Dropped, Example, Rejected, RowBatch, Segment, Turn, json_bytes, strings_in
 from masked_shards.write.shards import split_for
 from masked_shards.build.direct_render import direct_renderer
 from masked_shards.build.templates import ChatTemplate, Rendered, Renderer, TemplateError
@@ -56,8 +56,9 @@ class Encoding(Protocol):
 
     aligned: bool
 
-    def texts(self, item: Example | TranslationPair) -> Iterator[tuple[str, str]]:
-        """(where, text) of every text the item's author wrote, as named in a rejection."""
+    def texts(self, item: Example | TranslationPair) -> Iterator[tuple[str, object]]:
+        """(where, text) of every text the item's author wrote, as named in a rejection; a value
+        that holds texts at any depth (tool calls, tools) is given whole (`_special_text`)."""
         ...
 
     def start(self, items: Sequence[Example | TranslationPair], spelled: Sequence[bool]) -> Callable[[], tuple[TokenRows, list[Rejected | None]]]:
@@ -82,6 +83,7 @@ class RowBuilder:
         self._pad_id = tokenizer.pad_token_id
         specials = special_tokens(tokenizer)
         self._special_pattern = _alternation(specials)
+        self._special_in_json = _alternation_in_json(specials)
         self.encoding: Encoding
         if config.model_type == "seq2seq":
             # Encoder-decoder rows call the tokenizer itself (text_target, language codes): transformers'.
@@ -108,7 +110,7 @@ class RowBuilder:
         outcomes: list[Rejected | None] = []  # None: still to encode
         kept, spelled = [], []
         for item in items:
-            found = _special_text(self.encoding.texts(item), self._special_pattern)
+            found = _special_text(self.encoding.texts(item), self._special_pattern, self._special_in_json)
             if found and self.config.special_text == "reject":
                 where, token = found
                 outcomes.append(rejected(item, "special_token_in_text", f"{where} contains the special token {token!r} as text"))
@@ -206,16 +208,15 @@ class DecoderEncoding:
         # One call at a time, in order, standing back from this thread's Python work (Encoder.background).
         self._encoding_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode", initializer=self._encoder.background)
 
-    def texts(self, example: Example) -> Iterator[tuple[str, str]]:
+    def texts(self, example: Example) -> Iterator[tuple[str, object]]:
         for n, turn in enumerate(example.turns):
             yield f"turn {n}", turn.content
             if turn.reasoning:
                 yield f"turn {n}", turn.reasoning
             if turn.tool_calls or turn.extra:
-                for text in strings_in((turn.tool_calls, turn.extra)):
-                    yield f"turn {n}", text
-        for text in strings_in(example.tools):
-            yield "tools", text
+                yield f"turn {n}", (turn.tool_calls, turn.extra)
+        if example.tools is not None:
+            yield "tools", example.tools
 
     def start(self, examples: Sequence[Example], spelled: Sequence[bool]) -> Callable[[], tuple[TokenRows, list[Rejected | None]]]:
         """Strings without plain spans are encoded whole in one call (in the encoding thread) and
@@ -446,14 +447,29 @@ def _alternation(specials: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
 
 
-def _special_text(texts: Iterator[tuple[str, str]], pattern: re.Pattern[str] | None) -> tuple[str, str] | None:
-    """The first (where, special token) that an author's text spells out, for both model types."""
+def _alternation_in_json(specials: tuple[str, ...]) -> re.Pattern[str] | None:
+    """`_alternation` of the special tokens as JSON writes them inside a string (`json_bytes`),
+    or None when JSON cannot write one."""
+    shown = [json_bytes(t) for t in specials]
+    return None if None in shown else _alternation(tuple(t.decode()[1:-1] for t in shown))
+
+
+def _special_text(texts: Iterator[tuple[str, object]], pattern: re.Pattern[str] | None, in_json: re.Pattern[str] | None) -> tuple[str, str] | None:
+    """The first (where, special token) that an author's text spells out, for both model types.
+    A value holding texts (tool calls, tools) is walked string by string only when its JSON holds
+    a special token's JSON (`in_json`): a string spelling a token has the token's escaped form
+    in its own, and so in the value's; most have none, and one search of the JSON settles it."""
     if pattern is None:
         return None
-    for where, text in texts:
-        found = pattern.search(text)
-        if found:
-            return where, found.group(0)
+    for where, value in texts:
+        if not isinstance(value, str):
+            shown = json_bytes(value) if in_json is not None else None
+            if shown is not None and not in_json.search(shown.decode()):
+                continue
+        for text in (value,) if isinstance(value, str) else strings_in(value):
+            found = pattern.search(text)
+            if found:
+                return where, found.group(0)
     return None
 
 

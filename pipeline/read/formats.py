@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from masked_shards.config import PipelineConfig
-from masked_shards.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, strings_in, unusable_text
+from masked_shards.records import TEXT_ROLE, Example, Invalid, Rejected, Turn, json_bytes, strings_in, unusable_text
 from masked_shards.read.sources import RawRecord
 from masked_shards.read.translation import TranslationPair, check_pair, pair_text, pair_to_example, translation_prompt
 
@@ -409,6 +409,13 @@ def _with_system_prompt(turns: tuple[Turn, ...], system_prompt: str | None) -> t
     return (Turn("system", system_prompt), *rest)
 
 
+def _ascii(value: object) -> bool:
+    """Whether every string of `value` is ASCII (then none is unusable: `unusable_text`), told
+    from its JSON in one call (`json_bytes`); False where that cannot tell."""
+    shown = json_bytes(value)
+    return shown is not None and shown.isascii()
+
+
 def _check_conversation(turns: tuple[Turn, ...], tools: list[dict[str, object]] | None) -> None:
     """Reject a conversation with unusable text (every text checked in order: each turn's text,
     reasoning, tool calls and other fields, then the tools), else one that is not a document and
@@ -420,7 +427,8 @@ def _check_conversation(turns: tuple[Turn, ...], tools: list[dict[str, object]] 
             raise Invalid(problem[0], f"turn {n} text {problem[1]}")
         if turn.reasoning or turn.tool_calls or turn.extra:
             texts = [("reasoning", turn.reasoning)] if turn.reasoning else []
-            texts += [*(("tool call", t) for t in strings_in(turn.tool_calls)), *(("field", t) for t in strings_in(turn.extra))]
+            if not _ascii((turn.tool_calls, turn.extra)):
+                texts += [*(("tool call", t) for t in strings_in(turn.tool_calls)), *(("field", t) for t in strings_in(turn.extra))]
             for what, text in texts:
                 problem = unusable_text(text)
                 if problem:
@@ -429,7 +437,7 @@ def _check_conversation(turns: tuple[Turn, ...], tools: list[dict[str, object]] 
             answered = True
             if empty is None and not turn.tool_calls and not turn.content.strip():
                 empty = n
-    if tools is not None:
+    if tools is not None and not _ascii(tools):
         for text in strings_in(tools):
             problem = unusable_text(text)
             if problem:

@@ -59,7 +59,7 @@ from typing import IO, Literal
 import orjson
 
 from masked_shards.read.compression import DamagedInput, codec_of, open_input, strip_compression
-from masked_shards.records import BlankLines, Rejected, strings_in
+from masked_shards.records import BlankLines, Rejected, json_bytes, strings_in
 
 HF_PREFIX = "hf:"
 BOM = b"\xef\xbb\xbf"
@@ -450,11 +450,16 @@ def _within_size(items: Iterator[Item], max_bytes: int | None) -> Iterator[Item]
 
 
 def _text_bytes(value: object, max_bytes: int) -> int:
-    """The UTF-8 size of the text a record holds (its strings, at any depth), encoded only where
-    the character count leaves it in doubt: a character is 1 to 4 bytes."""
+    """The UTF-8 size of the text a record holds (its strings, at any depth) where it is over
+    `max_bytes`, else a size within it: the record's JSON (`json_bytes`) when that is within it
+    (the strings are no larger than their JSON, and are not walked), or their characters, encoded
+    unless the count settles it (a character is 1 to 4 bytes)."""
+    shown = json_bytes(value)
+    if shown is not None and len(shown) <= max_bytes:
+        return len(shown)
     strings = list(strings_in(value, keys=False))
     chars = sum(map(len, strings))
-    if chars > max_bytes or 4 * chars <= max_bytes:
+    if 4 * chars <= max_bytes:
         return chars
     return sum(len(text.encode("utf-8", errors="surrogatepass")) for text in strings)
 
