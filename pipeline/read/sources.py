@@ -464,7 +464,6 @@ def _text_bytes(value: object, max_bytes: int) -> int:
     return sum(len(text.encode("utf-8", errors="surrogatepass")) for text in strings)
 
 
-
 def _too_large(size: int, max_bytes: int) -> str:
     return f"record is {size} bytes, over --max-record-bytes {max_bytes}; it was not parsed or tokenized"
 
