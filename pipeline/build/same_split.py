@@ -165,8 +165,9 @@ def taken(texts: list[str], unsure: np.ndarray) -> list[int]:
     lengths = np.array([len(texts[k]) for k in wide], dtype=np.int64)
     codes = np.frombuffer("".join(texts[k] for k in wide).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     kept_out = np.logical_or.reduceat(unsure[codes], np.cumsum(lengths) - lengths)
-    out = set(np.array(wide)[kept_out].tolist())
-    return [k for k in range(len(texts)) if k not in out]
+    keep = np.ones(len(texts), dtype=bool)
+    keep[np.array(wide)[kept_out]] = False
+    return np.flatnonzero(keep).tolist()
 
 
 def agrees(backend: Tokenizer, encode: Callable[[list[str]], tuple[np.ndarray, np.ndarray]], unsure: np.ndarray) -> bool:
